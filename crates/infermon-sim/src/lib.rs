@@ -1,0 +1,1 @@
+//! Simulated continuous-batching engine.

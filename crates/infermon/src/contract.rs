@@ -1,0 +1,660 @@
+//! The telemetry contract: every span, event, attribute, metric name, unit, well-known value
+//! and histogram boundary set that infermon emits.
+//!
+//! This module is the single source of truth. Nothing else in the Rust code spells one of these
+//! names as a string literal; the glossary `docs/metrics.md` is checked against [`METRICS`] by a
+//! test, and dashboards, alert rules and the collector's vLLM normalisation use the Prometheus
+//! forms listed there.
+//!
+//! OpenTelemetry GenAI semantic conventions (`gen_ai.*`) and hardware conventions (`hw.*`) are
+//! used wherever they cover a concept; the `llm.*` namespace covers what they do not (engine
+//! scheduler, KV cache, per-phase durations), and `infermon.*` names the pipeline's own health.
+
+/// Span names and span events.
+pub mod span {
+    /// Child span: arrival → first scheduled.
+    pub const QUEUE: &str = "queue";
+    /// Child span: scheduled → first token.
+    pub const PREFILL: &str = "prefill";
+    /// Child span: first token → last token.
+    pub const DECODE: &str = "decode";
+    /// Event on the request span when the first output token is produced.
+    pub const EVENT_FIRST_TOKEN: &str = "first_token";
+    /// Event on the request span when the engine evicts the sequence from the running batch.
+    pub const EVENT_PREEMPTED: &str = "preempted";
+    /// Event on the request span when a preempted sequence is scheduled again.
+    pub const EVENT_RESUMED: &str = "resumed";
+    /// Load generator's client span name (followed by the model, like the server span).
+    pub const CLIENT_PREFIX: &str = "chat";
+
+    /// The SERVER span's name: `{gen_ai.operation.name} {gen_ai.request.model}`.
+    pub fn request_span_name(operation: &str, model: &str) -> String {
+        let mut name = String::with_capacity(operation.len() + 1 + model.len());
+        name.push_str(operation);
+        name.push(' ');
+        name.push_str(model);
+        name
+    }
+}
+
+/// Attribute keys (span attributes, metric attributes and event attributes).
+pub mod attr {
+    // --- GenAI semantic conventions ---
+    pub const GEN_AI_OPERATION_NAME: &str = "gen_ai.operation.name";
+    pub const GEN_AI_PROVIDER_NAME: &str = "gen_ai.provider.name";
+    pub const GEN_AI_REQUEST_MODEL: &str = "gen_ai.request.model";
+    pub const GEN_AI_REQUEST_MAX_TOKENS: &str = "gen_ai.request.max_tokens";
+    pub const GEN_AI_REQUEST_TEMPERATURE: &str = "gen_ai.request.temperature";
+    pub const GEN_AI_REQUEST_TOP_P: &str = "gen_ai.request.top_p";
+    pub const GEN_AI_REQUEST_STREAM: &str = "gen_ai.request.stream";
+    pub const GEN_AI_RESPONSE_ID: &str = "gen_ai.response.id";
+    pub const GEN_AI_RESPONSE_MODEL: &str = "gen_ai.response.model";
+    pub const GEN_AI_RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
+    /// Metric attribute: the single finish reason of one request.
+    pub const GEN_AI_RESPONSE_FINISH_REASON: &str = "gen_ai.response.finish_reason";
+    pub const GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.response.time_to_first_chunk";
+    pub const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
+    pub const GEN_AI_USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
+    pub const GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: &str = "gen_ai.usage.cache_read.input_tokens";
+    pub const GEN_AI_TOKEN_TYPE: &str = "gen_ai.token.type";
+    pub const GEN_AI_PROMPT: &str = "gen_ai.prompt";
+    pub const GEN_AI_COMPLETION: &str = "gen_ai.completion";
+
+    // --- General semantic conventions ---
+    pub const ERROR_TYPE: &str = "error.type";
+    pub const SERVER_ADDRESS: &str = "server.address";
+    pub const SERVER_PORT: &str = "server.port";
+    pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
+    pub const NETWORK_IO_DIRECTION: &str = "network.io.direction";
+
+    // --- llm.* (engine concepts the GenAI conventions do not cover) ---
+    pub const LLM_QUEUE_POSITION: &str = "llm.queue.position";
+    pub const LLM_PREFILL_COMPUTED_TOKENS: &str = "llm.prefill.computed_tokens";
+    pub const LLM_PREFILL_CACHED_TOKENS: &str = "llm.prefill.cached_tokens";
+    pub const LLM_DECODE_OUTPUT_TOKENS: &str = "llm.decode.output_tokens";
+    pub const LLM_DECODE_PREEMPTIONS: &str = "llm.decode.preemptions";
+    pub const LLM_REQUEST_OUTCOME: &str = "llm.request.outcome";
+    pub const LLM_REQUEST_STATE: &str = "llm.request.state";
+    pub const LLM_KV_CACHE_BLOCK_STATE: &str = "llm.kv_cache.block.state";
+    /// Event attribute of `first_token`: time to first token in seconds.
+    pub const LLM_TTFT: &str = "llm.time_to_first_token";
+    /// Event attribute of `preempted`/`resumed`: how many times the sequence was preempted so far.
+    pub const LLM_PREEMPTION_COUNT: &str = "llm.preemption.count";
+    /// Resource attribute marking a simulated workload.
+    pub const LLM_SIMULATED: &str = "llm.simulated";
+
+    // --- Hardware semantic conventions (GPUs) ---
+    pub const HW_ID: &str = "hw.id";
+    pub const HW_NAME: &str = "hw.name";
+    pub const HW_VENDOR: &str = "hw.vendor";
+    pub const HW_TYPE: &str = "hw.type";
+    pub const HW_GPU_TASK: &str = "hw.gpu.task";
+    pub const HW_SENSOR_LOCATION: &str = "hw.sensor_location";
+    pub const HW_GPU_CLOCK_TYPE: &str = "hw.gpu.clock.type";
+    pub const HW_GPU_THROTTLE_REASON: &str = "hw.gpu.throttle.reason";
+    pub const HW_GPU_XID: &str = "hw.gpu.xid";
+    pub const GPU_INDEX: &str = "gpu.index";
+    pub const PROCESS_PID: &str = "process.pid";
+    pub const PROCESS_EXECUTABLE_NAME: &str = "process.executable.name";
+
+    // --- Pipeline self-telemetry ---
+    pub const INFERMON_SIGNAL: &str = "infermon.signal";
+}
+
+/// Well-known attribute values.
+pub mod value {
+    // gen_ai.operation.name
+    pub const OPERATION_CHAT: &str = "chat";
+    pub const OPERATION_TEXT_COMPLETION: &str = "text_completion";
+    // gen_ai.provider.name
+    pub const PROVIDER_SIMULATOR: &str = "infermon.simulator";
+    pub const PROVIDER_VLLM: &str = "vllm";
+    // gen_ai.token.type
+    pub const TOKEN_INPUT: &str = "input";
+    pub const TOKEN_OUTPUT: &str = "output";
+    // gen_ai.response.finish_reason (OpenAI's values plus `abort` and `error`)
+    pub const FINISH_STOP: &str = "stop";
+    pub const FINISH_LENGTH: &str = "length";
+    pub const FINISH_ABORT: &str = "abort";
+    pub const FINISH_ERROR: &str = "error";
+    // llm.request.outcome
+    pub const OUTCOME_SUCCESS: &str = "success";
+    pub const OUTCOME_ERROR: &str = "error";
+    pub const OUTCOME_ABORTED: &str = "aborted";
+    // llm.request.state
+    pub const STATE_RUNNING: &str = "running";
+    pub const STATE_WAITING: &str = "waiting";
+    pub const STATE_SWAPPED: &str = "swapped";
+    // llm.kv_cache.block.state
+    pub const BLOCK_USED: &str = "used";
+    pub const BLOCK_FREE: &str = "free";
+    // hw.type
+    pub const HW_TYPE_GPU: &str = "gpu";
+    // hw.gpu.task
+    pub const GPU_TASK_GENERAL: &str = "general";
+    pub const GPU_TASK_ENCODER: &str = "encoder";
+    pub const GPU_TASK_DECODER: &str = "decoder";
+    // hw.sensor_location
+    pub const SENSOR_GPU: &str = "gpu";
+    pub const SENSOR_MEMORY: &str = "memory";
+    // hw.gpu.clock.type
+    pub const CLOCK_SM: &str = "sm";
+    pub const CLOCK_MEMORY: &str = "memory";
+    // error.type on hw.errors
+    pub const HW_ERROR_XID: &str = "xid";
+    pub const HW_ERROR_ECC_CORRECTED: &str = "ecc_corrected";
+    pub const HW_ERROR_ECC_UNCORRECTED: &str = "ecc_uncorrected";
+    // network.io.direction
+    pub const IO_RECEIVE: &str = "receive";
+    pub const IO_TRANSMIT: &str = "transmit";
+    // hw.vendor of simulated GPUs
+    pub const VENDOR_NVIDIA: &str = "NVIDIA";
+    pub const VENDOR_SIMULATED: &str = "infermon-simulated";
+    // infermon.signal
+    pub const SIGNAL_TRACES: &str = "traces";
+    pub const SIGNAL_METRICS: &str = "metrics";
+    /// Replacement for a user-supplied label value past the cardinality cap.
+    pub const OVERFLOW: &str = "other";
+}
+
+/// Metric names (OTLP form).
+pub mod metric {
+    pub const REQUEST_DURATION: &str = "gen_ai.server.request.duration";
+    pub const TIME_TO_FIRST_TOKEN: &str = "gen_ai.server.time_to_first_token";
+    pub const TIME_PER_OUTPUT_TOKEN: &str = "gen_ai.server.time_per_output_token";
+    pub const QUEUE_DURATION: &str = "llm.request.queue.duration";
+    pub const PREFILL_DURATION: &str = "llm.request.prefill.duration";
+    pub const DECODE_DURATION: &str = "llm.request.decode.duration";
+    pub const REQUEST_TOKENS: &str = "llm.request.tokens";
+    pub const REQUESTS: &str = "llm.requests";
+    pub const TOKENS: &str = "llm.tokens";
+    pub const SCHEDULER_REQUESTS: &str = "llm.scheduler.requests";
+    pub const SCHEDULER_ITERATIONS: &str = "llm.scheduler.iterations";
+    pub const SCHEDULER_PREEMPTIONS: &str = "llm.scheduler.preemptions";
+    pub const KV_CACHE_USAGE: &str = "llm.kv_cache.usage";
+    pub const KV_CACHE_BLOCKS: &str = "llm.kv_cache.blocks";
+
+    pub const GPU_UTILIZATION: &str = "hw.gpu.utilization";
+    pub const GPU_MEMORY_UTILIZATION: &str = "hw.gpu.memory.utilization";
+    pub const GPU_MEMORY_USAGE: &str = "hw.gpu.memory.usage";
+    pub const GPU_MEMORY_LIMIT: &str = "hw.gpu.memory.limit";
+    pub const HW_TEMPERATURE: &str = "hw.temperature";
+    pub const HW_POWER: &str = "hw.power";
+    pub const HW_POWER_LIMIT: &str = "hw.power.limit";
+    pub const HW_ENERGY: &str = "hw.energy";
+    pub const GPU_IO: &str = "hw.gpu.io";
+    pub const HW_ERRORS: &str = "hw.errors";
+    pub const GPU_CLOCK_FREQUENCY: &str = "hw.gpu.clock.frequency";
+    pub const GPU_THROTTLED: &str = "hw.gpu.throttled";
+    pub const GPU_SM_ACTIVITY: &str = "hw.gpu.sm.activity";
+    pub const GPU_SM_OCCUPANCY: &str = "hw.gpu.sm.occupancy";
+    pub const GPU_DRAM_BANDWIDTH_UTILIZATION: &str = "hw.gpu.dram.bandwidth.utilization";
+    pub const GPU_TENSOR_ACTIVITY: &str = "hw.gpu.tensor.activity";
+    pub const GPU_RETIRED_PAGES: &str = "hw.gpu.memory.retired_pages";
+    pub const GPU_REMAPPED_ROWS: &str = "hw.gpu.memory.remapped_rows";
+    pub const GPU_PROCESS_MEMORY_USAGE: &str = "hw.gpu.process.memory.usage";
+    pub const GPU_READ_ERRORS: &str = "infermon.gpu.read_errors";
+
+    pub const TELEMETRY_SPANS_DROPPED: &str = "infermon.telemetry.spans.dropped";
+    pub const TELEMETRY_EXPORT_FAILURES: &str = "infermon.telemetry.export.failures";
+}
+
+/// Units (UCUM, as OpenTelemetry expects them).
+pub mod unit {
+    pub const SECONDS: &str = "s";
+    pub const TOKENS: &str = "{token}";
+    pub const REQUESTS: &str = "{request}";
+    pub const ITERATIONS: &str = "{iteration}";
+    pub const PREEMPTIONS: &str = "{preemption}";
+    pub const BLOCKS: &str = "{block}";
+    pub const RATIO: &str = "1";
+    pub const BYTES: &str = "By";
+    pub const CELSIUS: &str = "Cel";
+    pub const WATTS: &str = "W";
+    pub const JOULES: &str = "J";
+    pub const HERTZ: &str = "Hz";
+    pub const ERRORS: &str = "{error}";
+    pub const PAGES: &str = "{page}";
+    pub const ROWS: &str = "{row}";
+    pub const SPANS: &str = "{span}";
+    pub const EXPORTS: &str = "{export}";
+}
+
+/// Explicit histogram bucket boundaries. Never the SDK default (`0, 5, 10, …`), which is useless
+/// for sub-second latencies.
+pub mod buckets {
+    /// GenAI advisory boundaries for `gen_ai.server.request.duration`.
+    pub const REQUEST_DURATION: &[f64] = &[
+        0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+    ];
+    /// GenAI advisory boundaries for `gen_ai.server.time_to_first_token`.
+    pub const TIME_TO_FIRST_TOKEN: &[f64] = &[
+        0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    ];
+    /// GenAI advisory boundaries for `gen_ai.server.time_per_output_token`.
+    pub const TIME_PER_OUTPUT_TOKEN: &[f64] = &[
+        0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+    ];
+    /// Queue/prefill/decode phases: vLLM's request-latency boundaries (0.3 s … 7680 s) with a
+    /// finer sub-0.3 s end, since on a healthy engine most phases finish well under 0.3 s.
+    pub const PHASE_DURATION: &[f64] = &[
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0,
+        15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
+    ];
+    /// Token counts per request: vLLM's 1-2-5 series.
+    pub const TOKENS: &[f64] = &[
+        1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+        20000.0, 50000.0, 100000.0, 200000.0,
+    ];
+}
+
+/// Instrument kinds as they appear in the glossary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instrument {
+    Histogram,
+    Counter,
+    Gauge,
+    UpDownCounter,
+}
+
+impl Instrument {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Instrument::Histogram => "histogram",
+            Instrument::Counter => "counter",
+            Instrument::Gauge => "gauge",
+            Instrument::UpDownCounter => "updowncounter",
+        }
+    }
+}
+
+/// One metric of the contract: what the glossary documents and what the Prometheus side sees.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricSpec {
+    pub name: &'static str,
+    pub instrument: Instrument,
+    pub unit: &'static str,
+    /// Attribute keys the metric carries (besides resource attributes).
+    pub attributes: &'static [&'static str],
+    /// The series name under Prometheus' default OTLP translation (histograms: the base name,
+    /// to which `_bucket`, `_sum` and `_count` are appended).
+    pub prometheus: &'static str,
+    pub description: &'static str,
+}
+
+use attr::*;
+use Instrument::*;
+
+const MODEL_OP: &[&str] = &[GEN_AI_REQUEST_MODEL, GEN_AI_OPERATION_NAME];
+const MODEL_OP_TOKEN: &[&str] = &[
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_TOKEN_TYPE,
+];
+const MODEL_ONLY: &[&str] = &[GEN_AI_REQUEST_MODEL];
+const GPU: &[&str] = &[HW_ID, HW_NAME, HW_VENDOR, GPU_INDEX];
+
+/// Every metric of the contract, in glossary order.
+pub const METRICS: &[MetricSpec] = &[
+    MetricSpec {
+        name: metric::REQUEST_DURATION,
+        instrument: Histogram,
+        unit: unit::SECONDS,
+        attributes: &[GEN_AI_REQUEST_MODEL, GEN_AI_OPERATION_NAME, ERROR_TYPE],
+        prometheus: "gen_ai_server_request_duration_seconds",
+        description: "End-to-end server-side request duration, arrival to last token or error.",
+    },
+    MetricSpec {
+        name: metric::TIME_TO_FIRST_TOKEN,
+        instrument: Histogram,
+        unit: unit::SECONDS,
+        attributes: MODEL_OP,
+        prometheus: "gen_ai_server_time_to_first_token_seconds",
+        description: "Time from arrival to the first output token (queue + prefill).",
+    },
+    MetricSpec {
+        name: metric::TIME_PER_OUTPUT_TOKEN,
+        instrument: Histogram,
+        unit: unit::SECONDS,
+        attributes: MODEL_OP,
+        prometheus: "gen_ai_server_time_per_output_token_seconds",
+        description: "Decode time divided by output tokens after the first (inter-token latency).",
+    },
+    MetricSpec {
+        name: metric::QUEUE_DURATION,
+        instrument: Histogram,
+        unit: unit::SECONDS,
+        attributes: MODEL_OP,
+        prometheus: "llm_request_queue_duration_seconds",
+        description: "Time a request waited before it was first scheduled.",
+    },
+    MetricSpec {
+        name: metric::PREFILL_DURATION,
+        instrument: Histogram,
+        unit: unit::SECONDS,
+        attributes: MODEL_OP,
+        prometheus: "llm_request_prefill_duration_seconds",
+        description: "Time from first scheduled to first token (prompt processing).",
+    },
+    MetricSpec {
+        name: metric::DECODE_DURATION,
+        instrument: Histogram,
+        unit: unit::SECONDS,
+        attributes: MODEL_OP,
+        prometheus: "llm_request_decode_duration_seconds",
+        description: "Time from first token to last token.",
+    },
+    MetricSpec {
+        name: metric::REQUEST_TOKENS,
+        instrument: Histogram,
+        unit: unit::TOKENS,
+        attributes: MODEL_OP_TOKEN,
+        prometheus: "llm_request_tokens",
+        description: "Tokens per request, input (prompt) or output (generated).",
+    },
+    MetricSpec {
+        name: metric::REQUESTS,
+        instrument: Counter,
+        unit: unit::REQUESTS,
+        attributes: &[
+            GEN_AI_REQUEST_MODEL,
+            GEN_AI_OPERATION_NAME,
+            LLM_REQUEST_OUTCOME,
+            GEN_AI_RESPONSE_FINISH_REASON,
+            ERROR_TYPE,
+        ],
+        prometheus: "llm_requests_total",
+        description: "Requests that ended, by outcome, finish reason and error type.",
+    },
+    MetricSpec {
+        name: metric::TOKENS,
+        instrument: Counter,
+        unit: unit::TOKENS,
+        attributes: MODEL_OP_TOKEN,
+        prometheus: "llm_tokens_total",
+        description: "Tokens processed: input (prompt) and output (generated).",
+    },
+    MetricSpec {
+        name: metric::SCHEDULER_REQUESTS,
+        instrument: Gauge,
+        unit: unit::REQUESTS,
+        attributes: &[GEN_AI_REQUEST_MODEL, LLM_REQUEST_STATE],
+        prometheus: "llm_scheduler_requests",
+        description: "Requests in the engine by state: running, waiting, swapped.",
+    },
+    MetricSpec {
+        name: metric::SCHEDULER_ITERATIONS,
+        instrument: Counter,
+        unit: unit::ITERATIONS,
+        attributes: MODEL_ONLY,
+        prometheus: "llm_scheduler_iterations_total",
+        description: "Engine steps (one forward pass of the running batch each).",
+    },
+    MetricSpec {
+        name: metric::SCHEDULER_PREEMPTIONS,
+        instrument: Counter,
+        unit: unit::PREEMPTIONS,
+        attributes: MODEL_ONLY,
+        prometheus: "llm_scheduler_preemptions_total",
+        description: "Sequences evicted from the running batch for lack of KV cache blocks.",
+    },
+    MetricSpec {
+        name: metric::KV_CACHE_USAGE,
+        instrument: Gauge,
+        unit: unit::RATIO,
+        attributes: MODEL_ONLY,
+        prometheus: "llm_kv_cache_usage_ratio",
+        description: "Fraction of KV cache blocks in use (0–1).",
+    },
+    MetricSpec {
+        name: metric::KV_CACHE_BLOCKS,
+        instrument: Gauge,
+        unit: unit::BLOCKS,
+        attributes: &[GEN_AI_REQUEST_MODEL, LLM_KV_CACHE_BLOCK_STATE],
+        prometheus: "llm_kv_cache_blocks",
+        description: "KV cache blocks by state: used or free.",
+    },
+    MetricSpec {
+        name: metric::GPU_UTILIZATION,
+        instrument: Gauge,
+        unit: unit::RATIO,
+        attributes: &[HW_ID, HW_NAME, HW_VENDOR, GPU_INDEX, HW_GPU_TASK],
+        prometheus: "hw_gpu_utilization_ratio",
+        description: "Fraction of time the GPU was busy (task: general, encoder, decoder).",
+    },
+    MetricSpec {
+        name: metric::GPU_MEMORY_UTILIZATION,
+        instrument: Gauge,
+        unit: unit::RATIO,
+        attributes: GPU,
+        prometheus: "hw_gpu_memory_utilization_ratio",
+        description: "Fraction of time the memory controller was busy.",
+    },
+    MetricSpec {
+        name: metric::GPU_MEMORY_USAGE,
+        instrument: UpDownCounter,
+        unit: unit::BYTES,
+        attributes: GPU,
+        prometheus: "hw_gpu_memory_usage_bytes",
+        description: "GPU memory in use.",
+    },
+    MetricSpec {
+        name: metric::GPU_MEMORY_LIMIT,
+        instrument: UpDownCounter,
+        unit: unit::BYTES,
+        attributes: GPU,
+        prometheus: "hw_gpu_memory_limit_bytes",
+        description: "Total GPU memory.",
+    },
+    MetricSpec {
+        name: metric::HW_TEMPERATURE,
+        instrument: Gauge,
+        unit: unit::CELSIUS,
+        attributes: &[
+            HW_ID,
+            HW_NAME,
+            HW_VENDOR,
+            GPU_INDEX,
+            HW_TYPE,
+            HW_SENSOR_LOCATION,
+        ],
+        prometheus: "hw_temperature_celsius",
+        description: "Temperature of the GPU die or its memory.",
+    },
+    MetricSpec {
+        name: metric::HW_POWER,
+        instrument: Gauge,
+        unit: unit::WATTS,
+        attributes: &[HW_ID, HW_NAME, HW_VENDOR, GPU_INDEX, HW_TYPE],
+        prometheus: "hw_power_watts",
+        description: "Power draw.",
+    },
+    MetricSpec {
+        name: metric::HW_POWER_LIMIT,
+        instrument: Gauge,
+        unit: unit::WATTS,
+        attributes: &[HW_ID, HW_NAME, HW_VENDOR, GPU_INDEX, HW_TYPE],
+        prometheus: "hw_power_limit_watts",
+        description: "Enforced power limit.",
+    },
+    MetricSpec {
+        name: metric::HW_ENERGY,
+        instrument: Counter,
+        unit: unit::JOULES,
+        attributes: &[HW_ID, HW_NAME, HW_VENDOR, GPU_INDEX, HW_TYPE],
+        prometheus: "hw_energy_joules_total",
+        description: "Energy consumed since the driver loaded.",
+    },
+    MetricSpec {
+        name: metric::GPU_IO,
+        instrument: Counter,
+        unit: unit::BYTES,
+        attributes: &[HW_ID, HW_NAME, HW_VENDOR, GPU_INDEX, NETWORK_IO_DIRECTION],
+        prometheus: "hw_gpu_io_bytes_total",
+        description: "PCIe traffic, receive and transmit.",
+    },
+    MetricSpec {
+        name: metric::HW_ERRORS,
+        instrument: Counter,
+        unit: unit::ERRORS,
+        attributes: &[
+            HW_ID, HW_NAME, HW_VENDOR, GPU_INDEX, HW_TYPE, ERROR_TYPE, HW_GPU_XID,
+        ],
+        prometheus: "hw_errors_total",
+        description: "GPU errors: XID events, corrected and uncorrected ECC errors.",
+    },
+    MetricSpec {
+        name: metric::GPU_CLOCK_FREQUENCY,
+        instrument: Gauge,
+        unit: unit::HERTZ,
+        attributes: &[HW_ID, HW_NAME, HW_VENDOR, GPU_INDEX, HW_GPU_CLOCK_TYPE],
+        prometheus: "hw_gpu_clock_frequency_hertz",
+        description: "Current SM and memory clock frequency.",
+    },
+    MetricSpec {
+        name: metric::GPU_THROTTLED,
+        instrument: Gauge,
+        unit: unit::RATIO,
+        attributes: &[HW_ID, HW_NAME, HW_VENDOR, GPU_INDEX, HW_GPU_THROTTLE_REASON],
+        prometheus: "hw_gpu_throttled_ratio",
+        description: "1 while the clocks are held down for the given reason, else 0.",
+    },
+    MetricSpec {
+        name: metric::GPU_SM_ACTIVITY,
+        instrument: Gauge,
+        unit: unit::RATIO,
+        attributes: GPU,
+        prometheus: "hw_gpu_sm_activity_ratio",
+        description: "Fraction of SMs active (GPM, Hopper and newer).",
+    },
+    MetricSpec {
+        name: metric::GPU_SM_OCCUPANCY,
+        instrument: Gauge,
+        unit: unit::RATIO,
+        attributes: GPU,
+        prometheus: "hw_gpu_sm_occupancy_ratio",
+        description: "Resident warps over the maximum (GPM, Hopper and newer).",
+    },
+    MetricSpec {
+        name: metric::GPU_DRAM_BANDWIDTH_UTILIZATION,
+        instrument: Gauge,
+        unit: unit::RATIO,
+        attributes: GPU,
+        prometheus: "hw_gpu_dram_bandwidth_utilization_ratio",
+        description: "Fraction of peak DRAM bandwidth used (GPM, Hopper and newer).",
+    },
+    MetricSpec {
+        name: metric::GPU_TENSOR_ACTIVITY,
+        instrument: Gauge,
+        unit: unit::RATIO,
+        attributes: GPU,
+        prometheus: "hw_gpu_tensor_activity_ratio",
+        description: "Fraction of time any tensor pipe was active (GPM, Hopper and newer).",
+    },
+    MetricSpec {
+        name: metric::GPU_RETIRED_PAGES,
+        instrument: Gauge,
+        unit: unit::PAGES,
+        attributes: &[HW_ID, HW_NAME, HW_VENDOR, GPU_INDEX, ERROR_TYPE],
+        prometheus: "hw_gpu_memory_retired_pages",
+        description: "Memory pages retired for ECC errors (pre-Ampere).",
+    },
+    MetricSpec {
+        name: metric::GPU_REMAPPED_ROWS,
+        instrument: Gauge,
+        unit: unit::ROWS,
+        attributes: &[HW_ID, HW_NAME, HW_VENDOR, GPU_INDEX, ERROR_TYPE],
+        prometheus: "hw_gpu_memory_remapped_rows",
+        description: "Memory rows remapped for ECC errors (Ampere and newer).",
+    },
+    MetricSpec {
+        name: metric::GPU_PROCESS_MEMORY_USAGE,
+        instrument: Gauge,
+        unit: unit::BYTES,
+        attributes: &[HW_ID, GPU_INDEX, PROCESS_PID, PROCESS_EXECUTABLE_NAME],
+        prometheus: "hw_gpu_process_memory_usage_bytes",
+        description: "GPU memory used per process (top N by usage).",
+    },
+    MetricSpec {
+        name: metric::GPU_READ_ERRORS,
+        instrument: Counter,
+        unit: unit::ERRORS,
+        attributes: &[HW_ID, GPU_INDEX],
+        prometheus: "infermon_gpu_read_errors_total",
+        description: "Transient NVML read failures (retried on the next poll).",
+    },
+    MetricSpec {
+        name: metric::TELEMETRY_SPANS_DROPPED,
+        instrument: Counter,
+        unit: unit::SPANS,
+        attributes: &[],
+        prometheus: "infermon_telemetry_spans_dropped_total",
+        description: "Spans dropped because the export queue was full.",
+    },
+    MetricSpec {
+        name: metric::TELEMETRY_EXPORT_FAILURES,
+        instrument: Counter,
+        unit: unit::EXPORTS,
+        attributes: &[INFERMON_SIGNAL],
+        prometheus: "infermon_telemetry_export_failures_total",
+        description: "Failed OTLP export attempts, by signal (traces or metrics).",
+    },
+];
+
+/// Looks a metric of the contract up by its OTLP name.
+pub fn metric_spec(name: &str) -> Option<&'static MetricSpec> {
+    METRICS.iter().find(|m| m.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn metric_names_are_unique() {
+        let mut seen = HashSet::new();
+        for m in METRICS {
+            assert!(seen.insert(m.name), "duplicate metric {}", m.name);
+        }
+    }
+
+    #[test]
+    fn bucket_boundaries_are_strictly_increasing() {
+        for set in [
+            buckets::REQUEST_DURATION,
+            buckets::TIME_TO_FIRST_TOKEN,
+            buckets::TIME_PER_OUTPUT_TOKEN,
+            buckets::PHASE_DURATION,
+            buckets::TOKENS,
+        ] {
+            assert!(set.windows(2).all(|w| w[0] < w[1]), "{set:?}");
+        }
+    }
+
+    /// The Prometheus forms follow the default OTLP translation: dots to underscores, a unit
+    /// suffix (`_seconds`, `_bytes`, `_ratio` for unit 1 gauges, …), `_total` on counters, and
+    /// annotation units (`{token}`) dropped.
+    #[test]
+    fn prometheus_names_follow_the_default_translation() {
+        for m in METRICS {
+            let base = m.name.replace('.', "_");
+            let suffix = match m.unit {
+                "s" => "_seconds",
+                "By" => "_bytes",
+                "Cel" => "_celsius",
+                "W" => "_watts",
+                "J" => "_joules",
+                "Hz" => "_hertz",
+                "1" if m.instrument == Instrument::Gauge => "_ratio",
+                _ => "",
+            };
+            let total = if m.instrument == Instrument::Counter {
+                "_total"
+            } else {
+                ""
+            };
+            assert_eq!(m.prometheus, format!("{base}{suffix}{total}"), "{}", m.name);
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! infermon: OpenTelemetry-native observability for LLM inference.
+pub mod contract;
