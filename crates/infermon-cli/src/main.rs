@@ -1,15 +1,33 @@
 //! `infermon`: run the engine simulator, drive load, watch a live demo, export GPU telemetry.
 
+mod args;
+mod config_file;
 mod demo;
 mod gpu_agent;
 mod load;
 mod sim;
 
-use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "infermon", version, about, long_about = None)]
-struct Cli {
+#[command(
+    name = "infermon",
+    version,
+    about = "OpenTelemetry-native observability for LLM inference: simulator, load generator, demo, GPU agent.",
+    long_about = None,
+    after_help = "Every flag can also be set by the environment variable shown in its help, or in \
+        the --config file.\nQuick start (nothing else needed): infermon demo"
+)]
+pub(crate) struct Cli {
+    /// TOML file with defaults for any flag: a [sim], [load], [demo] or [gpu-agent] table whose
+    /// keys are long flag names. Command-line flags and environment variables take precedence.
+    #[arg(long, global = true, value_name = "FILE", env = "INFERMON_CONFIG")]
+    config: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -26,15 +44,116 @@ enum Command {
     GpuAgent(gpu_agent::GpuAgentArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        match cli.command {
-            Command::Sim(args) => sim::run(args).await,
-            Command::Load(args) => load::run(args).await,
-            Command::Demo(args) => demo::run(args).await,
-            Command::GpuAgent(args) => gpu_agent::run(args).await,
+fn main() -> ExitCode {
+    let cli = match parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(Parsed::Exit(e)) => {
+            // --help and --version: clap's own output, exit 0.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
         }
-    })
+        Err(Parsed::Invalid(line)) => {
+            eprintln!("{line}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                match cli.command {
+                    Command::Sim(args) => sim::run(args).await,
+                    Command::Load(args) => load::run(args).await,
+                    Command::Demo(args) => demo::run(args).await,
+                    Command::GpuAgent(args) => gpu_agent::run(args).await,
+                }
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, joined.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Parsed {
+    /// Help or version was requested.
+    Exit(clap::Error),
+    /// A one-line message saying what is wrong.
+    Invalid(String),
+}
+
+/// Parses the command line, then applies the `--config` file to whatever the command line and
+/// environment left unset (see [`config_file`]).
+fn parse(mut argv: Vec<OsString>) -> Result<Cli, Parsed> {
+    let command = Cli::command();
+    let help = help_hint(&command, &argv);
+    let clap_failure = |e| clap_failure(e, &help);
+    let matches = command
+        .clone()
+        .try_get_matches_from(&argv)
+        .map_err(clap_failure)?;
+    if let Some(path) = matches.get_one::<PathBuf>("config") {
+        let extra = config_file::file_args(path, &command, &matches)
+            .map_err(|e| Parsed::Invalid(format!("error: {e}")))?;
+        if !extra.is_empty() {
+            argv.extend(extra);
+            let with_file =
+                command
+                    .try_get_matches_from(&argv)
+                    .map_err(|e| match clap_failure(e) {
+                        Parsed::Invalid(line) => {
+                            Parsed::Invalid(format!("{line} (from config file {})", path.display()))
+                        }
+                        other => other,
+                    })?;
+            return Cli::from_arg_matches(&with_file).map_err(clap_failure);
+        }
+    }
+    Cli::from_arg_matches(&matches).map_err(clap_failure)
+}
+
+/// Clap's errors are several lines (message, usage, tip); keep the message and the tip on one
+/// line, and leave help/version output alone.
+fn clap_failure(e: clap::Error, help: &str) -> Parsed {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return Parsed::Exit(e);
+    }
+    let rendered = e.render().to_string();
+    let mut parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("error:") || l.starts_with("tip:"))
+        .collect();
+    if parts.is_empty() {
+        parts.push(
+            rendered
+                .lines()
+                .next()
+                .unwrap_or("error: invalid arguments"),
+        );
+    }
+    Parsed::Invalid(format!("{}; see `{help}`", parts.join("; ")))
+}
+
+/// `infermon <subcommand> --help` for the subcommand named on the command line, else
+/// `infermon --help`.
+fn help_hint(command: &clap::Command, argv: &[OsString]) -> String {
+    let sub = argv.iter().skip(1).find_map(|a| {
+        let a = a.to_str()?;
+        command.find_subcommand(a).map(|s| s.get_name().to_owned())
+    });
+    match sub {
+        Some(sub) => format!("infermon {sub} --help"),
+        None => "infermon --help".to_owned(),
+    }
 }

@@ -1,8 +1,187 @@
-//! Placeholder until the subcommand lands.
+//! `infermon sim`: the simulated inference engine behind an OpenAI-compatible HTTP API, with its
+//! telemetry exported over OTLP.
 
-#[derive(clap::Args)]
-pub struct SimArgs {}
+use std::path::PathBuf;
 
-pub async fn run(_args: SimArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+use anyhow::Context as _;
+use infermon::contract::{value, INSTRUMENTATION_SCOPE};
+use infermon_sim::{MetricsFormat, SimConfig, SimHandle, SimTelemetry, Simulator};
+use tokio::net::TcpListener;
+
+use crate::args::TelemetryArgs;
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "The simulator is a test and demo workload: it behaves like a \
+    continuous-batching server (paged KV cache, preemption, roofline step timing) and emits \
+    infermon's telemetry, but its output is filler text, not a model's.\n\n\
+    Examples:\n  \
+    infermon sim\n  \
+    infermon sim --profile a100-40gb-llama-8b --time-scale 10 --metrics vllm\n  \
+    infermon sim --scenario faults.toml --otlp-endpoint http://collector:4317"
+)]
+pub struct SimArgs {
+    /// Address to serve the HTTP API on (port 0 picks a free port; the address is printed).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "INFERMON_LISTEN",
+        default_value = "127.0.0.1:8000"
+    )]
+    pub listen: String,
+
+    #[command(flatten)]
+    pub engine: EngineArgs,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// The simulated engine's settings (shared by `sim` and `demo`). Flags override the
+/// `--sim-config` file, which overrides the simulator's defaults.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Simulated engine")]
+pub struct EngineArgs {
+    /// Simulator configuration TOML (scheduler, KV cache, output lengths, faults; see
+    /// docs/simulator.md).
+    #[arg(long, value_name = "FILE", env = "INFERMON_SIM_CONFIG")]
+    pub sim_config: Option<PathBuf>,
+
+    /// Hardware/model profile: a built-in name (h100-80gb-llama-8b, a100-40gb-llama-8b) or the
+    /// path of a profile TOML [default: h100-80gb-llama-8b].
+    #[arg(long, value_name = "NAME|FILE", env = "INFERMON_PROFILE")]
+    pub profile: Option<String>,
+
+    /// Served model name [default: the profile's model].
+    #[arg(long, value_name = "NAME", env = "INFERMON_MODEL")]
+    pub model: Option<String>,
+
+    /// Run simulated time this many times faster than wall time (latencies shrink by as much).
+    #[arg(long, value_name = "FACTOR", env = "INFERMON_TIME_SCALE")]
+    pub time_scale: Option<f64>,
+
+    /// Fault scenario TOML: error rates, latency spikes and KV pressure over time.
+    #[arg(long, value_name = "FILE", env = "INFERMON_SCENARIO")]
+    pub scenario: Option<PathBuf>,
+
+    /// Also serve GET /metrics in this format (vllm: vLLM's Prometheus names).
+    #[arg(long, value_enum, value_name = "FORMAT", env = "INFERMON_METRICS")]
+    pub metrics: Option<MetricsArg>,
+
+    /// Simulate this many GPUs whose telemetry follows the engine's load.
+    #[arg(long, value_name = "N", env = "INFERMON_SIMULATED_GPUS")]
+    pub simulated_gpus: Option<u32>,
+
+    /// Most sequences in the running batch.
+    #[arg(long, value_name = "N", env = "INFERMON_MAX_NUM_SEQS")]
+    pub max_num_seqs: Option<u32>,
+
+    /// Most requests waiting to be scheduled; more are rejected with 503.
+    #[arg(long, value_name = "N", env = "INFERMON_MAX_WAITING")]
+    pub max_waiting: Option<u32>,
+
+    /// Use exactly this many KV cache blocks (small numbers make preemption easy to see).
+    #[arg(long, value_name = "N", env = "INFERMON_KV_BLOCKS")]
+    pub kv_blocks: Option<u32>,
+
+    /// Seed of the simulator's random choices (faults, natural output lengths).
+    #[arg(long, value_name = "N", env = "INFERMON_SIM_SEED")]
+    pub sim_seed: Option<u64>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum MetricsArg {
+    /// No /metrics endpoint (telemetry goes out over OTLP only).
+    None,
+    /// vLLM's Prometheus metric names and labels.
+    Vllm,
+}
+
+impl EngineArgs {
+    pub fn sim_config(&self) -> anyhow::Result<SimConfig> {
+        let mut config = match &self.sim_config {
+            Some(path) => SimConfig::load(path)?,
+            None => SimConfig::default(),
+        };
+        if let Some(profile) = &self.profile {
+            config.profile = profile.clone();
+        }
+        if let Some(model) = &self.model {
+            config.model = Some(model.clone());
+        }
+        if let Some(scale) = self.time_scale {
+            config.time_scale = scale;
+        }
+        if let Some(scenario) = &self.scenario {
+            config.scenario = Some(scenario.clone());
+        }
+        if let Some(metrics) = self.metrics {
+            config.metrics = match metrics {
+                MetricsArg::None => MetricsFormat::None,
+                MetricsArg::Vllm => MetricsFormat::Vllm,
+            };
+        }
+        if let Some(n) = self.simulated_gpus {
+            config.simulated_gpus = n;
+        }
+        if let Some(n) = self.max_num_seqs {
+            config.scheduler.max_num_seqs = n;
+        }
+        if let Some(n) = self.max_waiting {
+            config.scheduler.max_waiting = n;
+        }
+        if let Some(n) = self.kv_blocks {
+            config.kv_cache.num_blocks = Some(n);
+        }
+        if let Some(seed) = self.sim_seed {
+            config.seed = seed;
+        }
+        Ok(config)
+    }
+
+    /// Starts the engine with its telemetry going to `telemetry`'s providers.
+    pub fn start(
+        &self,
+        telemetry: &infermon::telemetry::TelemetryGuard,
+    ) -> anyhow::Result<SimHandle> {
+        let config = self.sim_config()?;
+        let meter = telemetry.meter(INSTRUMENTATION_SCOPE);
+        let sim = Simulator::start(
+            config,
+            SimTelemetry::new(&meter).with_tracer(telemetry.tracer()),
+        )?;
+        Ok(sim)
+    }
+}
+
+/// Binds the API's address, with a message that says what to do when it is taken.
+pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listen).await.with_context(|| {
+        format!(
+            "cannot listen on {listen}: choose another address with --listen (e.g. 127.0.0.1:8001)"
+        )
+    })
+}
+
+pub async fn run(args: SimArgs) -> anyhow::Result<()> {
+    // Check the configuration before binding or starting anything, so mistakes cost nothing.
+    args.engine.sim_config()?.resolve()?;
+    let listener = bind(&args.listen).await?;
+    let telemetry = args.telemetry.init(value::SERVICE_SIM, true)?;
+    let sim = args.engine.start(&telemetry)?;
+    let address = listener.local_addr()?;
+    eprintln!(
+        "infermon sim: serving `{}` ({}, simulated) on http://{address}/v1; Ctrl-C stops",
+        sim.model(),
+        sim.profile().name,
+    );
+    infermon_sim::serve(sim.clone(), listener, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    sim.shutdown().await;
+    if let Err(e) = telemetry.shutdown() {
+        tracing::warn!("{e}");
+    }
+    Ok(())
 }

@@ -10,6 +10,9 @@
 //! used wherever they cover a concept; the `llm.*` namespace covers what they do not (engine
 //! scheduler, KV cache, per-phase durations), and `infermon.*` names the pipeline's own health.
 
+/// The instrumentation scope (meter and tracer name) of everything the `infermon` crate emits.
+pub const INSTRUMENTATION_SCOPE: &str = "infermon";
+
 /// Span names and span events.
 pub mod span {
     /// Child span: arrival → first scheduled.
@@ -99,6 +102,12 @@ pub mod attr {
 
     // --- Pipeline self-telemetry ---
     pub const INFERMON_SIGNAL: &str = "infermon.signal";
+
+    // --- Resource (service and host semantic conventions) ---
+    pub const SERVICE_NAME: &str = "service.name";
+    pub const SERVICE_VERSION: &str = "service.version";
+    pub const SERVICE_INSTANCE_ID: &str = "service.instance.id";
+    pub const HOST_NAME: &str = "host.name";
 }
 
 /// Well-known attribute values.
@@ -140,6 +149,27 @@ pub mod value {
     // hw.gpu.clock.type
     pub const CLOCK_SM: &str = "sm";
     pub const CLOCK_MEMORY: &str = "memory";
+    // hw.gpu.throttle.reason (NVML's clock throttle reasons)
+    pub const THROTTLE_GPU_IDLE: &str = "gpu_idle";
+    pub const THROTTLE_APPLICATIONS_CLOCKS: &str = "applications_clocks";
+    pub const THROTTLE_SW_POWER_CAP: &str = "sw_power_cap";
+    pub const THROTTLE_HW_SLOWDOWN: &str = "hw_slowdown";
+    pub const THROTTLE_SYNC_BOOST: &str = "sync_boost";
+    pub const THROTTLE_SW_THERMAL: &str = "sw_thermal";
+    pub const THROTTLE_HW_THERMAL: &str = "hw_thermal";
+    pub const THROTTLE_HW_POWER_BRAKE: &str = "hw_power_brake";
+    pub const THROTTLE_DISPLAY_CLOCKS: &str = "display_clocks";
+    /// hw.gpu.xid: the XID codes that get their own label value; every other code is
+    /// [`OVERFLOW`]. NVIDIA's critical and commonly alerted-on XIDs: 13 graphics engine exception,
+    /// 31 memory page fault, 32 corrupted push buffer, 43 GPU stopped processing, 45 preemptive
+    /// cleanup, 48 double-bit ECC, 61/62 internal micro-controller, 63/64 page retirement or row
+    /// remapping, 68 video processor exception, 69 graphics engine class error, 74 NVLink,
+    /// 79 fallen off the bus, 92 high single-bit ECC rate, 94/95 contained/uncontained ECC,
+    /// 109 context switch timeout, 119/120 GSP RPC timeout / GSP error, 140 unrecovered ECC.
+    pub const GPU_XIDS: &[&str] = &[
+        "13", "31", "32", "43", "45", "48", "61", "62", "63", "64", "68", "69", "74", "79", "92",
+        "94", "95", "109", "119", "120", "140",
+    ];
     // error.type on hw.errors
     pub const HW_ERROR_XID: &str = "xid";
     pub const HW_ERROR_ECC_CORRECTED: &str = "ecc_corrected";
@@ -155,6 +185,33 @@ pub mod value {
     pub const SIGNAL_METRICS: &str = "metrics";
     /// Replacement for a user-supplied label value past the cardinality cap.
     pub const OVERFLOW: &str = "other";
+    /// error.type of a request whose lifecycle object was dropped before it finished, failed or
+    /// was aborted (a bug in the caller, reported rather than leaked as an open span).
+    pub const ERROR_DROPPED: &str = "dropped";
+    // error.type of requests the engine simulator rejects or fails: admission control, engine
+    // shutdown, and the fault-injection types a scenario file names (`type = "server_error"`).
+    pub const ERROR_QUEUE_FULL: &str = "queue_full";
+    pub const ERROR_SHUTDOWN: &str = "shutdown";
+    pub const ERROR_SERVER: &str = "server_error";
+    pub const ERROR_OVERLOADED: &str = "overloaded";
+    pub const ERROR_RATE_LIMITED: &str = "rate_limited";
+    pub const ERROR_MID_STREAM: &str = "mid_stream_error";
+    // error.type of the load generator's CLIENT spans (and its summary's error keys): an HTTP
+    // status as `http_{status}`, optionally followed by `:{OpenAI error type}`, or one of the
+    // transport failures below.
+    pub const CLIENT_ERROR_HTTP_PREFIX: &str = "http_";
+    pub const CLIENT_ERROR_IN_STREAM: &str = "stream_error";
+    pub const CLIENT_ERROR_CONNECT: &str = "connect";
+    pub const CLIENT_ERROR_TIMEOUT: &str = "timeout";
+    pub const CLIENT_ERROR_INTERRUPTED: &str = "interrupted";
+    pub const CLIENT_ERROR_INCOMPLETE_STREAM: &str = "incomplete_stream";
+    pub const CLIENT_ERROR_INVALID_RESPONSE: &str = "invalid_response";
+    pub const CLIENT_ERROR_CLIENT_OVERLOAD: &str = "client_overload";
+    pub const CLIENT_ERROR_TRANSPORT: &str = "transport";
+    // service.name defaults of the `infermon` commands (dashboards select the simulator by it).
+    pub const SERVICE_SIM: &str = "infermon-sim";
+    pub const SERVICE_LOAD: &str = "infermon-load";
+    pub const SERVICE_DEMO: &str = "infermon-demo";
 }
 
 /// Metric names (OTLP form).
@@ -173,6 +230,10 @@ pub mod metric {
     pub const SCHEDULER_PREEMPTIONS: &str = "llm.scheduler.preemptions";
     pub const KV_CACHE_USAGE: &str = "llm.kv_cache.usage";
     pub const KV_CACHE_BLOCKS: &str = "llm.kv_cache.blocks";
+    /// Prompt tokens looked up in the prefix cache (vLLM: `vllm:prefix_cache_queries`).
+    pub const PREFIX_CACHE_QUERIES: &str = "llm.prefix_cache.queries";
+    /// Prompt tokens found in the prefix cache (vLLM: `vllm:prefix_cache_hits`).
+    pub const PREFIX_CACHE_HITS: &str = "llm.prefix_cache.hits";
 
     pub const GPU_UTILIZATION: &str = "hw.gpu.utilization";
     pub const GPU_MEMORY_UTILIZATION: &str = "hw.gpu.memory.utilization";
@@ -413,6 +474,22 @@ pub const METRICS: &[MetricSpec] = &[
         attributes: &[GEN_AI_REQUEST_MODEL, LLM_KV_CACHE_BLOCK_STATE],
         prometheus: "llm_kv_cache_blocks",
         description: "KV cache blocks by state: used or free.",
+    },
+    MetricSpec {
+        name: metric::PREFIX_CACHE_QUERIES,
+        instrument: Counter,
+        unit: unit::TOKENS,
+        attributes: MODEL_OP,
+        prometheus: "llm_prefix_cache_queries_total",
+        description: "Prompt tokens looked up in the prefix cache (hit rate = hits / queries).",
+    },
+    MetricSpec {
+        name: metric::PREFIX_CACHE_HITS,
+        instrument: Counter,
+        unit: unit::TOKENS,
+        attributes: MODEL_OP,
+        prometheus: "llm_prefix_cache_hits_total",
+        description: "Prompt tokens served from the prefix cache instead of being computed.",
     },
     MetricSpec {
         name: metric::GPU_UTILIZATION,

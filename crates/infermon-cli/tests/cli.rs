@@ -1,0 +1,252 @@
+//! The built `infermon` binary: help, one-line errors for bad input, the demo end to end, and
+//! `load --json` against a separate `sim` process.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_infermon");
+/// Nothing listens here: telemetry export must fail quietly without failing the command.
+const DEAD_COLLECTOR: &str = "http://127.0.0.1:9";
+
+fn infermon(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    // The tests decide where telemetry goes; the developer's environment does not.
+    for var in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_SDK_DISABLED",
+        "INFERMON_CONFIG",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn run(args: &[&str]) -> Output {
+    infermon(args).output().expect("the infermon binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_lists_every_command_and_every_command_has_help() {
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for command in ["sim", "load", "demo", "gpu-agent"] {
+        assert!(help.contains(command), "{command} missing from:\n{help}");
+        let sub = run(&[command, "--help"]);
+        assert!(sub.status.success(), "{command} --help failed");
+        assert!(text(&sub.stdout).contains("Usage: infermon"), "{command}");
+    }
+    let load_help = text(&run(&["load", "--help"]).stdout);
+    for flag in [
+        "--rate",
+        "--concurrency",
+        "--prompt-tokens",
+        "--json",
+        "INFERMON_URL",
+    ] {
+        assert!(load_help.contains(flag), "{flag} missing from load --help");
+    }
+}
+
+#[test]
+fn bad_flags_give_one_clear_line_and_a_failing_exit() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["load", "--rat", "5"], "--rate"),
+        (&["load", "--rate", "abc"], "--rate"),
+        (
+            &["load", "--prompt-tokens", "uniform:9:1"],
+            "MIN is larger than MAX",
+        ),
+        (&["load", "--duration", "5 parsecs"], "30s"),
+        (
+            &["load", "--rate", "5", "--concurrency", "2"],
+            "cannot be used with",
+        ),
+        (
+            &["load", "--url", "localhost:8000", "--model", "m"],
+            "http://127.0.0.1:8000",
+        ),
+        (
+            &["load", "--rate", "0", "--model", "m"],
+            "--rate must be a positive",
+        ),
+        (&["sim", "--profile", "nope"], "unknown simulator profile"),
+        (&["demo", "--time-scale", "0"], "time_scale"),
+        (&["frobnicate"], "unrecognized subcommand"),
+    ];
+    for (args, expected) in cases {
+        let out = run(args);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}:\n{stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn config_file_mistakes_are_one_line_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("infermon.toml");
+    std::fs::write(&path, "[load]\nrat = 5\n").unwrap();
+    let out = run(&["load", "--config", path.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("unknown key `rat`"), "{stderr}");
+
+    std::fs::write(&path, "[load]\nrate = \"fast\"\n").unwrap();
+    let stderr = text(&run(&["load", "--config", path.to_str().unwrap()]).stderr);
+    assert!(
+        stderr.contains("--rate") && stderr.contains("from config file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn demo_runs_for_its_duration_and_prints_a_summary() {
+    let out = run(&[
+        "demo",
+        "--duration",
+        "5s",
+        "--refresh",
+        "1s",
+        "--rate",
+        "20",
+        "--time-scale",
+        "5",
+        "--otlp-endpoint",
+        DEAD_COLLECTOR,
+    ]);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("KV cache"), "live view missing:\n{stdout}");
+    assert!(stdout.contains("running"), "{stdout}");
+    let summary = stdout
+        .split("summary (client side)")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no summary in:\n{stdout}"));
+    assert!(summary.contains("p99.9"), "{summary}");
+    let succeeded: u64 = summary
+        .lines()
+        .find_map(|l| l.strip_prefix("requests"))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|s| s.trim().split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in:\n{summary}"));
+    assert!(succeeded > 0, "{summary}");
+    // An unreachable collector is reported, not repeated once per export attempt.
+    assert!(
+        stderr.lines().count() <= 5,
+        "telemetry floods stderr without a collector:\n{stderr}"
+    );
+}
+
+/// `infermon sim` in the background; stopped with Ctrl-C (SIGINT) when dropped.
+struct Sim {
+    child: Child,
+    url: String,
+}
+
+impl Sim {
+    fn start() -> Sim {
+        let mut child = infermon(&[
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--time-scale",
+            "10",
+            "--otlp-endpoint",
+            DEAD_COLLECTOR,
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("sim exited before announcing its address")
+                .unwrap();
+            if let Some(rest) = line.split("on http://").nth(1) {
+                break format!("http://{}", rest.split("/v1").next().unwrap());
+            }
+        };
+        // Keep draining stderr so the simulator never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Sim { child, url }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+#[test]
+fn load_json_against_sim_counts_every_request() {
+    let sim = Sim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("infermon.toml");
+    // Settings from all three sources: file (requests, prompt length), environment
+    // (concurrency) and flags (url, output length).
+    std::fs::write(
+        &config,
+        "[load]\nrequests = 30\nprompt-tokens = \"uniform:32:256\"\nconcurrency = 99\n",
+    )
+    .unwrap();
+    let out = infermon(&[
+        "load",
+        "--config",
+        config.to_str().unwrap(),
+        "--url",
+        &sim.url,
+        "--output-tokens",
+        "uniform:8:64",
+        "--json",
+        "--quiet",
+        "--otlp-endpoint",
+        DEAD_COLLECTOR,
+    ])
+    .env("INFERMON_CONCURRENCY", "6")
+    .output()
+    .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"));
+    let requests = &summary["requests"];
+    assert_eq!(requests["sent"], 30);
+    assert_eq!(requests["succeeded"], 30);
+    assert_eq!(requests["failed"], 0);
+    assert_eq!(summary["latency"]["e2e"]["count"], 30);
+    assert_eq!(summary["latency"]["ttft"]["count"], 30);
+    for q in ["p50", "p95", "p99", "p99.9"] {
+        assert!(summary["latency"]["ttft"][q].as_f64().unwrap() > 0.0, "{q}");
+    }
+    let output = summary["tokens"]["output"].as_u64().unwrap();
+    assert!((30..=30 * 64).contains(&output), "{output}");
+    let input = summary["tokens"]["input"].as_u64().unwrap();
+    assert!((30 * 32..=30 * 260).contains(&input), "{input}");
+    assert_eq!(summary["errors"], serde_json::json!({}));
+}

@@ -1,0 +1,33 @@
+//! The OpenAI-compatible HTTP API (axum).
+
+mod error;
+mod handlers;
+mod stream;
+mod types;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::ApiError;
+pub use types::Usage;
+
+use crate::config::MetricsFormat;
+use crate::SimHandle;
+
+/// The simulator's routes, bound to one running engine.
+pub fn router(sim: SimHandle) -> Router {
+    let mut router = Router::new()
+        .route("/v1/chat/completions", post(handlers::chat))
+        .route("/v1/completions", post(handlers::completions))
+        .route("/v1/models", get(handlers::models))
+        .route("/health", get(handlers::health));
+    if sim.config().metrics == MetricsFormat::Vllm {
+        router = router.route("/metrics", get(handlers::vllm_metrics));
+    }
+    router
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(DefaultBodyLimit::max(sim.config().max_body_bytes))
+        .with_state(sim)
+}

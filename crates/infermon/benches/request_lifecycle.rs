@@ -1,0 +1,346 @@
+//! One request lifecycle's telemetry — request span with its attributes, `queue`/`prefill`/
+//! `decode` children, the `first_token` event, and every metric record — through the real SDK
+//! pipeline (batch span processor, no-op exporter; meter provider with a periodic reader),
+//! written two ways:
+//!
+//! * `raw_opentelemetry_api`: the same spans, attributes, event and metric records written
+//!   directly against the OpenTelemetry API (the floor);
+//! * `infermon`: `InferenceRequest` as a server uses it (request span through `tracing` and
+//!   infermon's tracing-opentelemetry layer, children and metrics through the API);
+//! * `infermon_global_tracer`: the same with child spans through the global tracer provider
+//!   (`InferenceMetrics::new`'s default) instead of the SDK tracer.
+//!
+//! Run: `cargo bench -p infermon --bench request_lifecycle`
+//! (results and the machine they came from: docs/benchmarks.md)
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use infermon::contract::{attr, buckets, metric, span as names, value};
+use infermon::instruments::InferenceMetrics;
+use infermon::request::{InferenceRequest, RequestParams};
+use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _};
+use opentelemetry::trace::{
+    Span as _, SpanKind, TraceContextExt as _, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Array, Context, KeyValue, Value};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
+};
+use tracing_subscriber::layer::SubscriberExt as _;
+
+const MODEL: &str = "llama-3-8b";
+
+/// Counts what reaches it, so the run can show that no span was dropped on the way.
+#[derive(Debug, Clone, Default)]
+struct NoopSpanExporter(Arc<AtomicU64>);
+
+impl SpanExporter for NoopSpanExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+struct NoopMetricExporter;
+
+impl PushMetricExporter for NoopMetricExporter {
+    async fn export(&self, _: &ResourceMetrics) -> OTelSdkResult {
+        Ok(())
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+    fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+    fn temporality(&self) -> Temporality {
+        Temporality::Cumulative
+    }
+}
+
+struct Pipeline {
+    tracer_provider: SdkTracerProvider,
+    meter_provider: SdkMeterProvider,
+    exported: Arc<AtomicU64>,
+}
+
+fn pipeline() -> Pipeline {
+    let exporter = NoopSpanExporter::default();
+    let exported = exporter.0.clone();
+    let tracer_provider = SdkTracerProvider::builder()
+        .with_span_processor(BatchSpanProcessor::builder(exporter).build())
+        .build();
+    let meter_provider = SdkMeterProvider::builder()
+        .with_reader(
+            PeriodicReader::builder(NoopMetricExporter)
+                .with_interval(Duration::from_secs(5))
+                .build(),
+        )
+        .build();
+    Pipeline {
+        tracer_provider,
+        meter_provider,
+        exported,
+    }
+}
+
+fn params() -> RequestParams<'static> {
+    RequestParams {
+        operation: value::OPERATION_CHAT,
+        model: MODEL,
+        provider: value::PROVIDER_SIMULATOR,
+        max_tokens: Some(128),
+        temperature: Some(0.7),
+        top_p: Some(0.9),
+        stream: true,
+        input_tokens: 100,
+        response_id: Some("chatcmpl-1"),
+    }
+}
+
+fn infermon_lifecycle(metrics: &InferenceMetrics) {
+    let req = InferenceRequest::start(metrics, params(), None);
+    let req = req.scheduled(3);
+    let mut req = req.first_token(40);
+    req.tokens(9);
+    req.finish(value::FINISH_STOP);
+}
+
+/// The request instruments, built directly.
+struct RawInstruments {
+    request_duration: Histogram<f64>,
+    ttft: Histogram<f64>,
+    tpot: Histogram<f64>,
+    queue: Histogram<f64>,
+    prefill: Histogram<f64>,
+    decode: Histogram<f64>,
+    request_tokens: Histogram<u64>,
+    requests: Counter<u64>,
+    tokens: Counter<u64>,
+    cache_queries: Counter<u64>,
+    cache_hits: Counter<u64>,
+}
+
+impl RawInstruments {
+    fn new(m: &Meter) -> Self {
+        let h = |name: &'static str, b: &[f64]| {
+            m.f64_histogram(name).with_boundaries(b.to_vec()).build()
+        };
+        Self {
+            request_duration: h(metric::REQUEST_DURATION, buckets::REQUEST_DURATION),
+            ttft: h(metric::TIME_TO_FIRST_TOKEN, buckets::TIME_TO_FIRST_TOKEN),
+            tpot: h(
+                metric::TIME_PER_OUTPUT_TOKEN,
+                buckets::TIME_PER_OUTPUT_TOKEN,
+            ),
+            queue: h(metric::QUEUE_DURATION, buckets::PHASE_DURATION),
+            prefill: h(metric::PREFILL_DURATION, buckets::PHASE_DURATION),
+            decode: h(metric::DECODE_DURATION, buckets::PHASE_DURATION),
+            request_tokens: m
+                .u64_histogram(metric::REQUEST_TOKENS)
+                .with_boundaries(buckets::TOKENS.to_vec())
+                .build(),
+            requests: m.u64_counter(metric::REQUESTS).build(),
+            tokens: m.u64_counter(metric::TOKENS).build(),
+            cache_queries: m.u64_counter(metric::PREFIX_CACHE_QUERIES).build(),
+            cache_hits: m.u64_counter(metric::PREFIX_CACHE_HITS).build(),
+        }
+    }
+}
+
+fn secs(from: SystemTime, to: SystemTime) -> f64 {
+    to.duration_since(from).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// What `infermon_lifecycle` emits, spelled out against the OpenTelemetry API.
+fn raw_lifecycle(tracer: &SdkTracer, m: &RawInstruments) {
+    let p = params();
+    let model_op = [
+        KeyValue::new(attr::GEN_AI_REQUEST_MODEL, p.model),
+        KeyValue::new(attr::GEN_AI_OPERATION_NAME, p.operation),
+    ];
+    let arrived = SystemTime::now();
+    let root = tracer
+        .span_builder(names::request_span_name(p.operation, p.model))
+        .with_kind(SpanKind::Server)
+        .with_start_time(arrived)
+        .with_attributes([
+            KeyValue::new(attr::GEN_AI_OPERATION_NAME, p.operation),
+            KeyValue::new(attr::GEN_AI_PROVIDER_NAME, p.provider),
+            KeyValue::new(attr::GEN_AI_REQUEST_MODEL, p.model),
+            KeyValue::new(attr::GEN_AI_REQUEST_STREAM, p.stream),
+            KeyValue::new(attr::GEN_AI_USAGE_INPUT_TOKENS, 100),
+            KeyValue::new(attr::GEN_AI_REQUEST_MAX_TOKENS, 128),
+            KeyValue::new(attr::GEN_AI_REQUEST_TEMPERATURE, 0.7),
+            KeyValue::new(attr::GEN_AI_REQUEST_TOP_P, 0.9),
+            KeyValue::new(attr::GEN_AI_RESPONSE_ID, "chatcmpl-1"),
+        ])
+        .start(tracer);
+    let cx = Context::new().with_span(root);
+    let child = |name: &'static str, at: SystemTime| {
+        tracer
+            .span_builder(name)
+            .with_start_time(at)
+            .start_with_context(tracer, &cx)
+    };
+
+    let mut queue = child(names::QUEUE, arrived);
+    let scheduled = SystemTime::now();
+    queue.set_attribute(KeyValue::new(attr::LLM_QUEUE_POSITION, 3));
+    queue.end_with_timestamp(scheduled);
+    m.queue.record(secs(arrived, scheduled), &model_op);
+
+    let mut prefill = child(names::PREFILL, scheduled);
+    let first = SystemTime::now();
+    prefill.set_attributes([
+        KeyValue::new(attr::LLM_PREFILL_COMPUTED_TOKENS, 60),
+        KeyValue::new(attr::LLM_PREFILL_CACHED_TOKENS, 40),
+    ]);
+    prefill.end_with_timestamp(first);
+    let ttft = secs(arrived, first);
+    m.ttft.record(ttft, &model_op);
+    m.prefill.record(secs(scheduled, first), &model_op);
+    let [mo, op] = model_op.clone();
+    m.tokens.add(
+        100,
+        &[
+            mo,
+            op,
+            KeyValue::new(attr::GEN_AI_TOKEN_TYPE, value::TOKEN_INPUT),
+        ],
+    );
+    m.cache_queries.add(100, &model_op);
+    m.cache_hits.add(40, &model_op);
+    cx.span().add_event_with_timestamp(
+        names::EVENT_FIRST_TOKEN,
+        first,
+        vec![KeyValue::new(attr::LLM_TTFT, ttft)],
+    );
+    cx.span().set_attribute(KeyValue::new(
+        attr::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+        ttft,
+    ));
+
+    let mut decode = child(names::DECODE, first);
+    let output_tokens = 10u64;
+    let end = SystemTime::now();
+    let d = secs(first, end);
+    m.decode.record(d, &model_op);
+    m.tpot.record(d / 9.0, &model_op);
+    let [mo, op] = model_op.clone();
+    m.request_tokens.record(
+        100,
+        &[
+            mo.clone(),
+            op.clone(),
+            KeyValue::new(attr::GEN_AI_TOKEN_TYPE, value::TOKEN_INPUT),
+        ],
+    );
+    m.request_tokens.record(
+        output_tokens,
+        &[
+            mo.clone(),
+            op.clone(),
+            KeyValue::new(attr::GEN_AI_TOKEN_TYPE, value::TOKEN_OUTPUT),
+        ],
+    );
+    decode.set_attributes([
+        KeyValue::new(attr::LLM_DECODE_OUTPUT_TOKENS, 10),
+        KeyValue::new(attr::LLM_DECODE_PREEMPTIONS, 0),
+    ]);
+    decode.end_with_timestamp(end);
+    m.request_duration.record(secs(arrived, end), &model_op);
+    m.requests.add(
+        1,
+        &[
+            mo.clone(),
+            op.clone(),
+            KeyValue::new(attr::LLM_REQUEST_OUTCOME, value::OUTCOME_SUCCESS),
+            KeyValue::new(attr::GEN_AI_RESPONSE_FINISH_REASON, value::FINISH_STOP),
+        ],
+    );
+    m.tokens.add(
+        output_tokens,
+        &[
+            mo,
+            op,
+            KeyValue::new(attr::GEN_AI_TOKEN_TYPE, value::TOKEN_OUTPUT),
+        ],
+    );
+    cx.span().set_attributes([
+        KeyValue::new(
+            attr::GEN_AI_RESPONSE_FINISH_REASONS,
+            Value::Array(Array::String(vec![value::FINISH_STOP.into()])),
+        ),
+        KeyValue::new(attr::GEN_AI_USAGE_OUTPUT_TOKENS, 10),
+        KeyValue::new(attr::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, 40),
+    ]);
+    cx.span().end_with_timestamp(end);
+}
+
+fn request_lifecycle(c: &mut Criterion) {
+    let p = pipeline();
+    // As in production: the subscriber is the global default.
+    let subscriber = tracing_subscriber::registry().with(infermon::telemetry::tracing_layer(
+        p.tracer_provider.tracer("bench"),
+    ));
+    tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+    opentelemetry::global::set_tracer_provider(p.tracer_provider.clone());
+
+    let meter = p.meter_provider.meter("bench");
+    let raw = RawInstruments::new(&meter);
+    let raw_tracer = p.tracer_provider.tracer("bench-raw");
+    let metrics = InferenceMetrics::builder(&meter)
+        .tracer(p.tracer_provider.tracer("bench-children"))
+        .build();
+    let global_metrics = InferenceMetrics::new(&p.meter_provider.meter("bench-global"));
+
+    // Lifecycles run, to compare with the spans that reached the exporter (4 per lifecycle):
+    // equal means the batch processor dropped nothing and the measurement is the full cost.
+    let lifecycles = AtomicU64::new(0);
+    let mut g = c.benchmark_group("request_lifecycle");
+    g.bench_function("raw_opentelemetry_api", |b| {
+        b.iter(|| {
+            lifecycles.fetch_add(1, Ordering::Relaxed);
+            raw_lifecycle(black_box(&raw_tracer), black_box(&raw))
+        })
+    });
+    g.bench_function("infermon", |b| {
+        b.iter(|| {
+            lifecycles.fetch_add(1, Ordering::Relaxed);
+            infermon_lifecycle(black_box(&metrics))
+        })
+    });
+    g.bench_function("infermon_global_tracer", |b| {
+        b.iter(|| {
+            lifecycles.fetch_add(1, Ordering::Relaxed);
+            infermon_lifecycle(black_box(&global_metrics))
+        })
+    });
+    g.finish();
+
+    p.tracer_provider.force_flush().ok();
+    let spans = 4 * lifecycles.load(Ordering::Relaxed);
+    let exported = p.exported.load(Ordering::Relaxed);
+    eprintln!(
+        "spans created: {spans}, reached the no-op exporter: {exported} ({} dropped)",
+        spans.saturating_sub(exported)
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = request_lifecycle
+}
+criterion_main!(benches);

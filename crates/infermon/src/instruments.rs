@@ -1,0 +1,525 @@
+//! The contract's instruments: per-request ([`InferenceMetrics`]) and engine-state
+//! ([`EngineMetrics`]).
+//!
+//! Histograms carry the contract's explicit boundaries (set on the instrument with
+//! `with_boundaries`), never the SDK default. User-supplied label values (model, operation,
+//! finish reason, error type) pass through a [`LabelCap`] so no caller can create unbounded
+//! series.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+
+use opentelemetry::global::{BoxedSpan, BoxedTracer};
+use opentelemetry::metrics::{BoundCounter, BoundHistogram, Counter, Histogram, Meter};
+use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue, StringValue};
+use opentelemetry_sdk::trace::SdkTracer;
+
+use crate::cardinality::LabelCap;
+use crate::contract::{attr, buckets, metric, metric_spec, value, INSTRUMENTATION_SCOPE};
+
+/// How many distinct model names [`InferenceMetrics::new`] admits before mapping newcomers to
+/// `other`.
+pub const DEFAULT_MODEL_CAP: usize = 64;
+/// Distinct operation names admitted (the contract knows two; room for a few custom ones).
+const OPERATION_CAP: usize = 16;
+/// Distinct finish reasons admitted (OpenAI's handful plus `abort` and `error`).
+const FINISH_REASON_CAP: usize = 16;
+/// Distinct error types admitted.
+const ERROR_TYPE_CAP: usize = 32;
+
+/// The request-level instruments of the contract, plus the tracer for the request's child spans.
+///
+/// Cheap to clone (one `Arc`); create one per process (or per engine) and share it.
+#[derive(Clone, Debug)]
+pub struct InferenceMetrics {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub request_duration: Histogram<f64>,
+    pub time_to_first_token: Histogram<f64>,
+    pub time_per_output_token: Histogram<f64>,
+    pub queue_duration: Histogram<f64>,
+    pub prefill_duration: Histogram<f64>,
+    pub decode_duration: Histogram<f64>,
+    pub request_tokens: Histogram<u64>,
+    pub requests: Counter<u64>,
+    pub tokens: Counter<u64>,
+    pub prefix_cache_queries: Counter<u64>,
+    pub prefix_cache_hits: Counter<u64>,
+    pub models: LabelCap,
+    pub operations: LabelCap,
+    pub finish_reasons: LabelCap,
+    pub error_types: LabelCap,
+    pub tracer: ChildTracer,
+    pub capture_content: bool,
+    /// Bound instruments per (capped model, operation); bounded by the two caps.
+    series: RwLock<HashMap<(StringValue, StringValue), Arc<Series>>>,
+}
+
+/// The instruments of one (model, operation) pair, bound to its attribute sets.
+///
+/// Binding resolves the attribute set once; each record is then an update of a known
+/// aggregator instead of hashing two or three attributes to find it — which was most of the
+/// cost of a request's telemetry. The per-request metrics whose attributes vary beyond model
+/// and operation (`llm.requests`, and the request duration with `error.type`) stay unbound.
+#[derive(Debug)]
+pub(crate) struct Series {
+    pub model: StringValue,
+    pub operation: StringValue,
+    /// `gen_ai.server.request.duration` without `error.type` (success and abort).
+    pub request_duration: BoundHistogram<f64>,
+    pub time_to_first_token: BoundHistogram<f64>,
+    pub time_per_output_token: BoundHistogram<f64>,
+    pub queue_duration: BoundHistogram<f64>,
+    pub prefill_duration: BoundHistogram<f64>,
+    pub decode_duration: BoundHistogram<f64>,
+    pub request_input_tokens: BoundHistogram<u64>,
+    pub request_output_tokens: BoundHistogram<u64>,
+    pub input_tokens: BoundCounter<u64>,
+    pub output_tokens: BoundCounter<u64>,
+    pub prefix_cache_queries: BoundCounter<u64>,
+    pub prefix_cache_hits: BoundCounter<u64>,
+}
+
+impl Series {
+    /// `[model, operation]` as metric attributes.
+    pub fn model_op(&self) -> [KeyValue; 2] {
+        [
+            KeyValue::new(attr::GEN_AI_REQUEST_MODEL, self.model.clone()),
+            KeyValue::new(attr::GEN_AI_OPERATION_NAME, self.operation.clone()),
+        ]
+    }
+}
+
+impl Inner {
+    /// The bound instruments for a request's model and operation (capped), created on first
+    /// use.
+    pub(crate) fn series(&self, model: &str, operation: &str) -> Arc<Series> {
+        let key = (self.models.get(model), self.operations.get(operation));
+        let existing = self.series.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = existing.get(&key) {
+            return s.clone();
+        }
+        drop(existing);
+        let mut all = self.series.write().unwrap_or_else(|e| e.into_inner());
+        all.entry(key)
+            .or_insert_with_key(|(model, operation)| Arc::new(self.bind(model, operation)))
+            .clone()
+    }
+
+    fn bind(&self, model: &StringValue, operation: &StringValue) -> Series {
+        let mo = [
+            KeyValue::new(attr::GEN_AI_REQUEST_MODEL, model.clone()),
+            KeyValue::new(attr::GEN_AI_OPERATION_NAME, operation.clone()),
+        ];
+        let token = |ty: &'static str| {
+            let [m, o] = mo.clone();
+            [m, o, KeyValue::new(attr::GEN_AI_TOKEN_TYPE, ty)]
+        };
+        Series {
+            model: model.clone(),
+            operation: operation.clone(),
+            request_duration: self.request_duration.bind(&mo),
+            time_to_first_token: self.time_to_first_token.bind(&mo),
+            time_per_output_token: self.time_per_output_token.bind(&mo),
+            queue_duration: self.queue_duration.bind(&mo),
+            prefill_duration: self.prefill_duration.bind(&mo),
+            decode_duration: self.decode_duration.bind(&mo),
+            request_input_tokens: self.request_tokens.bind(&token(value::TOKEN_INPUT)),
+            request_output_tokens: self.request_tokens.bind(&token(value::TOKEN_OUTPUT)),
+            input_tokens: self.tokens.bind(&token(value::TOKEN_INPUT)),
+            output_tokens: self.tokens.bind(&token(value::TOKEN_OUTPUT)),
+            prefix_cache_queries: self.prefix_cache_queries.bind(&mo),
+            prefix_cache_hits: self.prefix_cache_hits.bind(&mo),
+        }
+    }
+}
+
+impl InferenceMetrics {
+    /// The contract's request instruments on `meter`, with [`DEFAULT_MODEL_CAP`] and child spans
+    /// through the global tracer provider (which [`telemetry::init`](crate::telemetry::init)
+    /// sets).
+    pub fn new(meter: &Meter) -> Self {
+        Self::builder(meter).build()
+    }
+
+    /// Like [`new`](Self::new), admitting at most `cap` distinct model names.
+    pub fn with_model_cap(meter: &Meter, cap: usize) -> Self {
+        Self::builder(meter).model_cap(cap).build()
+    }
+
+    /// Full control: model cap, the tracer for child spans, prompt/completion capture.
+    pub fn builder(meter: &Meter) -> InferenceMetricsBuilder<'_> {
+        InferenceMetricsBuilder {
+            meter,
+            model_cap: DEFAULT_MODEL_CAP,
+            tracer: None,
+            capture_content: false,
+        }
+    }
+
+    /// The label value a model name is recorded as (itself, or `other` past the cap).
+    pub fn model_label(&self, model: &str) -> StringValue {
+        self.inner.models.get(model)
+    }
+}
+
+/// Builder for [`InferenceMetrics`].
+pub struct InferenceMetricsBuilder<'m> {
+    meter: &'m Meter,
+    model_cap: usize,
+    tracer: Option<SdkTracer>,
+    capture_content: bool,
+}
+
+impl InferenceMetricsBuilder<'_> {
+    /// Distinct model names admitted before newcomers become `other` (default
+    /// [`DEFAULT_MODEL_CAP`]).
+    pub fn model_cap(mut self, cap: usize) -> Self {
+        self.model_cap = cap;
+        self
+    }
+
+    /// The tracer that creates the `queue`/`prefill`/`decode` child spans. Default: the global
+    /// tracer provider's. Pass the SDK tracer (e.g.
+    /// [`TelemetryGuard::tracer`](crate::telemetry::TelemetryGuard::tracer)) to skip the global
+    /// provider's dynamic dispatch, or an in-memory provider's tracer in tests.
+    pub fn tracer(mut self, tracer: SdkTracer) -> Self {
+        self.tracer = Some(tracer);
+        self
+    }
+
+    /// Whether [`InferenceRequest::record_prompt`](crate::request::InferenceRequest::record_prompt)
+    /// and `record_completion` put text on the span. Off by default: prompts and completions
+    /// can hold personal data and are large.
+    pub fn capture_content(mut self, enabled: bool) -> Self {
+        self.capture_content = enabled;
+        self
+    }
+
+    pub fn build(self) -> InferenceMetrics {
+        let m = self.meter;
+        let tracer = match self.tracer {
+            Some(t) => ChildTracer::Sdk(t),
+            None => ChildTracer::Global(
+                opentelemetry::global::tracer_provider().tracer(INSTRUMENTATION_SCOPE),
+            ),
+        };
+        InferenceMetrics {
+            inner: Arc::new(Inner {
+                request_duration: f64_histogram(
+                    m,
+                    metric::REQUEST_DURATION,
+                    buckets::REQUEST_DURATION,
+                ),
+                time_to_first_token: f64_histogram(
+                    m,
+                    metric::TIME_TO_FIRST_TOKEN,
+                    buckets::TIME_TO_FIRST_TOKEN,
+                ),
+                time_per_output_token: f64_histogram(
+                    m,
+                    metric::TIME_PER_OUTPUT_TOKEN,
+                    buckets::TIME_PER_OUTPUT_TOKEN,
+                ),
+                queue_duration: f64_histogram(m, metric::QUEUE_DURATION, buckets::PHASE_DURATION),
+                prefill_duration: f64_histogram(
+                    m,
+                    metric::PREFILL_DURATION,
+                    buckets::PHASE_DURATION,
+                ),
+                decode_duration: f64_histogram(m, metric::DECODE_DURATION, buckets::PHASE_DURATION),
+                request_tokens: {
+                    let spec = spec(metric::REQUEST_TOKENS);
+                    m.u64_histogram(spec.name)
+                        .with_unit(spec.unit)
+                        .with_description(spec.description)
+                        .with_boundaries(buckets::TOKENS.to_vec())
+                        .build()
+                },
+                requests: u64_counter(m, metric::REQUESTS),
+                tokens: u64_counter(m, metric::TOKENS),
+                prefix_cache_queries: u64_counter(m, metric::PREFIX_CACHE_QUERIES),
+                prefix_cache_hits: u64_counter(m, metric::PREFIX_CACHE_HITS),
+                models: LabelCap::new(self.model_cap),
+                operations: LabelCap::new(OPERATION_CAP),
+                finish_reasons: LabelCap::new(FINISH_REASON_CAP),
+                error_types: LabelCap::new(ERROR_TYPE_CAP),
+                tracer,
+                capture_content: self.capture_content,
+                series: RwLock::new(HashMap::new()),
+            }),
+        }
+    }
+}
+
+fn spec(name: &str) -> &'static crate::contract::MetricSpec {
+    // Every name passed here is a `contract::metric` constant listed in `METRICS`; the
+    // `every_instrument_is_in_the_contract` test keeps it so.
+    metric_spec(name).unwrap_or_else(|| unreachable!("{name} missing from contract::METRICS"))
+}
+
+fn f64_histogram(meter: &Meter, name: &'static str, boundaries: &[f64]) -> Histogram<f64> {
+    let spec = spec(name);
+    meter
+        .f64_histogram(spec.name)
+        .with_unit(spec.unit)
+        .with_description(spec.description)
+        .with_boundaries(boundaries.to_vec())
+        .build()
+}
+
+fn u64_counter(meter: &Meter, name: &'static str) -> Counter<u64> {
+    let spec = spec(name);
+    meter
+        .u64_counter(spec.name)
+        .with_unit(spec.unit)
+        .with_description(spec.description)
+        .build()
+}
+
+/// The tracer for child spans: the SDK's directly (static dispatch) or whatever the global
+/// provider holds.
+#[derive(Debug)]
+pub(crate) enum ChildTracer {
+    Sdk(SdkTracer),
+    Global(BoxedTracer),
+}
+
+/// A child span from either kind of tracer.
+// Boxing the SDK span to even out the variants would cost an allocation per child span on the
+// request hot path; the enum lives inline in one request's state, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum ChildSpan {
+    Sdk(opentelemetry_sdk::trace::Span),
+    Global(BoxedSpan),
+}
+
+impl ChildTracer {
+    pub(crate) fn start(
+        &self,
+        name: &'static str,
+        start: std::time::SystemTime,
+        attributes: Vec<KeyValue>,
+        parent: &Context,
+    ) -> ChildSpan {
+        match self {
+            ChildTracer::Sdk(t) => ChildSpan::Sdk(
+                t.span_builder(name)
+                    .with_kind(SpanKind::Internal)
+                    .with_start_time(start)
+                    .with_attributes(attributes)
+                    .start_with_context(t, parent),
+            ),
+            ChildTracer::Global(t) => ChildSpan::Global(
+                t.span_builder(name)
+                    .with_kind(SpanKind::Internal)
+                    .with_start_time(start)
+                    .with_attributes(attributes)
+                    .start_with_context(t, parent),
+            ),
+        }
+    }
+}
+
+impl ChildSpan {
+    pub(crate) fn end(mut self, at: std::time::SystemTime, attributes: Vec<KeyValue>) {
+        match &mut self {
+            ChildSpan::Sdk(s) => {
+                s.set_attributes(attributes);
+                s.end_with_timestamp(at);
+            }
+            ChildSpan::Global(s) => {
+                s.set_attributes(attributes);
+                s.end_with_timestamp(at);
+            }
+        }
+    }
+}
+
+/// One engine step's view of the scheduler and KV cache, passed to
+/// [`EngineMetrics::record_step`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineSnapshot {
+    /// Sequences in the running batch.
+    pub running: u64,
+    /// Requests waiting to be scheduled.
+    pub waiting: u64,
+    /// Preempted sequences whose KV blocks were swapped out (0 for engines that recompute).
+    pub swapped: u64,
+    /// KV cache blocks in use.
+    pub kv_blocks_used: u64,
+    /// KV cache blocks in total.
+    pub kv_blocks_total: u64,
+    /// Engine iterations since the previous snapshot (usually 1).
+    pub iterations: u64,
+    /// Preemptions since the previous snapshot.
+    pub preemptions: u64,
+}
+
+/// Engine-state instruments: `llm.scheduler.requests`, `llm.scheduler.iterations`,
+/// `llm.scheduler.preemptions`, `llm.kv_cache.usage`, `llm.kv_cache.blocks`.
+///
+/// # Why observable instruments
+///
+/// An engine steps tens to thousands of times a second; the exporter reads every few seconds.
+/// Recording synchronous gauges every step would cost seven attribute-set lookups per step for
+/// values of which only the last survives. Instead [`record_step`](Self::record_step) stores the
+/// snapshot in atomics (a handful of relaxed stores, a few nanoseconds) and observable
+/// instruments read them once per collection. Counters accumulate in atomics the same way and
+/// are reported as cumulative sums.
+///
+/// Create one `EngineMetrics` per engine (per model): a second one for the same model would
+/// report the same series twice. When it is dropped its instruments stop reporting.
+#[derive(Clone, Debug)]
+pub struct EngineMetrics {
+    state: Arc<EngineState>,
+}
+
+#[derive(Debug, Default)]
+struct EngineState {
+    running: AtomicU64,
+    waiting: AtomicU64,
+    swapped: AtomicU64,
+    kv_blocks_used: AtomicU64,
+    kv_blocks_total: AtomicU64,
+    iterations: AtomicU64,
+    preemptions: AtomicU64,
+}
+
+impl EngineMetrics {
+    /// Registers the engine-state instruments on `meter` for the engine serving `model`.
+    pub fn new(meter: &Meter, model: &str) -> Self {
+        let state = Arc::new(EngineState::default());
+        let model = KeyValue::new(attr::GEN_AI_REQUEST_MODEL, model.to_owned());
+
+        let by_state = |s: &'static str| [model.clone(), KeyValue::new(attr::LLM_REQUEST_STATE, s)];
+        let (running, waiting, swapped) = (
+            by_state(value::STATE_RUNNING),
+            by_state(value::STATE_WAITING),
+            by_state(value::STATE_SWAPPED),
+        );
+        let spec_ = spec(metric::SCHEDULER_REQUESTS);
+        let weak = Arc::downgrade(&state);
+        meter
+            .u64_observable_gauge(spec_.name)
+            .with_unit(spec_.unit)
+            .with_description(spec_.description)
+            .with_callback(move |obs| {
+                if let Some(s) = weak.upgrade() {
+                    obs.observe(load(&s.running), &running);
+                    obs.observe(load(&s.waiting), &waiting);
+                    obs.observe(load(&s.swapped), &swapped);
+                }
+            })
+            .build();
+
+        let model_only = [model.clone()];
+        observable_counter(
+            meter,
+            metric::SCHEDULER_ITERATIONS,
+            Arc::downgrade(&state),
+            model_only.clone(),
+            |s| load(&s.iterations),
+        );
+        observable_counter(
+            meter,
+            metric::SCHEDULER_PREEMPTIONS,
+            Arc::downgrade(&state),
+            model_only.clone(),
+            |s| load(&s.preemptions),
+        );
+
+        let spec_ = spec(metric::KV_CACHE_USAGE);
+        let weak = Arc::downgrade(&state);
+        meter
+            .f64_observable_gauge(spec_.name)
+            .with_unit(spec_.unit)
+            .with_description(spec_.description)
+            .with_callback(move |obs| {
+                if let Some(s) = weak.upgrade() {
+                    obs.observe(
+                        kv_usage(load(&s.kv_blocks_used), load(&s.kv_blocks_total)),
+                        &model_only,
+                    );
+                }
+            })
+            .build();
+
+        let used = [
+            model.clone(),
+            KeyValue::new(attr::LLM_KV_CACHE_BLOCK_STATE, value::BLOCK_USED),
+        ];
+        let free = [
+            model,
+            KeyValue::new(attr::LLM_KV_CACHE_BLOCK_STATE, value::BLOCK_FREE),
+        ];
+        let spec_ = spec(metric::KV_CACHE_BLOCKS);
+        let weak = Arc::downgrade(&state);
+        meter
+            .u64_observable_gauge(spec_.name)
+            .with_unit(spec_.unit)
+            .with_description(spec_.description)
+            .with_callback(move |obs| {
+                if let Some(s) = weak.upgrade() {
+                    let (u, t) = (load(&s.kv_blocks_used), load(&s.kv_blocks_total));
+                    obs.observe(u, &used);
+                    obs.observe(t.saturating_sub(u), &free);
+                }
+            })
+            .build();
+
+        Self { state }
+    }
+
+    /// Called by the engine once per step (or whenever its state changes).
+    pub fn record_step(&self, s: &EngineSnapshot) {
+        let st = &self.state;
+        st.running.store(s.running, Ordering::Relaxed);
+        st.waiting.store(s.waiting, Ordering::Relaxed);
+        st.swapped.store(s.swapped, Ordering::Relaxed);
+        st.kv_blocks_used.store(s.kv_blocks_used, Ordering::Relaxed);
+        st.kv_blocks_total
+            .store(s.kv_blocks_total, Ordering::Relaxed);
+        st.iterations.fetch_add(s.iterations, Ordering::Relaxed);
+        st.preemptions.fetch_add(s.preemptions, Ordering::Relaxed);
+    }
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// Fraction of blocks in use; an engine without a KV cache (total 0) reports 0.
+fn kv_usage(used: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        (used as f64 / total as f64).min(1.0)
+    }
+}
+
+fn observable_counter(
+    meter: &Meter,
+    name: &'static str,
+    state: Weak<EngineState>,
+    attributes: [KeyValue; 1],
+    read: fn(&EngineState) -> u64,
+) {
+    let spec = spec(name);
+    meter
+        .u64_observable_counter(spec.name)
+        .with_unit(spec.unit)
+        .with_description(spec.description)
+        .with_callback(move |obs| {
+            if let Some(s) = state.upgrade() {
+                obs.observe(read(&s), &attributes);
+            }
+        })
+        .build();
+}

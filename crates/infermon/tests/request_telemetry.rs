@@ -1,0 +1,595 @@
+//! The request lifecycle API emits exactly the contract: span tree, events, status, metrics.
+//! Everything runs in-process against the SDK's in-memory exporters.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use http::HeaderMap;
+use infermon::contract::{attr, buckets, metric, span as names, value};
+use infermon::instruments::{EngineMetrics, EngineSnapshot, InferenceMetrics};
+use infermon::propagation::{extract_context, inject_context};
+use infermon::request::{InferenceRequest, RequestParams};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _};
+use opentelemetry::{Array, Value};
+
+const MODEL: &str = "llama-3-8b";
+
+fn params(model: &str) -> RequestParams<'_> {
+    RequestParams {
+        operation: value::OPERATION_CHAT,
+        model,
+        provider: value::PROVIDER_SIMULATOR,
+        max_tokens: Some(128),
+        temperature: Some(0.7),
+        top_p: Some(0.9),
+        stream: true,
+        input_tokens: 100,
+        response_id: Some("chatcmpl-1"),
+    }
+}
+
+/// Fixed instants so every duration in the assertions is exact.
+fn t(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_millis(ms)
+}
+
+fn secs(ms: u64) -> f64 {
+    Duration::from_millis(ms).as_secs_f64()
+}
+
+/// Arrive at 0, scheduled at 50 ms, first token at 250 ms (40 of 100 prompt tokens cached),
+/// preempted at 300 and resumed at 400 ms, 10 tokens in total, finish at 1250 ms.
+fn full_lifecycle(metrics: &InferenceMetrics) {
+    let req = InferenceRequest::start_at(metrics, params(MODEL), None, t(0));
+    let req = req.scheduled_at(3, t(50));
+    let mut req = req.first_token_at(40, t(250));
+    req.preempted_at(t(300));
+    req.resumed_at(t(400));
+    req.tokens(9);
+    req.finish_at(value::FINISH_STOP, t(1250));
+}
+
+#[test]
+fn span_tree_is_server_root_with_queue_prefill_decode_children() {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    h.run(|| full_lifecycle(&metrics));
+
+    let root = h.span(&names::request_span_name(value::OPERATION_CHAT, MODEL));
+    assert_eq!(root.span_kind, SpanKind::Server);
+    assert_eq!(root.status, Status::Unset);
+    assert_eq!((root.start_time, root.end_time), (t(0), t(1250)));
+    assert_eq!(
+        root.parent_span_id,
+        opentelemetry::trace::SpanId::INVALID,
+        "no parent: a new trace"
+    );
+
+    for (name, start, end) in [
+        (names::QUEUE, 0, 50),
+        (names::PREFILL, 50, 250),
+        (names::DECODE, 250, 1250),
+    ] {
+        let child = h.span(name);
+        assert_eq!(child.span_kind, SpanKind::Internal, "{name}");
+        assert_eq!(child.parent_span_id, root.span_context.span_id(), "{name}");
+        assert_eq!(
+            child.span_context.trace_id(),
+            root.span_context.trace_id(),
+            "{name}"
+        );
+        assert_eq!(
+            (child.start_time, child.end_time),
+            (t(start), t(end)),
+            "{name}"
+        );
+    }
+    assert_eq!(h.spans().len(), 4);
+
+    let queue = h.span(names::QUEUE);
+    assert_eq!(
+        attr(&queue.attributes, attr::LLM_QUEUE_POSITION),
+        Some(&Value::I64(3))
+    );
+    let prefill = h.span(names::PREFILL);
+    assert_eq!(
+        attr(&prefill.attributes, attr::LLM_PREFILL_COMPUTED_TOKENS),
+        Some(&Value::I64(60))
+    );
+    assert_eq!(
+        attr(&prefill.attributes, attr::LLM_PREFILL_CACHED_TOKENS),
+        Some(&Value::I64(40))
+    );
+    let decode = h.span(names::DECODE);
+    assert_eq!(
+        attr(&decode.attributes, attr::LLM_DECODE_OUTPUT_TOKENS),
+        Some(&Value::I64(10))
+    );
+    assert_eq!(
+        attr(&decode.attributes, attr::LLM_DECODE_PREEMPTIONS),
+        Some(&Value::I64(1))
+    );
+}
+
+#[test]
+fn request_span_carries_the_gen_ai_attributes() {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    h.run(|| full_lifecycle(&metrics));
+    let root = h.span(&names::request_span_name(value::OPERATION_CHAT, MODEL));
+    let a = |k| attr(&root.attributes, k).cloned();
+
+    assert_eq!(
+        a(attr::GEN_AI_OPERATION_NAME),
+        Some(Value::from(value::OPERATION_CHAT))
+    );
+    assert_eq!(
+        a(attr::GEN_AI_PROVIDER_NAME),
+        Some(Value::from(value::PROVIDER_SIMULATOR))
+    );
+    assert_eq!(a(attr::GEN_AI_REQUEST_MODEL), Some(Value::from(MODEL)));
+    assert_eq!(a(attr::GEN_AI_REQUEST_MAX_TOKENS), Some(Value::I64(128)));
+    assert_eq!(a(attr::GEN_AI_REQUEST_TEMPERATURE), Some(Value::F64(0.7)));
+    assert_eq!(a(attr::GEN_AI_REQUEST_TOP_P), Some(Value::F64(0.9)));
+    assert_eq!(a(attr::GEN_AI_REQUEST_STREAM), Some(Value::Bool(true)));
+    assert_eq!(a(attr::GEN_AI_RESPONSE_ID), Some(Value::from("chatcmpl-1")));
+    assert_eq!(a(attr::GEN_AI_USAGE_INPUT_TOKENS), Some(Value::I64(100)));
+    assert_eq!(a(attr::GEN_AI_USAGE_OUTPUT_TOKENS), Some(Value::I64(10)));
+    assert_eq!(
+        a(attr::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS),
+        Some(Value::I64(40))
+    );
+    assert_eq!(
+        a(attr::GEN_AI_RESPONSE_FINISH_REASONS),
+        Some(Value::Array(Array::String(vec![value::FINISH_STOP.into()])))
+    );
+    assert_eq!(
+        a(attr::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK),
+        Some(Value::F64(secs(250)))
+    );
+    assert_eq!(a(attr::ERROR_TYPE), None);
+    // Prompt text is never recorded unless capture is enabled.
+    assert_eq!(a(attr::GEN_AI_PROMPT), None);
+}
+
+#[test]
+fn events_mark_first_token_with_ttft_and_preemptions() {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    h.run(|| full_lifecycle(&metrics));
+    let root = h.span(&names::request_span_name(value::OPERATION_CHAT, MODEL));
+    let events: Vec<_> = root.events.iter().collect();
+    let summary: Vec<(&str, SystemTime)> = events
+        .iter()
+        .map(|e| (e.name.as_ref(), e.timestamp))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (names::EVENT_FIRST_TOKEN, t(250)),
+            (names::EVENT_PREEMPTED, t(300)),
+            (names::EVENT_RESUMED, t(400)),
+        ]
+    );
+    assert_eq!(
+        attr(&events[0].attributes, attr::LLM_TTFT),
+        Some(&Value::F64(secs(250)))
+    );
+    assert_eq!(
+        attr(&events[1].attributes, attr::LLM_PREEMPTION_COUNT),
+        Some(&Value::I64(1))
+    );
+}
+
+#[test]
+fn metrics_record_the_lifecycle_durations_and_counts() {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    h.run(|| full_lifecycle(&metrics));
+    let rm = h.collect();
+    let model_op = [
+        (attr::GEN_AI_REQUEST_MODEL, MODEL),
+        (attr::GEN_AI_OPERATION_NAME, value::OPERATION_CHAT),
+    ];
+
+    for (name, expected) in [
+        (metric::REQUEST_DURATION, secs(1250)),
+        (metric::TIME_TO_FIRST_TOKEN, secs(250)),
+        (metric::QUEUE_DURATION, secs(50)),
+        (metric::PREFILL_DURATION, secs(200)),
+        (metric::DECODE_DURATION, secs(1000)),
+        // 1000 ms of decode for the 9 tokens after the first.
+        (metric::TIME_PER_OUTPUT_TOKEN, secs(1000) / 9.0),
+    ] {
+        let points = f64_histogram(&rm, name);
+        assert_eq!(points.len(), 1, "{name}");
+        let p = points[0];
+        assert_eq!(p.count(), 1, "{name}");
+        assert!(
+            (p.sum() - expected).abs() < 1e-9,
+            "{name}: {} != {expected}",
+            p.sum()
+        );
+        assert!(has_attrs(&mut p.attributes(), &model_op), "{name}");
+    }
+
+    let tokens = u64_histogram(&rm, metric::REQUEST_TOKENS);
+    let by_type = |ty: &str| {
+        tokens
+            .iter()
+            .find(|p| p.attributes().any(|kv| kv.value.as_str() == ty))
+            .map(|p| (p.count(), p.sum()))
+    };
+    assert_eq!(by_type(value::TOKEN_INPUT), Some((1, 100)));
+    assert_eq!(by_type(value::TOKEN_OUTPUT), Some((1, 10)));
+
+    let mc = format!("{}={MODEL}", attr::GEN_AI_REQUEST_MODEL);
+    let op = format!("{}={}", attr::GEN_AI_OPERATION_NAME, value::OPERATION_CHAT);
+    let kv = |k: &str, v: &str| format!("{k}={v}");
+    let mut want_requests = vec![
+        mc.clone(),
+        op.clone(),
+        kv(attr::GEN_AI_RESPONSE_FINISH_REASON, value::FINISH_STOP),
+        kv(attr::LLM_REQUEST_OUTCOME, value::OUTCOME_SUCCESS),
+    ];
+    want_requests.sort();
+    assert_eq!(u64_points(&rm, metric::REQUESTS), vec![(want_requests, 1)]);
+
+    let mut tokens_in = vec![
+        kv(attr::GEN_AI_TOKEN_TYPE, value::TOKEN_INPUT),
+        mc.clone(),
+        op.clone(),
+    ];
+    let mut tokens_out = vec![kv(attr::GEN_AI_TOKEN_TYPE, value::TOKEN_OUTPUT), mc, op];
+    tokens_in.sort();
+    tokens_out.sort();
+    let mut want_tokens = vec![(tokens_in, 100), (tokens_out, 10)];
+    want_tokens.sort();
+    assert_eq!(u64_points(&rm, metric::TOKENS), want_tokens);
+
+    // 100 prompt tokens looked up in the prefix cache, 40 found.
+    let mut model_op_labels = vec![
+        format!("{}={MODEL}", attr::GEN_AI_REQUEST_MODEL),
+        format!("{}={}", attr::GEN_AI_OPERATION_NAME, value::OPERATION_CHAT),
+    ];
+    model_op_labels.sort();
+    assert_eq!(
+        u64_points(&rm, metric::PREFIX_CACHE_QUERIES),
+        vec![(model_op_labels.clone(), 100)]
+    );
+    assert_eq!(
+        u64_points(&rm, metric::PREFIX_CACHE_HITS),
+        vec![(model_op_labels, 40)]
+    );
+}
+
+#[test]
+fn histograms_use_the_contract_boundaries() {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    h.run(|| full_lifecycle(&metrics));
+    let rm = h.collect();
+    for (name, bounds) in [
+        (metric::REQUEST_DURATION, buckets::REQUEST_DURATION),
+        (metric::TIME_TO_FIRST_TOKEN, buckets::TIME_TO_FIRST_TOKEN),
+        (
+            metric::TIME_PER_OUTPUT_TOKEN,
+            buckets::TIME_PER_OUTPUT_TOKEN,
+        ),
+        (metric::QUEUE_DURATION, buckets::PHASE_DURATION),
+        (metric::PREFILL_DURATION, buckets::PHASE_DURATION),
+        (metric::DECODE_DURATION, buckets::PHASE_DURATION),
+    ] {
+        let got: Vec<f64> = f64_histogram(&rm, name)[0].bounds().collect();
+        assert_eq!(got, bounds, "{name}");
+    }
+    let got: Vec<f64> = u64_histogram(&rm, metric::REQUEST_TOKENS)[0]
+        .bounds()
+        .collect();
+    assert_eq!(got, buckets::TOKENS);
+    // Units come from the contract too.
+    for name in [
+        metric::REQUEST_DURATION,
+        metric::REQUEST_TOKENS,
+        metric::REQUESTS,
+    ] {
+        let spec = infermon::contract::metric_spec(name).unwrap();
+        assert_eq!(find_metric(&rm, name).unwrap().unit(), spec.unit, "{name}");
+    }
+}
+
+#[test]
+fn failure_sets_error_status_and_error_type_everywhere() {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    h.run(|| {
+        let req = InferenceRequest::start_at(&metrics, params(MODEL), None, t(0));
+        let req = req.scheduled_at(0, t(10));
+        req.fail_at("kv_cache_exhausted", t(30));
+    });
+
+    let root = h.span(&names::request_span_name(value::OPERATION_CHAT, MODEL));
+    assert_eq!(root.status, Status::error("kv_cache_exhausted"));
+    assert_eq!(
+        attr(&root.attributes, attr::ERROR_TYPE),
+        Some(&Value::from("kv_cache_exhausted"))
+    );
+    assert_eq!(root.end_time, t(30));
+    // The open phase span is closed at the failure time; no decode span was started.
+    assert_eq!(h.span(names::PREFILL).end_time, t(30));
+    assert!(h.spans().iter().all(|s| s.name != names::DECODE));
+
+    let rm = h.collect();
+    let duration = f64_histogram(&rm, metric::REQUEST_DURATION);
+    assert_eq!(duration.len(), 1);
+    assert!(
+        duration[0]
+            .attributes()
+            .any(|kv| kv.key.as_str() == attr::ERROR_TYPE
+                && kv.value.as_str() == "kv_cache_exhausted")
+    );
+    let requests = u64_points(&rm, metric::REQUESTS);
+    assert_eq!(requests.len(), 1);
+    let labels = &requests[0].0;
+    for want in [
+        format!("{}={}", attr::LLM_REQUEST_OUTCOME, value::OUTCOME_ERROR),
+        format!(
+            "{}={}",
+            attr::GEN_AI_RESPONSE_FINISH_REASON,
+            value::FINISH_ERROR
+        ),
+        format!("{}=kv_cache_exhausted", attr::ERROR_TYPE),
+    ] {
+        assert!(labels.contains(&want), "{want} not in {labels:?}");
+    }
+    // No TTFT for a request that never produced a token.
+    assert!(find_metric(&rm, metric::TIME_TO_FIRST_TOKEN).is_none());
+}
+
+#[test]
+fn abort_is_recorded_as_aborted_without_error_status() {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    h.run(|| {
+        let req = InferenceRequest::start_at(&metrics, params(MODEL), None, t(0));
+        let req = req.scheduled_at(0, t(10)).first_token_at(0, t(20));
+        req.abort_at(t(40));
+    });
+    let root = h.span(&names::request_span_name(value::OPERATION_CHAT, MODEL));
+    assert_eq!(root.status, Status::Unset);
+    assert_eq!(
+        attr(&root.attributes, attr::GEN_AI_RESPONSE_FINISH_REASONS),
+        Some(&Value::Array(Array::String(vec![
+            value::FINISH_ABORT.into()
+        ])))
+    );
+    let rm = h.collect();
+    let labels = &u64_points(&rm, metric::REQUESTS)[0].0;
+    assert!(labels.contains(&format!(
+        "{}={}",
+        attr::LLM_REQUEST_OUTCOME,
+        value::OUTCOME_ABORTED
+    )));
+    assert!(!labels.iter().any(|l| l.starts_with(attr::ERROR_TYPE)));
+}
+
+#[test]
+fn dropping_an_unfinished_request_ends_it_as_dropped() {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    h.run(|| {
+        let req = InferenceRequest::start(&metrics, params(MODEL), None);
+        drop(req.scheduled(0));
+    });
+    let root = h.span(&names::request_span_name(value::OPERATION_CHAT, MODEL));
+    assert!(matches!(root.status, Status::Error { .. }));
+    assert_eq!(
+        attr(&root.attributes, attr::ERROR_TYPE),
+        Some(&Value::from(value::ERROR_DROPPED))
+    );
+    assert_eq!(h.spans().len(), 3, "root, queue and prefill all ended");
+}
+
+#[test]
+fn model_names_past_the_cap_become_other() {
+    let h = Harness::new();
+    let meter = h.meter();
+    let metrics = h.metrics_builder(&meter).model_cap(2).build();
+    h.run(|| {
+        for model in ["a", "b", "c", "d", "a"] {
+            let req = InferenceRequest::start_at(&metrics, params(model), None, t(0));
+            req.fail_at("timeout", t(5));
+        }
+    });
+    let mut span_names: Vec<String> = h.spans().iter().map(|s| s.name.to_string()).collect();
+    span_names.retain(|n| n != names::QUEUE);
+    span_names.sort();
+    let mut want: Vec<String> = ["a", "a", "b", value::OVERFLOW, value::OVERFLOW]
+        .iter()
+        .map(|m| names::request_span_name(value::OPERATION_CHAT, m))
+        .collect();
+    want.sort();
+    assert_eq!(span_names, want);
+
+    let rm = h.collect();
+    let mut models: Vec<(String, u64)> = u64_points(&rm, metric::REQUESTS)
+        .into_iter()
+        .map(|(labels, n)| {
+            let model = labels
+                .iter()
+                .find_map(|l| l.strip_prefix(&format!("{}=", attr::GEN_AI_REQUEST_MODEL)))
+                .unwrap()
+                .to_owned();
+            (model, n)
+        })
+        .collect();
+    models.sort();
+    assert_eq!(
+        models,
+        vec![
+            ("a".into(), 2),
+            ("b".into(), 1),
+            (value::OVERFLOW.into(), 2)
+        ]
+    );
+}
+
+#[test]
+fn incoming_trace_context_becomes_the_request_span_parent() {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    let mut outgoing = HeaderMap::new();
+    h.run(|| {
+        let parent = extract_context(&headers);
+        let req = InferenceRequest::start(&metrics, params(MODEL), Some(&parent));
+        inject_context(&req.context(), &mut outgoing);
+        req.fail("test");
+    });
+    let root = h.span(&names::request_span_name(value::OPERATION_CHAT, MODEL));
+    assert_eq!(
+        root.span_context.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(root.parent_span_id.to_string(), "00f067aa0ba902b7");
+    assert!(root.parent_span_is_remote);
+    // The request's own context propagates onwards as the request span.
+    let onward = extract_context(&outgoing);
+    assert_eq!(
+        onward.span().span_context().span_id(),
+        root.span_context.span_id()
+    );
+}
+
+#[tracing::instrument(skip(prompt_len), fields(tokenizer = "bpe", prompt_tokens = prompt_len))]
+fn tokenize(prompt_len: i64) -> i64 {
+    prompt_len / 4
+}
+
+#[test]
+fn instrumented_user_code_nests_under_the_request_span() {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    h.run(|| {
+        let req = InferenceRequest::start(&metrics, params(MODEL), None);
+        req.span().in_scope(|| tokenize(400));
+        req.fail("test");
+    });
+    let root = h.span(&names::request_span_name(value::OPERATION_CHAT, MODEL));
+    let user = h.span("tokenize");
+    assert_eq!(user.parent_span_id, root.span_context.span_id());
+    assert_eq!(
+        attr(&user.attributes, "tokenizer"),
+        Some(&Value::from("bpe"))
+    );
+    assert_eq!(
+        attr(&user.attributes, "prompt_tokens"),
+        Some(&Value::I64(400))
+    );
+}
+
+#[test]
+fn content_is_captured_only_when_enabled() {
+    for enabled in [false, true] {
+        let h = Harness::new();
+        let meter = h.meter();
+        let metrics = h.metrics_builder(&meter).capture_content(enabled).build();
+        h.run(|| {
+            let req = InferenceRequest::start(&metrics, params(MODEL), None);
+            req.record_prompt("secret prompt");
+            let mut req = req.scheduled(0).first_token(0);
+            req.record_completion("secret answer");
+            req.tokens(1);
+            req.finish(value::FINISH_STOP);
+        });
+        let root = h.span(&names::request_span_name(value::OPERATION_CHAT, MODEL));
+        let prompt = attr(&root.attributes, attr::GEN_AI_PROMPT);
+        let completion = attr(&root.attributes, attr::GEN_AI_COMPLETION);
+        if enabled {
+            assert_eq!(prompt, Some(&Value::from("secret prompt")));
+            assert_eq!(completion, Some(&Value::from("secret answer")));
+        } else {
+            assert_eq!((prompt, completion), (None, None));
+        }
+    }
+}
+
+#[test]
+fn without_a_tracing_layer_metrics_are_still_recorded() {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    // No `h.run`: the thread's subscriber has no OpenTelemetry layer.
+    let req = InferenceRequest::start_at(&metrics, params(MODEL), None, t(0));
+    req.scheduled_at(0, t(5))
+        .first_token_at(0, t(10))
+        .finish_at(value::FINISH_LENGTH, t(20));
+    assert!(h.spans().is_empty());
+    let rm = h.collect();
+    assert_eq!(f64_histogram(&rm, metric::REQUEST_DURATION)[0].count(), 1);
+}
+
+#[test]
+fn engine_metrics_report_the_latest_state_and_running_totals() {
+    let h = Harness::new();
+    let engine = EngineMetrics::new(&h.meter(), MODEL);
+    engine.record_step(&EngineSnapshot {
+        running: 4,
+        waiting: 9,
+        swapped: 0,
+        kv_blocks_used: 10,
+        kv_blocks_total: 100,
+        iterations: 1,
+        preemptions: 2,
+    });
+    engine.record_step(&EngineSnapshot {
+        running: 5,
+        waiting: 7,
+        swapped: 1,
+        kv_blocks_used: 25,
+        kv_blocks_total: 100,
+        iterations: 1,
+        preemptions: 1,
+    });
+    let rm = h.collect();
+    let model = format!("{}={MODEL}", attr::GEN_AI_REQUEST_MODEL);
+    let st = |s: &str| vec![model.clone(), format!("{}={s}", attr::LLM_REQUEST_STATE)];
+    let mut want = vec![
+        (st(value::STATE_RUNNING), 5),
+        (st(value::STATE_SWAPPED), 1),
+        (st(value::STATE_WAITING), 7),
+    ];
+    want.sort();
+    assert_eq!(u64_points(&rm, metric::SCHEDULER_REQUESTS), want);
+    assert_eq!(
+        u64_points(&rm, metric::SCHEDULER_ITERATIONS),
+        vec![(vec![model.clone()], 2)]
+    );
+    assert_eq!(
+        u64_points(&rm, metric::SCHEDULER_PREEMPTIONS),
+        vec![(vec![model.clone()], 3)]
+    );
+    assert_eq!(f64_gauge(&rm, metric::KV_CACHE_USAGE), vec![0.25]);
+    let blk = |s: &str| {
+        vec![
+            model.clone(),
+            format!("{}={s}", attr::LLM_KV_CACHE_BLOCK_STATE),
+        ]
+    };
+    let mut want = vec![(blk(value::BLOCK_FREE), 75), (blk(value::BLOCK_USED), 25)];
+    want.sort();
+    assert_eq!(u64_points(&rm, metric::KV_CACHE_BLOCKS), want);
+
+    // Once the engine's handle is gone its series stop being reported.
+    drop(engine);
+    if let Some(rm) = h.try_collect() {
+        assert!(find_metric(&rm, metric::KV_CACHE_USAGE).is_none());
+    }
+}

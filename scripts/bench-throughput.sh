@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Throughput of the simulator and the load generator, as two release-built processes on this
+# machine, at increasing concurrency: sustained requests/s and streamed tokens/s with full
+# instrumentation (engine spans + metrics, client spans) and OTLP export on. Prints a Markdown
+# table (one row per level) to stdout; progress goes to stderr.
+#
+# Telemetry goes to a real OpenTelemetry Collector with a debug exporter when an `otelcol*`
+# binary is found (OTELCOL, or scripts/build-stack.sh's cache); otherwise to a closed port, so
+# every export fails, is retried and counted — the cost of telemetry is still paid, the sink is
+# just missing (the table says which).
+#
+# Settings (environment):
+#   LEVELS="50 100 200 300"  concurrent streams per level (closed loop)
+#   DURATION=20s             per level
+#   PROMPT=256 OUTPUT=256    tokens per request (outputs forced to OUTPUT with ignore_eos)
+#   TIME_SCALE=10            simulated time speed-up (1 = real H100 step times)
+#   PROFILE=h100-80gb-llama-8b
+#   MAX_NUM_SEQS=512         engine batch limit (above the highest level so all streams run)
+#   CARGO_TARGET_DIR, OTELCOL, PORT=18400, OTLP_PORT=14317
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+LEVELS=${LEVELS:-"50 100 200 300"}
+DURATION=${DURATION:-20s}
+PROMPT=${PROMPT:-256}
+OUTPUT=${OUTPUT:-256}
+TIME_SCALE=${TIME_SCALE:-10}
+PROFILE=${PROFILE:-h100-80gb-llama-8b}
+MAX_NUM_SEQS=${MAX_NUM_SEQS:-512}
+PORT=${PORT:-18400}
+OTLP_PORT=${OTLP_PORT:-14317}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+WORK=$(mktemp -d)
+PIDS=()
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log() { printf '%s\n' "$*" >&2; }
+
+# CPU seconds (user + system) a process has used so far.
+cpu_seconds() {
+  awk -v tck="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / tck }' "/proc/$1/stat"
+}
+
+wait_for_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  log "error: nothing listens on port $1 (see $2)"
+  exit 1
+}
+
+log "building infermon (release)…"
+cargo build --release --quiet -p infermon-cli
+BIN="$TARGET_DIR/release/infermon"
+
+OTELCOL=${OTELCOL:-$(ls -1 "${HOME}"/.cache/infermon-stack/otelcol*/otelcol* 2>/dev/null | head -n1 || true)}
+if [[ -n "$OTELCOL" && -x "$OTELCOL" ]]; then
+  cat >"$WORK/otelcol.yaml" <<EOF
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:${OTLP_PORT}
+exporters:
+  debug:
+    verbosity: basic
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    traces: { receivers: [otlp], exporters: [debug] }
+    metrics: { receivers: [otlp], exporters: [debug] }
+EOF
+  "$OTELCOL" --config "$WORK/otelcol.yaml" >"$WORK/otelcol.log" 2>&1 &
+  PIDS+=($!)
+  wait_for_port "$OTLP_PORT" "$WORK/otelcol.log"
+  SINK="OpenTelemetry Collector $(basename "$OTELCOL"), debug exporter"
+else
+  SINK="none reachable (exports fail, are retried and counted)"
+fi
+
+"$BIN" sim --listen "127.0.0.1:$PORT" --profile "$PROFILE" --time-scale "$TIME_SCALE" \
+  --max-num-seqs "$MAX_NUM_SEQS" --otlp-endpoint "http://127.0.0.1:$OTLP_PORT" \
+  2>"$WORK/sim.log" &
+SIM=$!
+PIDS+=("$SIM")
+wait_for_port "$PORT" "$WORK/sim.log"
+
+log "sink: $SINK"
+printf '| streams | req/s | output tok/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | e2e p99 | errors | sim CPU | load CPU |\n'
+printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+for level in $LEVELS; do
+  log "level: $level concurrent streams for $DURATION…"
+  sim_before=$(cpu_seconds "$SIM")
+  /usr/bin/time -f '%e %U %S' -o "$WORK/load.time" \
+    "$BIN" load --url "http://127.0.0.1:$PORT" --concurrency "$level" --duration "$DURATION" \
+    --prompt-tokens "$PROMPT" --output-tokens "$OUTPUT" --ignore-eos --json --quiet \
+    --otlp-endpoint "http://127.0.0.1:$OTLP_PORT" >"$WORK/load.json" 2>"$WORK/load.log"
+  sim_after=$(cpu_seconds "$SIM")
+  read -r wall user sys <"$WORK/load.time"
+  jq -r --arg level "$level" --arg sim "$sim_before $sim_after" --arg load "$wall $user $sys" '
+    def ms: . * 1000 | tostring | .[0:6] + " ms";
+    ($sim | split(" ") | map(tonumber)) as [$s0, $s1]
+    | ($load | split(" ") | map(tonumber)) as [$wall, $u, $sy]
+    | "| \($level) | \(.throughput.requests_per_s * 10 | round / 10) "
+      + "| \(.throughput.output_tokens_per_s | round) "
+      + "| \(.latency.ttft.p50 | ms) | \(.latency.ttft.p99 | ms) "
+      + "| \(.latency.itl.p50 | ms) | \(.latency.itl.p99 | ms) "
+      + "| \(.latency.e2e.p99 | ms) "
+      + "| \(.requests.failed) "
+      + "| \((($s1 - $s0) / .elapsed_s * 100) | round)% "
+      + "| \((($u + $sy) / $wall * 100) | round)% |"
+  ' "$WORK/load.json"
+done
+log "done (CPU: % of one core, averaged over the level; the machine has $(nproc) cores)"

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Check every stack config with the real program that reads it, plus the structural checks
+# for what cannot run here (Grafana provisioning, docker compose). Runs all checks, reports
+# each, exits non-zero if any failed. Builds missing stack binaries first (seconds when warm).
+#
+#   otelcol validate          otel-collector/config.yaml   (+ builder.yaml == components used)
+#   promtool check config     deploy/prometheus/prometheus.yml (rules, file-SD target lists)
+#   promtool check rules      deploy/prometheus/rules/*.yml
+#   promtool test rules       deploy/prometheus/tests/*.yml
+#   jaeger validate           deploy/jaeger/config.yaml
+#   amtool check-config       deploy/alertmanager/alertmanager.yml
+#   grafana provisioning      scripts/check-grafana.py (structure, uids, PromQL via promtool)
+#   docker compose            scripts/compose-check (compose-go: schema, interpolation, ...)
+#   versions                  scripts/versions.env == builder.yaml == compose image tags
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+source scripts/versions.env
+source scripts/stack-lib.sh
+
+scripts/build-stack.sh >/dev/null || die "scripts/build-stack.sh failed (run it for details)"
+source scripts/stack-env.sh || die "stack binaries missing after build"
+
+# The configs' ${env:...} defaults are what gets validated: clear any overrides in this shell.
+while IFS='=' read -r name _; do
+  [[ $name == INFERMON_* && $name != INFERMON_STACK_CACHE ]] && unset "$name"
+done < <(env)
+
+FAILED=()
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+# check NAME CMD...: run CMD, show its output only on failure.
+check() {
+  local name=$1
+  shift
+  if "$@" >"$TMP/out" 2>&1; then
+    printf 'ok    %s\n' "$name"
+  else
+    printf 'FAIL  %s\n' "$name"
+    sed 's/^/      /' "$TMP/out"
+    FAILED+=("$name")
+  fi
+}
+
+# ---- collector --------------------------------------------------------------------------------
+check "otelcol validate otel-collector/config.yaml" \
+  "$OTELCOL" validate --config otel-collector/config.yaml
+
+# builder.yaml must hold exactly the component types config.yaml uses, all at one version.
+collector_components_match() {
+  "$OTELCOL" components >"$TMP/components.yaml" || return 1
+  python3 - "$TMP/components.yaml" otel-collector/config.yaml otel-collector/builder.yaml "$OTELCOL_VERSION" <<'EOF'
+import sys, yaml
+comps, cfg, builder, version = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+built = yaml.safe_load(open(comps))
+cfg = yaml.safe_load(open(cfg))
+ok = True
+for kind in ("receivers", "processors", "exporters", "connectors", "extensions"):
+    have = {c["name"] for c in (built.get(kind) or [])}
+    used = {k.split("/")[0] for k in (cfg.get(kind) or {})}
+    if have != used:
+        ok = False
+        print(f"{kind}: built {sorted(have)} but config uses {sorted(used)}")
+b = yaml.safe_load(open(builder))
+if str(b["dist"]["version"]) != version:
+    ok = False
+    print(f"builder.yaml dist.version {b['dist']['version']} != OTELCOL_VERSION {version}")
+for kind in ("receivers", "processors", "exporters", "connectors", "extensions"):
+    for entry in b.get(kind) or []:
+        mod, ver = entry["gomod"].split()
+        if ver != "v" + version:
+            ok = False
+            print(f"builder.yaml: {mod} at {ver}, not v{version}")
+sys.exit(0 if ok else 1)
+EOF
+}
+check "otel-collector/builder.yaml == components config.yaml uses @ $OTELCOL_VERSION" collector_components_match
+
+# ---- Prometheus -------------------------------------------------------------------------------
+check "promtool check config deploy/prometheus/prometheus.yml" \
+  "$PROMTOOL" check config deploy/prometheus/prometheus.yml
+check "promtool check rules deploy/prometheus/rules/*.yml" \
+  "$PROMTOOL" check rules deploy/prometheus/rules/*.yml
+check "promtool test rules deploy/prometheus/tests/*.yml" \
+  "$PROMTOOL" test rules deploy/prometheus/tests/*.yml
+
+# ---- Jaeger, Alertmanager ---------------------------------------------------------------------
+check "jaeger validate deploy/jaeger/config.yaml" \
+  "$JAEGER" validate --config deploy/jaeger/config.yaml
+check "amtool check-config deploy/alertmanager/alertmanager.yml" \
+  "$AMTOOL" check-config deploy/alertmanager/alertmanager.yml
+
+# ---- Grafana (cannot run here: structure + PromQL through promtool) ---------------------------
+check "grafana provisioning (structure, datasource uids, PromQL)" \
+  python3 scripts/check-grafana.py "$PROMTOOL"
+
+# ---- docker compose (no engine here: compose-go, the library docker compose uses) ------------
+COMPOSE_CHECK_DIR="$INFERMON_STACK_CACHE/compose-check-$(cat scripts/compose-check/go.mod scripts/compose-check/go.sum scripts/compose-check/main.go | sha256sum | cut -c1-12)"
+build_compose_check() {
+  [[ -x "$COMPOSE_CHECK_DIR/compose-check" ]] && return 0
+  (cd scripts/compose-check && GOTOOLCHAIN=$STACK_GOTOOLCHAIN GOWORK=off CGO_ENABLED=0 \
+    go build -trimpath -ldflags "-s -w" -o "$COMPOSE_CHECK_DIR/compose-check" .)
+}
+compose_valid() {
+  build_compose_check || return 1
+  # Clean environment: image tags must come from the file's own defaults.
+  env -i PATH="$PATH" HOME="$HOME" GF_ADMIN_PASSWORD=check-only \
+    "$COMPOSE_CHECK_DIR/compose-check" deploy/docker-compose.yml >"$TMP/images" || return 1
+  local want ok=0
+  for want in "otel-collector otel/opentelemetry-collector-contrib:$OTELCOL_VERSION" \
+    "prometheus prom/prometheus:v$PROMETHEUS_VERSION" \
+    "alertmanager prom/alertmanager:v$ALERTMANAGER_VERSION" \
+    "jaeger jaegertracing/jaeger:$JAEGER_VERSION" \
+    "grafana grafana/grafana:$GRAFANA_VERSION"; do
+    grep -qxF "$want" "$TMP/images" || { echo "image drifted from scripts/versions.env: want '$want'"; ok=1; }
+  done
+  ((ok == 0)) || { cat "$TMP/images"; return 1; }
+  # Without a Grafana password compose must refuse to run anything (no admin/admin default).
+  if env -i PATH="$PATH" HOME="$HOME" "$COMPOSE_CHECK_DIR/compose-check" deploy/docker-compose.yml >/dev/null 2>"$TMP/nopw"; then
+    echo "compose loads without GF_ADMIN_PASSWORD: Grafana would start with a default password"
+    return 1
+  fi
+  grep -q GF_ADMIN_PASSWORD "$TMP/nopw" || { cat "$TMP/nopw"; return 1; }
+}
+check "deploy/docker-compose.yml (compose-go; tags == versions.env; loopback ports; password required)" compose_valid
+
+# ---- versions in one place ----------------------------------------------------------------
+versions_consistent() {
+  local major minor patch
+  IFS=. read -r major minor patch <<<"$PROMETHEUS_VERSION"
+  local gomod
+  gomod=$(printf 'v0.%d%02d.%d' "$major" "$minor" "$patch")
+  [[ "$gomod" == "$PROMETHEUS_GOMOD_VERSION" ]] ||
+    { echo "PROMETHEUS_GOMOD_VERSION=$PROMETHEUS_GOMOD_VERSION, expected $gomod for $PROMETHEUS_VERSION"; return 1; }
+  grep -q "prometheusVersion: $PROMETHEUS_VERSION\$" grafana/provisioning/datasources/datasources.yaml ||
+    { echo "grafana datasource prometheusVersion != $PROMETHEUS_VERSION"; return 1; }
+  "$PROMETHEUS" --version 2>&1 | grep -q "version $PROMETHEUS_VERSION " ||
+    { echo "built prometheus is not $PROMETHEUS_VERSION"; return 1; }
+  "$OTELCOL" --version 2>&1 | grep -q "$OTELCOL_VERSION" ||
+    { echo "built otelcol is not $OTELCOL_VERSION"; return 1; }
+}
+check "scripts/versions.env consistent (Prometheus module tag, datasource, built binaries)" versions_consistent
+
+# ---- the scripts themselves -------------------------------------------------------------------
+scripts_parse() {
+  local f
+  for f in scripts/*.sh; do bash -n "$f" || return 1; done
+}
+check "scripts/*.sh parse (bash -n)" scripts_parse
+
+if ((${#FAILED[@]})); then
+  printf '\n%d check(s) failed\n' "${#FAILED[@]}"
+  exit 1
+fi
+printf '\nall config checks passed\n'
