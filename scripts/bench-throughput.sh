@@ -95,8 +95,9 @@ PIDS+=("$SIM")
 wait_for_port "$PORT" "$WORK/sim.log"
 
 log "sink: $SINK"
-printf '| streams | req/s | output tok/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | e2e p99 | errors | sim CPU | load CPU |\n'
-printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+load_before=$(cut -d' ' -f1 /proc/loadavg)
+printf '| streams | req/s | output tok/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | e2e p99 | errors | sim CPU | load CPU | CPU µs/token |\n'
+printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for level in $LEVELS; do
   log "level: $level concurrent streams for $DURATION…"
   sim_before=$(cpu_seconds "$SIM")
@@ -107,7 +108,7 @@ for level in $LEVELS; do
   sim_after=$(cpu_seconds "$SIM")
   read -r wall user sys <"$WORK/load.time"
   jq -r --arg level "$level" --arg sim "$sim_before $sim_after" --arg load "$wall $user $sys" '
-    def ms: . * 1000 | tostring | .[0:6] + " ms";
+    def ms: . * 100000 | round / 100 | tostring + " ms";
     ($sim | split(" ") | map(tonumber)) as [$s0, $s1]
     | ($load | split(" ") | map(tonumber)) as [$wall, $u, $sy]
     | "| \($level) | \(.throughput.requests_per_s * 10 | round / 10) "
@@ -117,7 +118,12 @@ for level in $LEVELS; do
       + "| \(.latency.e2e.p99 | ms) "
       + "| \(.requests.failed) "
       + "| \((($s1 - $s0) / .elapsed_s * 100) | round)% "
-      + "| \((($u + $sy) / $wall * 100) | round)% |"
+      + "| \((($u + $sy) / $wall * 100) | round)% "
+      + "| \((($s1 - $s0 + $u + $sy) / .tokens.output * 1e7 | round) / 10) |"
   ' "$WORK/load.json"
 done
-log "done (CPU: % of one core, averaged over the level; the machine has $(nproc) cores)"
+printf '\nTelemetry sink: %s. Time scale %s, profile %s, %s prompt + %s output tokens per request,\n' \
+  "$SINK" "$TIME_SCALE" "$PROFILE" "$PROMPT" "$OUTPUT"
+printf '%s per level. CPU: %% of one core over the level (sim, load) and both processes'"'"' CPU per\n' "$DURATION"
+printf 'streamed token. Machine: %s cores; 1-minute load average %s before, %s after.\n' \
+  "$(nproc)" "$load_before" "$(cut -d' ' -f1 /proc/loadavg)"

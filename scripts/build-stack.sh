@@ -103,6 +103,12 @@ build_component() {
   mv "$out" "$dest"
   chmod -R u+w "$work" 2>/dev/null || true
   rm -rf "$work"
+  # Older builds of this component (other versions or manifests) are dead weight now.
+  local old
+  for old in "$CACHE/$name"-*/; do
+    old=${old%/}
+    [[ "$old" != "$dest" && -f "$old/.complete" ]] && rm -rf "$old"
+  done
   log "$name $version: built in ${secs}s -> $dest"
 }
 
@@ -159,7 +165,9 @@ build_jaeger() {
   set -x
   copy_module "github.com/jaegertracing/jaeger@$JAEGER_GOMOD_VERSION" "$work/src"
   cd "$work/src"
-  "${GOBUILD[@]}" -ldflags "-s -w" -o "$out/jaeger" ./cmd/jaeger
+  "${GOBUILD[@]}" \
+    -ldflags "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=v$JAEGER_VERSION" \
+    -o "$out/jaeger" ./cmd/jaeger
 }
 
 main() {

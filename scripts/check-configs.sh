@@ -138,8 +138,12 @@ versions_consistent() {
     { echo "grafana datasource prometheusVersion != $PROMETHEUS_VERSION"; return 1; }
   "$PROMETHEUS" --version 2>&1 | grep -q "version $PROMETHEUS_VERSION " ||
     { echo "built prometheus is not $PROMETHEUS_VERSION"; return 1; }
-  "$OTELCOL" --version 2>&1 | grep -q "$OTELCOL_VERSION" ||
+  "$OTELCOL" --version 2>&1 | grep -q "version $OTELCOL_VERSION\$" ||
     { echo "built otelcol is not $OTELCOL_VERSION"; return 1; }
+  "$ALERTMANAGER" --version 2>&1 | grep -q "version $ALERTMANAGER_VERSION " ||
+    { echo "built alertmanager is not $ALERTMANAGER_VERSION"; return 1; }
+  "$JAEGER" version 2>/dev/null | grep -q "\"gitVersion\":\"v$JAEGER_VERSION\"" ||
+    { echo "built jaeger is not $JAEGER_VERSION"; return 1; }
 }
 check "scripts/versions.env consistent (Prometheus module tag, datasource, built binaries)" versions_consistent
 

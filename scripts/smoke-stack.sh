@@ -211,13 +211,15 @@ expect "vLLM request_success -> llm_requests_total{finish_reason, outcome=succes
   equals "llm_requests_total{$V, gen_ai_response_finish_reason=\"stop\", llm_request_outcome=\"success\"}" 10
 no_model_name_left() { (($(count '{job="vllm", model_name!=""}') == 0)) && has "llm_kv_cache_usage_ratio{$V}"; }
 expect "no vLLM series keeps the raw model_name label" no_model_name_left
-expect "vLLM process/python series filtered out" bash -c "(($(count '{job="vllm", __name__=~"python_.*"}') == 0))"
+no_python_series() { (($(count '{job="vllm", __name__=~"python_.*"}') == 0)); }
+expect "vLLM process/python series filtered out" no_python_series
 
 for job in prometheus alertmanager otelcol jaeger; do
   expect "Prometheus scrapes $job (up == 1)" equals "up{job=\"$job\"}" 1
 done
 expect "collector self-telemetry: accepted spans counted" has '{job="otelcol", __name__=~"otelcol_receiver_accepted_spans.*"}'
-expect "collector self-telemetry: exporter send failures exported (for alerting)" has '{job="otelcol", __name__=~"otelcol_exporter_sen(t|d_failed)_metric_points.*"}'
+expect "collector self-telemetry: exporter sent points and queue size" \
+  has 'otelcol_exporter_sent_metric_points{job="otelcol"} and on() otelcol_exporter_queue_size{job="otelcol"}'
 am_discovered() {
   curl -fsS "$PROM/api/v1/alertmanagers" | jq -e '.data.activeAlertmanagers | length == 1'
 }

@@ -94,11 +94,14 @@ fi
 
 # ---- run dir --------------------------------------------------------------------------------
 mkdir -p "$RUN/pids" "$RUN/logs"
-for f in "$RUN"/pids/*.pid; do
+# Only the components asked for must not be running: one component can be restarted while
+# the rest of the stack keeps running (e.g. the collector, in the outage test).
+for c in "${COMPONENTS[@]}"; do
+  f="$RUN/pids/$c.pid"
   [[ -e "$f" ]] || continue
   pid=$(cat "$f")
   if kill -0 "$pid" 2>/dev/null; then
-    die "a stack is already running from $RUN ($(basename "$f" .pid), pid $pid): run scripts/stop-stack.sh first"
+    die "$c is already running from $RUN (pid $pid): run scripts/stop-stack.sh first"
   fi
   rm -f "$f"
 done

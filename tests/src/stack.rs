@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How many consecutive ports `start-stack.sh` uses from `INFERMON_STACK_PORT_BASE`.
@@ -196,7 +197,9 @@ pub struct Process {
 impl Process {
     /// Spawns `program args` with `env`, logging stdout and stderr to a temp file.
     pub fn spawn(name: &str, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Process {
-        let log = std::env::temp_dir().join(format!("infermon-e2e-{}-{name}.log", std::process::id()));
+        static SPAWNED: AtomicU64 = AtomicU64::new(0);
+        let n = SPAWNED.fetch_add(1, Ordering::Relaxed);
+        let log = std::env::temp_dir().join(format!("infermon-e2e-{}-{n}-{name}.log", std::process::id()));
         let file = std::fs::File::create(&log).expect("create log");
         let child = Command::new(program)
             .args(args)

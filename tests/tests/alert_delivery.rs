@@ -315,5 +315,6 @@ async fn error_fault_pages_and_resolves() {
         "a resolved alert has an end time"
     );
     assert!(webhook.errors().is_empty(), "{:?}", webhook.errors());
+    eprintln!("delivered: {}", webhook.summary());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -167,7 +167,8 @@ mod tests {
             .arg(Arg::new("config").long("config").global(true))
             .subcommand(
                 Command::new("load")
-                    .arg(Arg::new("rate").long("rate").env("T_CONFIG_TEST_RATE"))
+                    .arg(Arg::new("rate").long("rate"))
+                    .arg(Arg::new("model").long("model").env("T_CONFIG_TEST_MODEL"))
                     .arg(Arg::new("url").long("url").action(ArgAction::Append))
                     .arg(
                         Arg::new("max-in-flight")
@@ -205,6 +206,21 @@ mod tests {
                 "--url=http://b"
             ],
             "--rate came from the command line, so the file's rate is not applied"
+        );
+    }
+
+    #[test]
+    fn the_environment_beats_the_file() {
+        // Only this test sets (or reads) the variable, so parallel tests are unaffected.
+        std::env::set_var("T_CONFIG_TEST_MODEL", "from-env");
+        let args = apply("[load]\nmodel = \"from-file\"\n", &["t", "load"]);
+        std::env::remove_var("T_CONFIG_TEST_MODEL");
+        assert_eq!(args.unwrap(), Vec::<String>::new());
+        let args = apply("[load]\nmodel = \"from-file\"\n", &["t", "load"]).unwrap();
+        assert_eq!(
+            args,
+            ["--model=from-file"],
+            "without the variable the file applies"
         );
     }
 

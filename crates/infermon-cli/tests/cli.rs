@@ -80,6 +80,17 @@ fn bad_flags_give_one_clear_line_and_a_failing_exit() {
         (&["sim", "--profile", "nope"], "unknown simulator profile"),
         (&["demo", "--time-scale", "0"], "time_scale"),
         (&["frobnicate"], "unrecognized subcommand"),
+        (
+            &[
+                "load",
+                "--url",
+                "http://127.0.0.1:9",
+                "--requests",
+                "1",
+                "--no-otlp",
+            ],
+            "Connection refused",
+        ),
     ];
     for (args, expected) in cases {
         let out = run(args);

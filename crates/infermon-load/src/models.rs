@@ -42,15 +42,15 @@ pub async fn served_model(url: &str) -> Result<String, ModelLookupError> {
     let response = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(root_cause(&e)))?
         .get(models_url.clone())
         .send()
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(root_cause(&e)))?;
     if !response.status().is_success() {
         return Err(fail(format!("HTTP {}", response.status())));
     }
-    let body = response.bytes().await.map_err(|e| fail(e.to_string()))?;
+    let body = response.bytes().await.map_err(|e| fail(root_cause(&e)))?;
     let list: ModelList =
         serde_json::from_slice(&body).map_err(|_| fail("not an OpenAI model list".to_owned()))?;
     list.data
@@ -60,6 +60,16 @@ pub async fn served_model(url: &str) -> Result<String, ModelLookupError> {
         .ok_or_else(|| ModelLookupError::NoModel {
             url: models_url.to_string(),
         })
+}
+
+/// The innermost cause ("Connection refused (os error 111)"): reqwest's own message only says
+/// that sending failed.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
 
 /// `…/v1/chat/completions` → `…/v1/models`.

@@ -45,7 +45,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/v1/chat/completions", listener.local_addr()?);
-    tokio::spawn(infermon_sim::serve(sim.clone(), listener, std::future::pending()));
+    tokio::spawn(infermon_sim::serve(
+        sim.clone(),
+        listener,
+        std::future::pending(),
+    ));
 
     let requests = Arc::new(AtomicU64::new(0));
     let client = reqwest::Client::builder()
@@ -82,26 +86,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // deadline; tokens are the engine's count of tokens handed to live streams.
     let warmup = Duration::from_secs((seconds / 4).max(1));
     tokio::time::sleep(warmup).await;
+    let before = sim.stats();
     let (t0, tok0, req0) = (
         Instant::now(),
-        sim.stats().generation_tokens,
+        before.generation_tokens,
         requests.load(Ordering::Relaxed),
     );
     tokio::time::sleep_until(deadline.into()).await;
     let elapsed = t0.elapsed().as_secs_f64();
     let stats = sim.stats();
     let streamed = stats.generation_tokens - tok0;
+    // Simulated step time over simulated time elapsed: 1.0 means the engine kept the profile's
+    // pace (the figure is the model's); less means the host made it fall behind.
+    let on_schedule = (stats.busy_seconds - before.busy_seconds)
+        / (stats.elapsed_seconds - before.elapsed_seconds).max(f64::MIN_POSITIVE);
     let finished = requests.load(Ordering::Relaxed) - req0;
     println!(
         "concurrency {concurrency}, time_scale {time_scale}, max_tokens {max_tokens}: \
          {:.0} streamed tokens/s, {:.1} requests/s over {elapsed:.1} s \
-         (engine: {} running, {} waiting, {} steps, {} preemptions; telemetry: {:?})",
+         (engine: {} running, {} waiting, {} steps, {} preemptions, busy {:.0} % of simulated \
+         time; telemetry: {:?})",
         streamed as f64 / elapsed,
         finished as f64 / elapsed,
         stats.running,
         stats.waiting,
         stats.steps,
         stats.preemptions,
+        on_schedule * 100.0,
         telemetry.stats(),
     );
     for worker in workers {

@@ -329,7 +329,10 @@ mod tests {
         )
         .unwrap();
         let base = Faults::default();
-        assert_eq!(drill.active_at(&base, 90.0).errors[0].kind, ErrorKind::ServerError);
+        assert_eq!(
+            drill.active_at(&base, 90.0).errors[0].kind,
+            ErrorKind::ServerError
+        );
         assert_eq!(drill.active_at(&base, 200.0).latency_factor, 4.0);
         assert_eq!(drill.active_at(&base, 350.0).kv_pressure, 0.85);
         assert_eq!(drill.active_at(&base, 500.0).errors.len(), 2);

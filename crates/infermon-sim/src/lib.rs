@@ -41,10 +41,14 @@
 //! - [`Simulator::start`] → [`SimHandle`] (cheap to clone): `router()` gives the axum
 //!   [`axum::Router`] (`/v1/chat/completions`, `/v1/completions`, `/v1/models`, `/health`, and
 //!   `/metrics` when `metrics = "vllm"`), `stats()` a snapshot of engine state ([`EngineStats`]),
-//!   `config()`, `profile()`, `shutdown()`.
+//!   `gpu_snapshot()` (simulated GPUs), `active_faults()`, `model()`, `max_model_len()`,
+//!   `num_kv_blocks()`, `config()`, `profile()`, `shutdown()`.
 //! - [`serve`]: `axum::serve` of the router with graceful shutdown.
 //! - Errors are [`SimError`] (thiserror); bad config files produce one-line messages naming the
 //!   file and the field.
+//!
+//! `docs/simulator.md` describes the model (scheduler, KV cache, roofline timing, token
+//! approximation), the HTTP API and its errors, fault scenarios and the telemetry.
 
 mod api;
 mod config;

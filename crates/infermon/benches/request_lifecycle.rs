@@ -4,7 +4,9 @@
 //! written two ways:
 //!
 //! * `raw_opentelemetry_api`: the same spans, attributes, event and metric records written
-//!   directly against the OpenTelemetry API (the floor);
+//!   directly against the OpenTelemetry API, passing attributes on every record;
+//! * `raw_opentelemetry_api_bound`: the same with the metric instruments bound once to the
+//!   benchmark's fixed attribute sets (the floor; infermon binds per model and operation);
 //! * `infermon`: `InferenceRequest` as a server uses it (request span through `tracing` and
 //!   infermon's tracing-opentelemetry layer, children and metrics through the API);
 //! * `infermon_global_tracer`: the same with child spans through the global tracer provider
@@ -22,7 +24,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use infermon::contract::{attr, buckets, metric, span as names, value};
 use infermon::instruments::InferenceMetrics;
 use infermon::request::{InferenceRequest, RequestParams};
-use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _};
+use opentelemetry::metrics::{
+    BoundCounter, BoundHistogram, Counter, Histogram, Meter, MeterProvider as _,
+};
 use opentelemetry::trace::{
     Span as _, SpanKind, TraceContextExt as _, Tracer as _, TracerProvider as _,
 };
@@ -154,6 +158,136 @@ impl RawInstruments {
             cache_hits: m.u64_counter(metric::PREFIX_CACHE_HITS).build(),
         }
     }
+
+    /// The same instruments bound once to this benchmark's fixed attribute sets.
+    fn bind(&self) -> BoundInstruments {
+        let mo = model_op();
+        let with = |kv: KeyValue| {
+            let [m, o] = model_op();
+            [m, o, kv]
+        };
+        let token = |ty| with(KeyValue::new(attr::GEN_AI_TOKEN_TYPE, ty));
+        let [m, o] = model_op();
+        BoundInstruments {
+            request_duration: self.request_duration.bind(&mo),
+            ttft: self.ttft.bind(&mo),
+            tpot: self.tpot.bind(&mo),
+            queue: self.queue.bind(&mo),
+            prefill: self.prefill.bind(&mo),
+            decode: self.decode.bind(&mo),
+            request_tokens_in: self.request_tokens.bind(&token(value::TOKEN_INPUT)),
+            request_tokens_out: self.request_tokens.bind(&token(value::TOKEN_OUTPUT)),
+            requests_ok: self.requests.bind(&[
+                m,
+                o,
+                KeyValue::new(attr::LLM_REQUEST_OUTCOME, value::OUTCOME_SUCCESS),
+                KeyValue::new(attr::GEN_AI_RESPONSE_FINISH_REASON, value::FINISH_STOP),
+            ]),
+            tokens_in: self.tokens.bind(&token(value::TOKEN_INPUT)),
+            tokens_out: self.tokens.bind(&token(value::TOKEN_OUTPUT)),
+            cache_queries: self.cache_queries.bind(&mo),
+            cache_hits: self.cache_hits.bind(&mo),
+        }
+    }
+}
+
+struct BoundInstruments {
+    request_duration: BoundHistogram<f64>,
+    ttft: BoundHistogram<f64>,
+    tpot: BoundHistogram<f64>,
+    queue: BoundHistogram<f64>,
+    prefill: BoundHistogram<f64>,
+    decode: BoundHistogram<f64>,
+    request_tokens_in: BoundHistogram<u64>,
+    request_tokens_out: BoundHistogram<u64>,
+    requests_ok: BoundCounter<u64>,
+    tokens_in: BoundCounter<u64>,
+    tokens_out: BoundCounter<u64>,
+    cache_queries: BoundCounter<u64>,
+    cache_hits: BoundCounter<u64>,
+}
+
+fn model_op() -> [KeyValue; 2] {
+    [
+        KeyValue::new(attr::GEN_AI_REQUEST_MODEL, MODEL),
+        KeyValue::new(attr::GEN_AI_OPERATION_NAME, value::OPERATION_CHAT),
+    ]
+}
+
+/// The metric records of one request, at the points of its lifecycle where infermon makes them.
+trait Records {
+    fn scheduled(&self, queue: f64);
+    fn first_token(&self, ttft: f64, prefill: f64, input: u64, cached: u64);
+    fn finished(&self, decode: f64, tpot: f64, total: f64, input: u64, output: u64);
+}
+
+/// Unbound: every record passes its attributes, as plain API use does.
+impl Records for RawInstruments {
+    fn scheduled(&self, queue: f64) {
+        self.queue.record(queue, &model_op());
+    }
+
+    fn first_token(&self, ttft: f64, prefill: f64, input: u64, cached: u64) {
+        let mo = model_op();
+        self.ttft.record(ttft, &mo);
+        self.prefill.record(prefill, &mo);
+        let [m, o] = model_op();
+        let input_kv = KeyValue::new(attr::GEN_AI_TOKEN_TYPE, value::TOKEN_INPUT);
+        self.tokens.add(input, &[m, o, input_kv]);
+        self.cache_queries.add(input, &mo);
+        self.cache_hits.add(cached, &mo);
+    }
+
+    fn finished(&self, decode: f64, tpot: f64, total: f64, input: u64, output: u64) {
+        let mo = model_op();
+        self.decode.record(decode, &mo);
+        self.tpot.record(tpot, &mo);
+        let token = |ty| {
+            let [m, o] = model_op();
+            [m, o, KeyValue::new(attr::GEN_AI_TOKEN_TYPE, ty)]
+        };
+        self.request_tokens
+            .record(input, &token(value::TOKEN_INPUT));
+        self.request_tokens
+            .record(output, &token(value::TOKEN_OUTPUT));
+        self.request_duration.record(total, &mo);
+        let [m, o] = model_op();
+        self.requests.add(
+            1,
+            &[
+                m,
+                o,
+                KeyValue::new(attr::LLM_REQUEST_OUTCOME, value::OUTCOME_SUCCESS),
+                KeyValue::new(attr::GEN_AI_RESPONSE_FINISH_REASON, value::FINISH_STOP),
+            ],
+        );
+        self.tokens.add(output, &token(value::TOKEN_OUTPUT));
+    }
+}
+
+/// Bound: the floor for these records.
+impl Records for BoundInstruments {
+    fn scheduled(&self, queue: f64) {
+        self.queue.record(queue);
+    }
+
+    fn first_token(&self, ttft: f64, prefill: f64, input: u64, cached: u64) {
+        self.ttft.record(ttft);
+        self.prefill.record(prefill);
+        self.tokens_in.add(input);
+        self.cache_queries.add(input);
+        self.cache_hits.add(cached);
+    }
+
+    fn finished(&self, decode: f64, tpot: f64, total: f64, input: u64, output: u64) {
+        self.decode.record(decode);
+        self.tpot.record(tpot);
+        self.request_tokens_in.record(input);
+        self.request_tokens_out.record(output);
+        self.request_duration.record(total);
+        self.requests_ok.add(1);
+        self.tokens_out.add(output);
+    }
 }
 
 fn secs(from: SystemTime, to: SystemTime) -> f64 {
@@ -161,12 +295,8 @@ fn secs(from: SystemTime, to: SystemTime) -> f64 {
 }
 
 /// What `infermon_lifecycle` emits, spelled out against the OpenTelemetry API.
-fn raw_lifecycle(tracer: &SdkTracer, m: &RawInstruments) {
+fn raw_lifecycle(tracer: &SdkTracer, m: &impl Records) {
     let p = params();
-    let model_op = [
-        KeyValue::new(attr::GEN_AI_REQUEST_MODEL, p.model),
-        KeyValue::new(attr::GEN_AI_OPERATION_NAME, p.operation),
-    ];
     let arrived = SystemTime::now();
     let root = tracer
         .span_builder(names::request_span_name(p.operation, p.model))
@@ -196,7 +326,7 @@ fn raw_lifecycle(tracer: &SdkTracer, m: &RawInstruments) {
     let scheduled = SystemTime::now();
     queue.set_attribute(KeyValue::new(attr::LLM_QUEUE_POSITION, 3));
     queue.end_with_timestamp(scheduled);
-    m.queue.record(secs(arrived, scheduled), &model_op);
+    m.scheduled(secs(arrived, scheduled));
 
     let mut prefill = child(names::PREFILL, scheduled);
     let first = SystemTime::now();
@@ -206,19 +336,7 @@ fn raw_lifecycle(tracer: &SdkTracer, m: &RawInstruments) {
     ]);
     prefill.end_with_timestamp(first);
     let ttft = secs(arrived, first);
-    m.ttft.record(ttft, &model_op);
-    m.prefill.record(secs(scheduled, first), &model_op);
-    let [mo, op] = model_op.clone();
-    m.tokens.add(
-        100,
-        &[
-            mo,
-            op,
-            KeyValue::new(attr::GEN_AI_TOKEN_TYPE, value::TOKEN_INPUT),
-        ],
-    );
-    m.cache_queries.add(100, &model_op);
-    m.cache_hits.add(40, &model_op);
+    m.first_token(ttft, secs(scheduled, first), 100, 40);
     cx.span().add_event_with_timestamp(
         names::EVENT_FIRST_TOKEN,
         first,
@@ -230,51 +348,14 @@ fn raw_lifecycle(tracer: &SdkTracer, m: &RawInstruments) {
     ));
 
     let mut decode = child(names::DECODE, first);
-    let output_tokens = 10u64;
     let end = SystemTime::now();
     let d = secs(first, end);
-    m.decode.record(d, &model_op);
-    m.tpot.record(d / 9.0, &model_op);
-    let [mo, op] = model_op.clone();
-    m.request_tokens.record(
-        100,
-        &[
-            mo.clone(),
-            op.clone(),
-            KeyValue::new(attr::GEN_AI_TOKEN_TYPE, value::TOKEN_INPUT),
-        ],
-    );
-    m.request_tokens.record(
-        output_tokens,
-        &[
-            mo.clone(),
-            op.clone(),
-            KeyValue::new(attr::GEN_AI_TOKEN_TYPE, value::TOKEN_OUTPUT),
-        ],
-    );
     decode.set_attributes([
         KeyValue::new(attr::LLM_DECODE_OUTPUT_TOKENS, 10),
         KeyValue::new(attr::LLM_DECODE_PREEMPTIONS, 0),
     ]);
     decode.end_with_timestamp(end);
-    m.request_duration.record(secs(arrived, end), &model_op);
-    m.requests.add(
-        1,
-        &[
-            mo.clone(),
-            op.clone(),
-            KeyValue::new(attr::LLM_REQUEST_OUTCOME, value::OUTCOME_SUCCESS),
-            KeyValue::new(attr::GEN_AI_RESPONSE_FINISH_REASON, value::FINISH_STOP),
-        ],
-    );
-    m.tokens.add(
-        output_tokens,
-        &[
-            mo,
-            op,
-            KeyValue::new(attr::GEN_AI_TOKEN_TYPE, value::TOKEN_OUTPUT),
-        ],
-    );
+    m.finished(d, d / 9.0, secs(arrived, end), 100, 10);
     cx.span().set_attributes([
         KeyValue::new(
             attr::GEN_AI_RESPONSE_FINISH_REASONS,
@@ -297,6 +378,7 @@ fn request_lifecycle(c: &mut Criterion) {
 
     let meter = p.meter_provider.meter("bench");
     let raw = RawInstruments::new(&meter);
+    let raw_bound = RawInstruments::new(&p.meter_provider.meter("bench-bound")).bind();
     let raw_tracer = p.tracer_provider.tracer("bench-raw");
     let metrics = InferenceMetrics::builder(&meter)
         .tracer(p.tracer_provider.tracer("bench-children"))
@@ -311,6 +393,12 @@ fn request_lifecycle(c: &mut Criterion) {
         b.iter(|| {
             lifecycles.fetch_add(1, Ordering::Relaxed);
             raw_lifecycle(black_box(&raw_tracer), black_box(&raw))
+        })
+    });
+    g.bench_function("raw_opentelemetry_api_bound", |b| {
+        b.iter(|| {
+            lifecycles.fetch_add(1, Ordering::Relaxed);
+            raw_lifecycle(black_box(&raw_tracer), black_box(&raw_bound))
         })
     });
     g.bench_function("infermon", |b| {
@@ -339,6 +427,7 @@ fn request_lifecycle(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default()
+        .without_plots()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     targets = request_lifecycle

@@ -5,6 +5,10 @@
 //! `with_boundaries`), never the SDK default. User-supplied label values (model, operation,
 //! finish reason, error type) pass through a [`LabelCap`] so no caller can create unbounded
 //! series.
+//!
+//! Request metrics are recorded through instruments bound to each (model, operation) attribute
+//! set (the SDK's bound instruments), created on a model's first request. Such series are
+//! exported from then on, at zero until something is counted in them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,9 +87,36 @@ pub(crate) struct Series {
     pub output_tokens: BoundCounter<u64>,
     pub prefix_cache_queries: BoundCounter<u64>,
     pub prefix_cache_hits: BoundCounter<u64>,
+    /// `llm.requests` for outcome `aborted`.
+    pub aborted: BoundCounter<u64>,
+    /// `llm.requests` for outcome `success`, by (capped) finish reason, bound on first use.
+    succeeded: RwLock<HashMap<StringValue, BoundCounter<u64>>>,
+    requests: Counter<u64>,
 }
 
 impl Series {
+    /// Counts one successful request that finished for `reason` (already capped).
+    pub fn count_success(&self, reason: &StringValue) {
+        let bound = self.succeeded.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(counter) = bound.get(reason) {
+            return counter.add(1);
+        }
+        drop(bound);
+        let mut bound = self.succeeded.write().unwrap_or_else(|e| e.into_inner());
+        bound
+            .entry(reason.clone())
+            .or_insert_with(|| {
+                let [model, op] = self.model_op();
+                self.requests.bind(&[
+                    model,
+                    op,
+                    KeyValue::new(attr::LLM_REQUEST_OUTCOME, value::OUTCOME_SUCCESS),
+                    KeyValue::new(attr::GEN_AI_RESPONSE_FINISH_REASON, reason.clone()),
+                ])
+            })
+            .add(1);
+    }
+
     /// `[model, operation]` as metric attributes.
     pub fn model_op(&self) -> [KeyValue; 2] {
         [
@@ -135,6 +166,17 @@ impl Inner {
             output_tokens: self.tokens.bind(&token(value::TOKEN_OUTPUT)),
             prefix_cache_queries: self.prefix_cache_queries.bind(&mo),
             prefix_cache_hits: self.prefix_cache_hits.bind(&mo),
+            aborted: {
+                let [m, o] = mo.clone();
+                self.requests.bind(&[
+                    m,
+                    o,
+                    KeyValue::new(attr::LLM_REQUEST_OUTCOME, value::OUTCOME_ABORTED),
+                    KeyValue::new(attr::GEN_AI_RESPONSE_FINISH_REASON, value::FINISH_ABORT),
+                ])
+            },
+            succeeded: RwLock::new(HashMap::new()),
+            requests: self.requests.clone(),
         }
     }
 }

@@ -41,6 +41,9 @@
 //!   with the request span as explicit parent (the hot path skips `tracing`'s dispatch);
 //! * the request metrics of [`InferenceMetrics`].
 //!
+//! The request span is an INFO-level `tracing` span with target `infermon::request`: a
+//! subscriber filter that disables it turns the request's spans off (metrics stay on).
+//!
 //! Every transition has an `_at(SystemTime)` twin for engines that process a whole step at once
 //! or run on a simulated clock: the spans, events and durations then use the given times.
 //! Dropping a request that never ended records it as failed with `error.type` = `dropped`
@@ -56,7 +59,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::contract::{attr, span as names, value};
 use crate::instruments::{ChildSpan, InferenceMetrics, Inner, Series};
-use crate::telemetry::with_start_time;
+use crate::telemetry::start_span_with;
 
 /// What the request asked for, as received. Borrowed: nothing is copied unless recorded.
 #[derive(Debug, Clone, Copy)]
@@ -153,16 +156,17 @@ impl InferenceRequest<Queued> {
         let (cx, recording) = if span.is_disabled() {
             (Context::new(), false)
         } else {
-            // Starting the OpenTelemetry span now pins its start to `at`.
-            let cx = with_start_time(at, || span.context());
+            // Starting the OpenTelemetry span now pins its start to `at` and hands it the
+            // request attributes.
+            let attributes = request_attributes(&params, &series);
+            let (cx, unused) = start_span_with(at, attributes, || span.context());
             let recording = cx.span().is_recording();
+            if recording && !unused.is_empty() {
+                cx.span().set_attributes(unused);
+            }
             (cx, recording)
         };
 
-        if recording {
-            cx.span()
-                .set_attributes(request_attributes(&params, &series));
-        }
         let phase = recording.then(|| inner.tracer.start(names::QUEUE, at, Vec::new(), &cx));
 
         InferenceRequest {
@@ -395,28 +399,34 @@ impl Core {
     }
 
     /// The metrics every ending records: duration, the request count, output tokens.
-    fn record_end_metrics(
-        &self,
-        at: SystemTime,
-        outcome: &'static str,
-        finish_reason: &StringValue,
-        error_type: Option<&StringValue>,
-    ) {
+    /// Successes and aborts go to bound series; failures carry `error.type` and stay unbound.
+    fn record_end_metrics(&self, at: SystemTime, ending: &Ending) {
         let (m, series) = (&self.metrics.inner, &self.series);
         let duration = seconds(self.arrived, at);
-        let [model, op] = series.model_op();
-        let outcome = KeyValue::new(attr::LLM_REQUEST_OUTCOME, outcome);
-        let reason = KeyValue::new(attr::GEN_AI_RESPONSE_FINISH_REASON, finish_reason.clone());
-        match error_type {
-            None => {
+        match ending {
+            Ending::Finished(reason) => {
                 series.request_duration.record(duration);
-                m.requests.add(1, &[model, op, outcome, reason]);
+                series.count_success(reason);
             }
-            Some(e) => {
-                let error = KeyValue::new(attr::ERROR_TYPE, e.clone());
+            Ending::Aborted => {
+                series.request_duration.record(duration);
+                series.aborted.add(1);
+            }
+            Ending::Failed(error_type) => {
+                let [model, op] = series.model_op();
+                let error = KeyValue::new(attr::ERROR_TYPE, error_type.clone());
                 m.request_duration
                     .record(duration, &[model.clone(), op.clone(), error.clone()]);
-                m.requests.add(1, &[model, op, outcome, reason, error]);
+                m.requests.add(
+                    1,
+                    &[
+                        model,
+                        op,
+                        KeyValue::new(attr::LLM_REQUEST_OUTCOME, value::OUTCOME_ERROR),
+                        KeyValue::new(attr::GEN_AI_RESPONSE_FINISH_REASON, value::FINISH_ERROR),
+                        error,
+                    ],
+                );
             }
         }
         if self.output_tokens > 0 {
@@ -474,25 +484,17 @@ impl Core {
             self.end_phase(at, attrs);
         }
 
-        let (outcome, finish_reason, error_type) = match &ending {
-            Ending::Finished(r) => (value::OUTCOME_SUCCESS, r.clone(), None),
-            Ending::Failed(e) => (
-                value::OUTCOME_ERROR,
-                StringValue::from(value::FINISH_ERROR),
-                Some(e.clone()),
-            ),
-            Ending::Aborted => (
-                value::OUTCOME_ABORTED,
-                StringValue::from(value::FINISH_ABORT),
-                None,
-            ),
-        };
-        self.record_end_metrics(at, outcome, &finish_reason, error_type.as_ref());
+        self.record_end_metrics(at, &ending);
 
         if !self.recording {
             return;
         }
         let root = self.cx.span();
+        let finish_reason = match &ending {
+            Ending::Finished(reason) => reason.clone(),
+            Ending::Failed(_) => StringValue::from(value::FINISH_ERROR),
+            Ending::Aborted => StringValue::from(value::FINISH_ABORT),
+        };
         let mut attrs = vec![
             KeyValue::new(
                 attr::GEN_AI_RESPONSE_FINISH_REASONS,
@@ -506,15 +508,16 @@ impl Core {
                 to_i64(self.cached_input_tokens),
             ));
         }
-        if let Some(e) = &error_type {
-            attrs.push(KeyValue::new(attr::ERROR_TYPE, e.clone()));
+        if let Ending::Failed(error_type) = &ending {
+            attrs.push(KeyValue::new(attr::ERROR_TYPE, error_type.clone()));
         }
         root.set_attributes(attrs);
-        if let Some(e) = error_type {
+        if let Ending::Failed(error_type) = &ending {
             // Status ERROR through the `tracing` fields the tracing-opentelemetry layer reads,
             // with the error type as its description.
             self.span.record("otel.status_code", "error");
-            self.span.record("otel.status_description", e.as_str());
+            self.span
+                .record("otel.status_description", error_type.as_str());
         }
         // End the OpenTelemetry span at `at`; the layer's own end when the `tracing` span closes
         // is then a no-op.

@@ -21,7 +21,10 @@ async fn malformed_endpoint_names_the_variable_to_fix() {
         matches!(&err, TelemetryError::Exporter { endpoint, .. } if endpoint == "not a url"),
         "{err:?}"
     );
-    assert!(err.to_string().contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{err}");
+    assert!(
+        err.to_string().contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -32,7 +35,10 @@ async fn invalid_header_is_rejected_with_its_key() {
             .with_header("bad key", "v"),
     )
     .unwrap_err();
-    assert!(matches!(&err, TelemetryError::Header { key } if key == "bad key"), "{err:?}");
+    assert!(
+        matches!(&err, TelemetryError::Header { key } if key == "bad key"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

@@ -32,6 +32,18 @@ struct Args {
     /// Dashboard time range the queries are evaluated over, in minutes ($__range, trace search).
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=10_080))]
     range_minutes: u64,
+    /// Hold a variable at one value in the "one value" run, e.g. `--pin job=vllm` (repeatable).
+    #[arg(long, value_name = "VAR=VALUE", value_parser = parse_pin)]
+    pin: Vec<(String, String)>,
+}
+
+fn parse_pin(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((var, value)) if !var.is_empty() && !value.is_empty() => {
+            Ok((var.to_string(), value.to_string()))
+        }
+        _ => Err(format!("`{s}`: expected VAR=VALUE, e.g. job=vllm")),
+    }
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -52,6 +64,7 @@ fn main() -> anyhow::Result<ExitCode> {
         config.dashboards_dir = dir;
     }
     config.time.range = Duration::from_secs(args.range_minutes * 60);
+    config.pinned = args.pin.into_iter().collect();
 
     let runtime = tokio::runtime::Runtime::new().context("start the Tokio runtime")?;
     let report = runtime.block_on(run_coverage(&config))?;

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::model::{load_dashboards, repo_dashboards_dir, Dashboard, Query, Target, Variable};
 use super::promql;
-use super::vars::{expand, promql_regex_escape, references, Choice, Format, TimeContext};
+use super::vars::{expand, references, Choice, Format, TimeContext};
 use super::{allowed_empty, DashboardError};
 use crate::http_api::Prometheus;
 
@@ -22,6 +22,9 @@ pub struct LiveConfig {
     pub jaeger_url: Option<String>,
     pub dashboards_dir: PathBuf,
     pub time: TimeContext,
+    /// Variables held at a given value in the "one value" expansion instead of the first value
+    /// found (e.g. `job` = `vllm` to see what the dashboards show for a vLLM engine).
+    pub pinned: BTreeMap<String, String>,
 }
 
 impl LiveConfig {
@@ -31,6 +34,7 @@ impl LiveConfig {
             jaeger_url: jaeger_url.map(str::to_string),
             dashboards_dir: repo_dashboards_dir(),
             time: TimeContext::default(),
+            pinned: BTreeMap::new(),
         }
     }
 }
@@ -156,8 +160,11 @@ pub async fn run_coverage(config: &LiveConfig) -> Result<CoverageReport, Dashboa
     let dashboards = load_dashboards(&config.dashboards_dir)?;
     let stack = Stack {
         prometheus: Prometheus::new(&config.prometheus_url),
+        prometheus_url: config.prometheus_url.trim_end_matches('/').to_string(),
+        http: http_client(),
         jaeger: config.jaeger_url.as_deref().map(Jaeger::new),
         time: config.time,
+        pinned: config.pinned.clone(),
     };
     let mut report = CoverageReport::default();
     for dashboard in &dashboards {
@@ -168,10 +175,24 @@ pub async fn run_coverage(config: &LiveConfig) -> Result<CoverageReport, Dashboa
     Ok(report)
 }
 
+type Choices = BTreeMap<String, Choice>;
+
+/// Why variables could not be given values.
+#[derive(Debug, Clone)]
+enum Unresolved {
+    /// The target's series carry no value for the variable's label: there is nothing to show.
+    NoValue(String),
+    Error(String),
+}
+
 struct Stack {
     prometheus: Prometheus,
+    /// For range queries, which [`Prometheus`] does not offer.
+    prometheus_url: String,
+    http: reqwest::Client,
     jaeger: Option<Jaeger>,
     time: TimeContext,
+    pinned: BTreeMap<String, String>,
 }
 
 impl Stack {
@@ -207,13 +228,47 @@ impl Stack {
         }
     }
 
+    /// A range query over the dashboard's time range: the number of series with at least one
+    /// point. The step is the panel interval, coarser for long ranges (Prometheus caps a range
+    /// query at 11,000 points per series).
+    async fn query_range(&self, promql: &str) -> Result<usize, String> {
+        let end = micros_since_epoch() as f64 / 1e6;
+        let step = self
+            .time
+            .interval
+            .as_secs_f64()
+            .max(self.time.range.as_secs_f64() / 1000.0);
+        let params = [
+            ("query", promql.to_string()),
+            ("start", (end - self.time.range.as_secs_f64()).to_string()),
+            ("end", end.to_string()),
+            ("step", step.to_string()),
+        ];
+        let url = format!("{}/api/v1/query_range", self.prometheus_url);
+        let response = self
+            .http
+            .get(&url)
+            .query(&params)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if body["status"] != "success" {
+            return Err(format!("{promql}: {}", body["error"]));
+        }
+        Ok(body["data"]["result"].as_array().map_or(0, Vec::len))
+    }
+
     /// "All" for variables that offer it; the first value for single-value variables, as
     /// Grafana selects when nothing is chosen yet.
     async fn all_choices(
         &self,
         variables: &[Variable],
         target: &Target,
-    ) -> Result<BTreeMap<String, Choice>, String> {
+    ) -> Result<Choices, Unresolved> {
         let mut choices = BTreeMap::new();
         for v in used_variables(variables, target) {
             let choice = if v.include_all {
@@ -226,89 +281,105 @@ impl Stack {
         Ok(choices)
     }
 
-    /// One concrete value per variable the target uses, chosen in dashboard order among the label
-    /// values of the series the target itself reads (narrowed by the values already chosen), so
-    /// a chained selection such as job → model is one a user could make.
+    /// One concrete value per variable the target uses, chosen in dashboard order among the
+    /// label values of the series the target itself selects (narrowed by the values already
+    /// chosen), so that a chained selection such as job → model is one a user could make.
     async fn one_value_choices(
         &self,
         variables: &[Variable],
         target: &Target,
-        all: &Result<BTreeMap<String, Choice>, String>,
+        all: &Result<Choices, Unresolved>,
         all_run: &Run,
-    ) -> Result<BTreeMap<String, Choice>, String> {
+    ) -> Result<Choices, Unresolved> {
         let all = all.as_ref().map_err(Clone::clone)?;
-        let metrics = match &target.query {
-            Query::PromQl { .. } => promql::names(&all_run.expanded).metrics,
-            _ => BTreeSet::new(),
+        let selectors = match &target.query {
+            Query::PromQl { .. } => promql::names(&all_run.expanded).selectors,
+            _ => Vec::new(),
         };
         let mut choices = BTreeMap::new();
         for v in used_variables(variables, target) {
-            let choice = match all.get(&v.name) {
-                Some(Choice::Value(single)) if !v.include_all => Choice::Value(single.clone()),
-                _ => Choice::Value(
-                    self.first_value(v, variables, &choices, Some(&metrics))
-                        .await?,
-                ),
+            let value = match all.get(&v.name) {
+                _ if self.pinned.contains_key(&v.name) => self.pinned[&v.name].clone(),
+                Some(Choice::Value(single)) if !v.include_all => single.clone(),
+                _ => {
+                    self.first_value(v, variables, &choices, Some(&selectors))
+                        .await?
+                }
             };
-            choices.insert(v.name.clone(), choice);
+            choices.insert(v.name.clone(), Choice::Value(value));
         }
         Ok(choices)
     }
 
     /// The first value of `v`: a custom variable's default, or the first label value of a
-    /// `label_values(selector, label)` query variable. With `metrics`, the values are those of
-    /// the target's own series instead of the variable's selector.
+    /// `label_values(selector, label)` query variable. With `selectors` (those of the target's
+    /// query), the values are the ones its own series carry, instead of the variable's.
     async fn first_value(
         &self,
         v: &Variable,
         variables: &[Variable],
-        chosen: &BTreeMap<String, Choice>,
-        metrics: Option<&BTreeSet<String>>,
-    ) -> Result<String, String> {
+        chosen: &Choices,
+        selectors: Option<&[String]>,
+    ) -> Result<String, Unresolved> {
         if v.kind == "custom" {
             return v
                 .current
                 .clone()
                 .or_else(|| v.definition.split(',').next().map(|s| s.trim().to_string()))
-                .ok_or_else(|| format!("${}: custom variable without values", v.name));
+                .ok_or_else(|| {
+                    Unresolved::Error(format!("${}: custom variable without values", v.name))
+                });
         }
         let (selector, label) = parse_label_values(&v.definition).ok_or_else(|| {
-            format!(
+            Unresolved::Error(format!(
                 "${}: only label_values(selector, label) variables are supported",
                 v.name
-            )
+            ))
         })?;
-        let selector = match metrics.filter(|m| !m.is_empty()) {
-            Some(metrics) => narrowed_selector(metrics, variables, chosen),
-            None => expand(&selector, variables, chosen, &self.time, Format::Regex)
-                .map_err(|e| e.to_string())?,
+        let selectors: Vec<String> = match selectors.filter(|s| !s.is_empty()) {
+            Some(own) => own.iter().map(|s| narrowed(s, variables, chosen)).collect(),
+            None => vec![
+                expand(&selector, variables, chosen, &self.time, Format::Regex)
+                    .map_err(|e| Unresolved::Error(e.to_string()))?,
+            ],
         };
-        let samples = self
-            .prometheus
-            .query(&format!("group by ({label}) ({selector})"))
-            .await?;
-        let mut values: Vec<String> = samples
-            .iter()
-            .filter_map(|s| s.label(&label))
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-        values.sort();
-        values
-            .into_iter()
-            .next()
-            .ok_or_else(|| format!("${}: no `{label}` value among {selector}", v.name))
+        let mut values = BTreeSet::new();
+        for selector in &selectors {
+            let samples = self
+                .prometheus
+                .query(&format!("group by ({label}) ({selector})"))
+                .await
+                .map_err(Unresolved::Error)?;
+            values.extend(
+                samples
+                    .iter()
+                    .filter_map(|s| s.label(&label))
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+            );
+        }
+        values.into_iter().next().ok_or_else(|| {
+            Unresolved::NoValue(format!("no `{label}` value in {}", selectors.join(", ")))
+        })
     }
 
     async fn run(
         &self,
         target: &Target,
         variables: &[Variable],
-        choices: Result<BTreeMap<String, Choice>, String>,
+        choices: Result<Choices, Unresolved>,
     ) -> Run {
         let choices = match choices {
             Ok(c) => c,
-            Err(e) => {
+            // Nothing to choose from means nothing to show: an empty panel, judged like one.
+            Err(Unresolved::NoValue(why)) => {
+                return Run {
+                    binding: why,
+                    expanded: String::new(),
+                    outcome: Outcome::Found(0),
+                }
+            }
+            Err(Unresolved::Error(e)) => {
                 return Run {
                     binding: "?".to_string(),
                     expanded: String::new(),
@@ -326,13 +397,19 @@ impl Stack {
             expand(text, variables, &choices, &self.time, format).map_err(|e| e.to_string())
         };
         match &target.query {
-            Query::PromQl { expr, .. } => {
+            Query::PromQl { expr, instant, .. } => {
                 let expanded = match ex(expr, Format::Regex) {
                     Ok(e) => e,
                     Err(e) => return fail(e),
                 };
-                let outcome = match self.prometheus.query(&expanded).await {
-                    Ok(series) => Outcome::Found(series.len()),
+                // As Grafana runs them: table/stat targets at one instant, graphs over the range.
+                let series = if *instant {
+                    self.prometheus.query(&expanded).await.map(|s| s.len())
+                } else {
+                    self.query_range(&expanded).await
+                };
+                let outcome = match series {
+                    Ok(n) => Outcome::Found(n),
                     Err(e) => Outcome::Error(e),
                 };
                 Run {
@@ -443,15 +520,10 @@ pub fn parse_label_values(definition: &str) -> Option<(String, String)> {
     }
 }
 
-/// `{__name__=~"a|b", label="chosen", ...}`: the target's series, narrowed by the concrete values
-/// chosen so far (for the labels their variables are defined on).
-fn narrowed_selector(
-    metrics: &BTreeSet<String>,
-    variables: &[Variable],
-    chosen: &BTreeMap<String, Choice>,
-) -> String {
-    let names: Vec<String> = metrics.iter().map(|m| promql_regex_escape(m)).collect();
-    let mut matchers = vec![format!("__name__=~\"{}\"", names.join("|"))];
+/// `selector` narrowed by the concrete values chosen so far, for the labels their variables are
+/// defined on.
+fn narrowed(selector: &str, variables: &[Variable], chosen: &Choices) -> String {
+    let mut narrowed = selector.to_string();
     for (name, choice) in chosen {
         let label = variables
             .iter()
@@ -459,16 +531,13 @@ fn narrowed_selector(
             .and_then(|v| parse_label_values(&v.definition))
             .map(|(_, label)| label);
         if let (Some(label), Choice::Value(value)) = (label, choice) {
-            matchers.push(format!(
-                "{label}=\"{}\"",
-                value.replace('\\', "\\\\").replace('"', "\\\"")
-            ));
+            narrowed = promql::with_matcher(&narrowed, &label, value);
         }
     }
-    format!("{{{}}}", matchers.join(", "))
+    narrowed
 }
 
-fn describe(choices: &BTreeMap<String, Choice>) -> String {
+fn describe(choices: &Choices) -> String {
     let values: Vec<String> = choices
         .iter()
         .filter_map(|(k, c)| match c {
@@ -518,13 +587,9 @@ struct Jaeger {
 
 impl Jaeger {
     fn new(base: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
         Jaeger {
             base: base.trim_end_matches('/').to_string(),
-            http,
+            http: http_client(),
         }
     }
 
@@ -608,6 +673,13 @@ fn logfmt_to_json(text: &str) -> Result<Value, String> {
         rest = after.trim_start();
     }
     Ok(Value::Object(map))
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 fn micros_since_epoch() -> u128 {

@@ -10,6 +10,8 @@ use std::collections::BTreeSet;
 pub struct Names {
     pub metrics: BTreeSet<String>,
     pub labels: BTreeSet<String>,
+    /// Every vector selector as written: `metric` or `metric{matchers}`.
+    pub selectors: Vec<String>,
 }
 
 /// Aggregation operators: never metric names, even when `by (...)` follows instead of `(`.
@@ -93,6 +95,18 @@ pub fn names(expr: &str) -> Names {
                 || AGGREGATIONS.contains(&ident.as_str())
                 || KEYWORDS.contains(&ident.as_str()))
             {
+                let end = if chars.get(next) == Some(&'{') {
+                    let mut matcher_labels = BTreeSet::new();
+                    let end = read_matchers(&chars, next, &mut matcher_labels);
+                    names.labels.extend(matcher_labels);
+                    i = end;
+                    end
+                } else {
+                    i
+                };
+                names
+                    .selectors
+                    .push(chars[start..end.min(chars.len())].iter().collect());
                 names.metrics.insert(ident);
             }
         } else {
@@ -139,6 +153,17 @@ pub fn range_selectors(expr: &str) -> Vec<String> {
         rest = &after[close + 1..];
     }
     out
+}
+
+/// `selector` with `label="value"` added to its matchers.
+pub fn with_matcher(selector: &str, label: &str, value: &str) -> String {
+    let value = value.replace('\\', "\\\\").replace('"', "\\\"");
+    let matcher = format!("{label}=\"{value}\"");
+    match selector.strip_suffix('}') {
+        Some(open) if open.trim_end().ends_with('{') => format!("{open}{matcher}}}"),
+        Some(open) => format!("{open}, {matcher}}}"),
+        None => format!("{selector}{{{matcher}}}"),
+    }
 }
 
 fn is_ident_start(c: char) -> bool {
@@ -220,6 +245,24 @@ mod tests {
         );
         assert_eq!(n.metrics, set(&["a_seconds_bucket", "b:rule:rate5m", "c"]));
         assert_eq!(n.labels, set(&["le", "job", "m", "model"]));
+        assert_eq!(
+            n.selectors,
+            vec![
+                r#"a_seconds_bucket{job=~"x|y", m!="z{q}"}"#,
+                "b:rule:rate5m",
+                "c"
+            ]
+        );
+    }
+
+    #[test]
+    fn adding_a_matcher_keeps_the_selector_valid() {
+        assert_eq!(with_matcher("m", "job", "a"), r#"m{job="a"}"#);
+        assert_eq!(with_matcher("m{}", "job", "a"), r#"m{job="a"}"#);
+        assert_eq!(
+            with_matcher(r#"m{x="1"}"#, "job", "a\"b"),
+            r#"m{x="1", job="a\"b"}"#
+        );
     }
 
     #[test]

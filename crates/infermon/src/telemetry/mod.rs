@@ -51,7 +51,7 @@ pub use config::{
 pub use export::TelemetryStats;
 pub use layer::{tracing_layer, StampingTracer};
 
-pub(crate) use layer::with_start_time;
+pub(crate) use layer::start_span_with;
 
 use export::{BoundedSpanProcessor, CountingMetricExporter, CountingSpanExporter, Health};
 
@@ -525,14 +525,17 @@ mod tests {
         let points: Vec<_> = sum.data_points().collect();
         assert_eq!(points.len(), 3 + 1);
         assert_eq!(points.iter().map(|p| p.value()).sum::<u64>(), 10);
-        assert!(points
-            .iter()
-            .any(|p| p.attributes().any(|kv| kv.key.as_str() == "otel.metric.overflow")));
+        assert!(points.iter().any(|p| p
+            .attributes()
+            .any(|kv| kv.key.as_str() == "otel.metric.overflow")));
     }
 
     #[test]
     fn log_filter_silences_sdk_export_errors_unless_asked_for() {
-        assert!(log_filter("info").unwrap().to_string().contains("opentelemetry=off"));
+        assert!(log_filter("info")
+            .unwrap()
+            .to_string()
+            .contains("opentelemetry=off"));
         assert!(!log_filter("info,opentelemetry_sdk=debug")
             .unwrap()
             .to_string()
