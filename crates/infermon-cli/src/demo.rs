@@ -22,7 +22,7 @@ const DEFAULT_RATE: f64 = 10.0;
 #[command(after_help = "Examples:\n  \
     infermon demo\n  \
     infermon demo --rate 40 --output-tokens uniform:64:512 --duration 5m\n  \
-    infermon demo --profile a100-40gb-llama-8b --kv-blocks 2000 --rate 30   # KV pressure, preemptions\n  \
+    infermon demo --kv-blocks 1000 --max-model-len 4096 --rate 30   # KV pressure, preemptions\n  \
     OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4317 infermon demo")]
 pub struct DemoArgs {
     /// Stop after this long (e.g. 30s, 5m) [default: until Ctrl-C].

@@ -18,7 +18,8 @@ use crate::args::TelemetryArgs;
     Examples:\n  \
     infermon sim\n  \
     infermon sim --profile a100-40gb-llama-8b --time-scale 10 --metrics vllm\n  \
-    infermon sim --scenario faults.toml --otlp-endpoint http://collector:4317"
+    infermon sim --scenario faults.toml --otlp-endpoint http://collector:4317\n  \
+    infermon sim --kv-blocks 1000 --max-model-len 4096   # a small KV cache: preemptions"
 )]
 pub struct SimArgs {
     /// Address to serve the HTTP API on (port 0 picks a free port; the address is printed).
@@ -80,9 +81,14 @@ pub struct EngineArgs {
     #[arg(long, value_name = "N", env = "INFERMON_MAX_WAITING")]
     pub max_waiting: Option<u32>,
 
-    /// Use exactly this many KV cache blocks (small numbers make preemption easy to see).
+    /// Use exactly this many KV cache blocks (small numbers make preemption easy to see; the
+    /// context length must then fit in them, see --max-model-len).
     #[arg(long, value_name = "N", env = "INFERMON_KV_BLOCKS")]
     pub kv_blocks: Option<u32>,
+
+    /// Context length in tokens, prompt plus output [default: the profile's model].
+    #[arg(long, value_name = "TOKENS", env = "INFERMON_MAX_MODEL_LEN")]
+    pub max_model_len: Option<u32>,
 
     /// Seed of the simulator's random choices (faults, natural output lengths).
     #[arg(long, value_name = "N", env = "INFERMON_SIM_SEED")]
@@ -132,6 +138,9 @@ impl EngineArgs {
         }
         if let Some(n) = self.kv_blocks {
             config.kv_cache.num_blocks = Some(n);
+        }
+        if let Some(n) = self.max_model_len {
+            config.scheduler.max_model_len = Some(n);
         }
         if let Some(seed) = self.sim_seed {
             config.seed = seed;

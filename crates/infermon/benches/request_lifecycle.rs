@@ -12,15 +12,20 @@
 //! * `infermon_global_tracer`: the same with child spans through the global tracer provider
 //!   (`InferenceMetrics::new`'s default) instead of the SDK tracer.
 //!
+//! Each is measured twice: in wall-clock time (`request_lifecycle/*`) and in the calling
+//! thread's CPU time (`request_lifecycle_cpu/*`), which other processes on a busy machine do not
+//! inflate.
+//!
 //! Run: `cargo bench -p infermon --bench request_lifecycle`
 //! (results and the machine they came from: docs/benchmarks.md)
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use infermon::contract::{attr, buckets, metric, span as names, value};
 use infermon::instruments::InferenceMetrics;
 use infermon::request::{InferenceRequest, RequestParams};
@@ -367,69 +372,172 @@ fn raw_lifecycle(tracer: &SdkTracer, m: &impl Records) {
     cx.span().end_with_timestamp(end);
 }
 
-fn request_lifecycle(c: &mut Criterion) {
-    let p = pipeline();
-    // As in production: the subscriber is the global default.
-    let subscriber = tracing_subscriber::registry().with(infermon::telemetry::tracing_layer(
-        p.tracer_provider.tracer("bench"),
-    ));
-    tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
-    opentelemetry::global::set_tracer_provider(p.tracer_provider.clone());
+/// Everything the variants share, set up once per process (the subscriber is global).
+struct Setup {
+    pipeline: Pipeline,
+    raw: RawInstruments,
+    raw_bound: BoundInstruments,
+    raw_tracer: SdkTracer,
+    metrics: InferenceMetrics,
+    global_metrics: InferenceMetrics,
+}
 
-    let meter = p.meter_provider.meter("bench");
-    let raw = RawInstruments::new(&meter);
-    let raw_bound = RawInstruments::new(&p.meter_provider.meter("bench-bound")).bind();
-    let raw_tracer = p.tracer_provider.tracer("bench-raw");
-    let metrics = InferenceMetrics::builder(&meter)
-        .tracer(p.tracer_provider.tracer("bench-children"))
-        .build();
-    let global_metrics = InferenceMetrics::new(&p.meter_provider.meter("bench-global"));
+fn setup() -> &'static Setup {
+    static SETUP: OnceLock<Setup> = OnceLock::new();
+    SETUP.get_or_init(|| {
+        let p = pipeline();
+        // As in production: the subscriber is the global default.
+        let subscriber = tracing_subscriber::registry().with(infermon::telemetry::tracing_layer(
+            p.tracer_provider.tracer("bench"),
+        ));
+        tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+        opentelemetry::global::set_tracer_provider(p.tracer_provider.clone());
 
+        let meter = p.meter_provider.meter("bench");
+        Setup {
+            raw: RawInstruments::new(&meter),
+            raw_bound: RawInstruments::new(&p.meter_provider.meter("bench-bound")).bind(),
+            raw_tracer: p.tracer_provider.tracer("bench-raw"),
+            metrics: InferenceMetrics::builder(&meter)
+                .tracer(p.tracer_provider.tracer("bench-children"))
+                .build(),
+            global_metrics: InferenceMetrics::new(&p.meter_provider.meter("bench-global")),
+            pipeline: p,
+        }
+    })
+}
+
+/// The four variants as one criterion group, measured with `M`.
+fn variants<M: Measurement>(c: &mut Criterion<M>, group: &str) {
+    let s = setup();
     // Lifecycles run, to compare with the spans that reached the exporter (4 per lifecycle):
     // equal means the batch processor dropped nothing and the measurement is the full cost.
     let lifecycles = AtomicU64::new(0);
-    let mut g = c.benchmark_group("request_lifecycle");
+    let exported_before = s.pipeline.exported.load(Ordering::Relaxed);
+    let mut g = c.benchmark_group(group);
     g.bench_function("raw_opentelemetry_api", |b| {
         b.iter(|| {
             lifecycles.fetch_add(1, Ordering::Relaxed);
-            raw_lifecycle(black_box(&raw_tracer), black_box(&raw))
+            raw_lifecycle(black_box(&s.raw_tracer), black_box(&s.raw))
         })
     });
     g.bench_function("raw_opentelemetry_api_bound", |b| {
         b.iter(|| {
             lifecycles.fetch_add(1, Ordering::Relaxed);
-            raw_lifecycle(black_box(&raw_tracer), black_box(&raw_bound))
+            raw_lifecycle(black_box(&s.raw_tracer), black_box(&s.raw_bound))
         })
     });
     g.bench_function("infermon", |b| {
         b.iter(|| {
             lifecycles.fetch_add(1, Ordering::Relaxed);
-            infermon_lifecycle(black_box(&metrics))
+            infermon_lifecycle(black_box(&s.metrics))
         })
     });
     g.bench_function("infermon_global_tracer", |b| {
         b.iter(|| {
             lifecycles.fetch_add(1, Ordering::Relaxed);
-            infermon_lifecycle(black_box(&global_metrics))
+            infermon_lifecycle(black_box(&s.global_metrics))
         })
     });
     g.finish();
 
-    p.tracer_provider.force_flush().ok();
+    s.pipeline.tracer_provider.force_flush().ok();
     let spans = 4 * lifecycles.load(Ordering::Relaxed);
-    let exported = p.exported.load(Ordering::Relaxed);
+    let exported = s.pipeline.exported.load(Ordering::Relaxed) - exported_before;
     eprintln!(
-        "spans created: {spans}, reached the no-op exporter: {exported} ({} dropped)",
+        "{group}: spans created: {spans}, reached the no-op exporter: {exported} ({} dropped)",
         spans.saturating_sub(exported)
     );
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default()
-        .without_plots()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
-    targets = request_lifecycle
+fn wall_clock(c: &mut Criterion) {
+    variants(c, "request_lifecycle");
 }
-criterion_main!(benches);
+
+fn thread_cpu(c: &mut Criterion<ThreadCpuTime>) {
+    variants(c, "request_lifecycle_cpu");
+}
+
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`): what the request path itself
+/// spends, not inflated by other processes taking the CPU away — the figure that stays honest
+/// on a shared 2-core machine. (The batch processor's export thread is not included; it is the
+/// same per span for every variant.)
+struct ThreadCpuTime;
+
+fn thread_cpu_now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_now()
+    }
+    fn end(&self, started: Duration) -> Duration {
+        thread_cpu_now().saturating_sub(started)
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &Nanoseconds
+    }
+}
+
+/// Formats nanosecond values like criterion's wall-clock output.
+struct Nanoseconds;
+
+impl ValueFormatter for Nanoseconds {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (divisor, unit) = match typical {
+            t if t < 1e3 => (1.0, "ns"),
+            t if t < 1e6 => (1e3, "µs"),
+            t if t < 1e9 => (1e6, "ms"),
+            _ => (1e9, "s"),
+        };
+        values.iter_mut().for_each(|v| *v /= divisor);
+        unit
+    }
+
+    fn scale_throughputs(&self, _: f64, _: &Throughput, values: &mut [f64]) -> &'static str {
+        // No throughput is configured for these benchmarks; report per-iteration values.
+        self.scale_for_machines(values)
+    }
+
+    fn scale_for_machines(&self, _: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+fn config<M: Measurement>(c: Criterion<M>) -> Criterion<M> {
+    c.without_plots()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = wall;
+    config = config(Criterion::default());
+    targets = wall_clock
+}
+criterion_group! {
+    name = cpu;
+    config = config(Criterion::default().with_measurement(ThreadCpuTime));
+    targets = thread_cpu
+}
+criterion_main!(wall, cpu);

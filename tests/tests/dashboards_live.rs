@@ -1,0 +1,111 @@
+//! Every dashboard query proven against real data: the simulator (with simulated GPUs, an
+//! error burst and KV-cache pressure) and a vLLM-format engine feed the real collector,
+//! Prometheus and Jaeger; then every panel target runs with its variables expanded to "All"
+//! and to one concrete value, and must return data (or be listed in `MAY_BE_EMPTY` with the
+//! reason).
+
+use std::time::Duration;
+
+use infermon_e2e::dashboards::{render_report, run_coverage, LiveConfig};
+use infermon_e2e::http_api::{eventually, Prometheus};
+use infermon_e2e::stack::{free_port, infermon_bin, Process, Stack};
+
+/// Seconds since the simulator started (it runs at real speed here, so that requests last
+/// long enough for the "slow requests" trace search).
+const SCENARIO: &str = r#"
+[[fault]]
+from_s = 5
+to_s = 35
+errors = [{ type = "server_error", rate = 0.2 }, { type = "rate_limited", rate = 0.05 }]
+
+[[fault]]
+from_s = 15
+to_s = 45
+kv_pressure = 0.95
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_returns_data() {
+    let bin = infermon_bin();
+    let vllm_port = free_port();
+    let stack = Stack::start(
+        &["prometheus", "jaeger", "otelcol"],
+        &[("INFERMON_VLLM_TARGET", format!("127.0.0.1:{vllm_port}"))],
+    );
+    let otlp = stack.otlp_endpoint().to_string();
+    let scenario = std::env::temp_dir().join(format!("infermon-dash-{}.toml", std::process::id()));
+    std::fs::write(&scenario, SCENARIO).expect("write scenario");
+
+    let sim_addr = format!("127.0.0.1:{}", free_port());
+    let scenario_arg = scenario.display().to_string();
+    let telemetry_env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "500"),
+    ];
+    let _sim = Process::spawn(
+        "sim",
+        &bin,
+        &[
+            "sim", "--listen", &sim_addr, "--time-scale", "1", "--simulated-gpus", "2",
+            "--scenario", &scenario_arg,
+        ],
+        &telemetry_env,
+    );
+    let vllm_addr = format!("127.0.0.1:{vllm_port}");
+    let _vllm = Process::spawn(
+        "sim-vllm",
+        &bin,
+        &["sim", "--listen", &vllm_addr, "--time-scale", "10", "--metrics", "vllm", "--no-otlp"],
+        &[],
+    );
+    let http = reqwest::Client::new();
+    for addr in [&sim_addr, &vllm_addr] {
+        let url = format!("http://{addr}/health");
+        eventually(&url, Duration::from_secs(30), || {
+            let http = http.clone();
+            let url = url.clone();
+            async move { Ok(http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
+        })
+        .await;
+    }
+
+    let mut loads = Vec::new();
+    // 256 output tokens take about 2 s at the H100 profile's pace: slow enough for the
+    // "slow requests" panel (default threshold 1 s).
+    for (addr, extra) in [(&sim_addr, None), (&vllm_addr, Some("--no-otlp"))] {
+        let url = format!("http://{addr}");
+        let mut args = vec![
+            "load", "--url", &url, "--rate", "8", "--duration", "50s", "--quiet",
+            "--output-tokens", "256", "--ignore-eos",
+        ];
+        args.extend(extra);
+        loads.push(Process::spawn("load", &bin, &args, &telemetry_env));
+    }
+    for load in &mut loads {
+        let status = load.wait(Duration::from_secs(120)).expect("load finished");
+        // Injected errors make some requests fail; the load generator still exits normally.
+        assert!(status.code().is_some(), "load generator crashed:\n{}", load.output());
+    }
+
+    // Give the last exports and a rule evaluation time to land.
+    let prom = Prometheus::new(stack.prometheus_url());
+    eventually("recording rules evaluated", Duration::from_secs(60), || {
+        let prom = prom.clone();
+        async move {
+            let names = prom.metric_names().await?;
+            Ok(names.iter().any(|n| n.contains(':')).then_some(()))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let report = run_coverage(&LiveConfig::new(stack.prometheus_url(), Some(stack.jaeger_url())))
+        .await
+        .expect("run dashboard queries");
+    let table = render_report(&report);
+    println!("{table}\n{}", report.summary());
+    assert!(report.failures().is_empty(), "dashboard targets without data:\n{table}");
+    assert!(report.skipped().is_empty(), "dashboard targets skipped:\n{table}");
+    let _ = std::fs::remove_file(scenario);
+}
