@@ -94,7 +94,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let summary = generator
         .run(async move {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                () = crate::signal::shutdown_signal() => {}
                 () = sleep_or_forever(duration) => {}
             }
         })

@@ -95,11 +95,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let progress = generator.progress();
     let printer = (!args.quiet).then(|| tokio::spawn(print_progress(progress)));
 
-    let summary = generator
-        .run(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let summary = generator.run(crate::signal::shutdown_signal()).await?;
     if let Some(printer) = printer {
         printer.abort();
     }

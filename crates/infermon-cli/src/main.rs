@@ -1,10 +1,12 @@
 //! `infermon`: run the engine simulator, drive load, watch a live demo, export GPU telemetry.
 
+mod alerts;
 mod args;
 mod config_file;
 mod demo;
 mod gpu_agent;
 mod load;
+mod signal;
 mod sim;
 
 use std::ffi::OsString;
@@ -42,6 +44,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Export NVIDIA GPU telemetry (NVML) over OTLP.
     GpuAgent(gpu_agent::GpuAgentArgs),
+    /// List firing alerts, acknowledge (silence) and unacknowledge them in Alertmanager.
+    Alerts(alerts::AlertsArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
                     Command::Load(args) => load::run(args).await,
                     Command::Demo(args) => demo::run(args).await,
                     Command::GpuAgent(args) => gpu_agent::run(args).await,
+                    Command::Alerts(args) => alerts::run(args).await,
                 }
             })
         });

@@ -184,10 +184,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         sim.model(),
         sim.profile().name,
     );
-    infermon_sim::serve(sim.clone(), listener, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    infermon_sim::serve(sim.clone(), listener, crate::signal::shutdown_signal()).await?;
     sim.shutdown().await;
     if let Err(e) = telemetry.shutdown() {
         tracing::warn!("{e}");
