@@ -26,7 +26,10 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn new(base: &str) -> Self {
-        Prometheus { base: base.trim_end_matches('/').to_string(), http: client() }
+        Prometheus {
+            base: base.trim_end_matches('/').to_string(),
+            http: client(),
+        }
     }
 
     /// An instant query; a query error is an `Err` with Prometheus' message.
@@ -37,7 +40,10 @@ impl Prometheus {
             .into_iter()
             .map(|r| Sample {
                 labels: r["metric"].as_object().cloned().unwrap_or_default(),
-                value: r["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN),
+                value: r["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN),
             })
             .collect())
     }
@@ -48,13 +54,21 @@ impl Prometheus {
     }
 
     /// Trace ids of the exemplars stored for `promql` over the last `window`.
-    pub async fn exemplar_trace_ids(&self, promql: &str, window: Duration) -> Result<Vec<String>, String> {
+    pub async fn exemplar_trace_ids(
+        &self,
+        promql: &str,
+        window: Duration,
+    ) -> Result<Vec<String>, String> {
         let end = now_secs();
         let start = end - window.as_secs_f64();
         let data = self
             .get(
                 "/api/v1/query_exemplars",
-                &[("query", promql), ("start", &start.to_string()), ("end", &end.to_string())],
+                &[
+                    ("query", promql),
+                    ("start", &start.to_string()),
+                    ("end", &end.to_string()),
+                ],
             )
             .await?;
         let mut ids = Vec::new();
@@ -87,7 +101,10 @@ impl Prometheus {
             .send()
             .await
             .map_err(|e| format!("GET {path}: {e}"))?;
-        let body: Value = response.json().await.map_err(|e| format!("GET {path}: {e}"))?;
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
         if body["status"] != "success" {
             return Err(format!("GET {path} {params:?}: {}", body["error"]));
         }
@@ -115,17 +132,28 @@ pub struct TraceSpan {
 
 impl Jaeger {
     pub fn new(base: &str) -> Self {
-        Jaeger { base: base.trim_end_matches('/').to_string(), http: client() }
+        Jaeger {
+            base: base.trim_end_matches('/').to_string(),
+            http: client(),
+        }
     }
 
     /// The spans of one trace, or `None` while Jaeger does not have it.
     pub async fn trace(&self, trace_id: &str) -> Result<Option<Vec<TraceSpan>>, String> {
         let url = format!("{}/api/traces/{trace_id}", self.base);
-        let response = self.http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let body: Value = response.json().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
         let Some(trace) = body["data"].as_array().and_then(|d| d.first()) else {
             return Ok(None);
         };
@@ -157,7 +185,11 @@ impl Jaeger {
                     .flatten()
                     .map(|log| {
                         let fields = key_values(&log["fields"]);
-                        let name = fields.get("event").and_then(Value::as_str).unwrap_or_default().to_string();
+                        let name = fields
+                            .get("event")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string();
                         (name, fields)
                     })
                     .collect(),

@@ -48,7 +48,10 @@ pub fn free_port() -> u16 {
 pub fn stack_built() -> bool {
     Command::new("bash")
         .arg("-c")
-        .arg(format!("source '{}/scripts/stack-env.sh'", repo_root().display()))
+        .arg(format!(
+            "source '{}/scripts/stack-env.sh'",
+            repo_root().display()
+        ))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -68,13 +71,21 @@ impl Stack {
     /// `extra_env` passed to the start script (e.g. `INFERMON_VLLM_TARGET`).
     pub fn start(components: &[&str], extra_env: &[(&str, String)]) -> Stack {
         let base = free_port_range(STACK_PORTS);
-        let run_dir = std::env::temp_dir().join(format!("infermon-e2e-{}-{base}", std::process::id()));
+        let run_dir =
+            std::env::temp_dir().join(format!("infermon-e2e-{}-{base}", std::process::id()));
         let mut base_env = vec![
             ("INFERMON_STACK_PORT_BASE".to_string(), base.to_string()),
-            ("INFERMON_STACK_RUN_DIR".to_string(), run_dir.display().to_string()),
+            (
+                "INFERMON_STACK_RUN_DIR".to_string(),
+                run_dir.display().to_string(),
+            ),
         ];
         base_env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        let mut stack = Stack { run_dir, env: HashMap::new(), base_env };
+        let mut stack = Stack {
+            run_dir,
+            env: HashMap::new(),
+            base_env,
+        };
         stack.run_start(components);
         stack.env = parse_env_file(&stack.run_dir.join("stack.env"));
         stack
@@ -96,7 +107,9 @@ impl Stack {
 
     /// A value from the stack's `stack.env` (e.g. `INFERMON_PROMETHEUS_URL`).
     pub fn var(&self, key: &str) -> &str {
-        self.env.get(key).unwrap_or_else(|| panic!("{key} missing from stack.env"))
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from stack.env"))
     }
 
     pub fn prometheus_url(&self) -> &str {
@@ -122,7 +135,10 @@ impl Stack {
         let pid = std::fs::read_to_string(&pid_file)
             .unwrap_or_else(|e| panic!("read {}: {e}", pid_file.display()));
         let pid = pid.trim();
-        let status = Command::new("kill").args(["-TERM", pid]).status().expect("kill");
+        let status = Command::new("kill")
+            .args(["-TERM", pid])
+            .status()
+            .expect("kill");
         assert!(status.success(), "kill {name} ({pid})");
         let deadline = Instant::now() + Duration::from_secs(20);
         while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
@@ -133,7 +149,8 @@ impl Stack {
 
     /// Starts one component again, on the same ports and data.
     pub fn start_component(&mut self, name: &str) {
-        self.base_env.push(("INFERMON_STACK_KEEP_DATA".into(), "1".into()));
+        self.base_env
+            .push(("INFERMON_STACK_KEEP_DATA".into(), "1".into()));
         self.run_start(&[name]);
         self.base_env.pop();
     }
@@ -199,7 +216,10 @@ impl Process {
     pub fn spawn(name: &str, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Process {
         static SPAWNED: AtomicU64 = AtomicU64::new(0);
         let n = SPAWNED.fetch_add(1, Ordering::Relaxed);
-        let log = std::env::temp_dir().join(format!("infermon-e2e-{}-{n}-{name}.log", std::process::id()));
+        let log = std::env::temp_dir().join(format!(
+            "infermon-e2e-{}-{n}-{name}.log",
+            std::process::id()
+        ));
         let file = std::fs::File::create(&log).expect("create log");
         let child = Command::new(program)
             .args(args)
@@ -209,7 +229,11 @@ impl Process {
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-        Process { name: name.to_string(), child, log }
+        Process {
+            name: name.to_string(),
+            child,
+            log,
+        }
     }
 
     pub fn pid(&self) -> u32 {

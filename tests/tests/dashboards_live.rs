@@ -47,8 +47,15 @@ async fn every_dashboard_query_returns_data() {
         "sim",
         &bin,
         &[
-            "sim", "--listen", &sim_addr, "--time-scale", "1", "--simulated-gpus", "2",
-            "--scenario", &scenario_arg,
+            "sim",
+            "--listen",
+            &sim_addr,
+            "--time-scale",
+            "1",
+            "--simulated-gpus",
+            "2",
+            "--scenario",
+            &scenario_arg,
         ],
         &telemetry_env,
     );
@@ -56,7 +63,16 @@ async fn every_dashboard_query_returns_data() {
     let _vllm = Process::spawn(
         "sim-vllm",
         &bin,
-        &["sim", "--listen", &vllm_addr, "--time-scale", "10", "--metrics", "vllm", "--no-otlp"],
+        &[
+            "sim",
+            "--listen",
+            &vllm_addr,
+            "--time-scale",
+            "10",
+            "--metrics",
+            "vllm",
+            "--no-otlp",
+        ],
         &[],
     );
     let http = reqwest::Client::new();
@@ -65,7 +81,15 @@ async fn every_dashboard_query_returns_data() {
         eventually(&url, Duration::from_secs(30), || {
             let http = http.clone();
             let url = url.clone();
-            async move { Ok(http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
+            async move {
+                Ok(http
+                    .get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ()))
+            }
         })
         .await;
     }
@@ -76,8 +100,17 @@ async fn every_dashboard_query_returns_data() {
     for (addr, extra) in [(&sim_addr, None), (&vllm_addr, Some("--no-otlp"))] {
         let url = format!("http://{addr}");
         let mut args = vec![
-            "load", "--url", &url, "--rate", "8", "--duration", "50s", "--quiet",
-            "--output-tokens", "256", "--ignore-eos",
+            "load",
+            "--url",
+            &url,
+            "--rate",
+            "8",
+            "--duration",
+            "50s",
+            "--quiet",
+            "--output-tokens",
+            "256",
+            "--ignore-eos",
         ];
         args.extend(extra);
         loads.push(Process::spawn("load", &bin, &args, &telemetry_env));
@@ -85,7 +118,11 @@ async fn every_dashboard_query_returns_data() {
     for load in &mut loads {
         let status = load.wait(Duration::from_secs(120)).expect("load finished");
         // Injected errors make some requests fail; the load generator still exits normally.
-        assert!(status.code().is_some(), "load generator crashed:\n{}", load.output());
+        assert!(
+            status.code().is_some(),
+            "load generator crashed:\n{}",
+            load.output()
+        );
     }
 
     // Give the last exports and a rule evaluation time to land.
@@ -100,12 +137,21 @@ async fn every_dashboard_query_returns_data() {
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
 
-    let report = run_coverage(&LiveConfig::new(stack.prometheus_url(), Some(stack.jaeger_url())))
-        .await
-        .expect("run dashboard queries");
+    let report = run_coverage(&LiveConfig::new(
+        stack.prometheus_url(),
+        Some(stack.jaeger_url()),
+    ))
+    .await
+    .expect("run dashboard queries");
     let table = render_report(&report);
     println!("{table}\n{}", report.summary());
-    assert!(report.failures().is_empty(), "dashboard targets without data:\n{table}");
-    assert!(report.skipped().is_empty(), "dashboard targets skipped:\n{table}");
+    assert!(
+        report.failures().is_empty(),
+        "dashboard targets without data:\n{table}"
+    );
+    assert!(
+        report.skipped().is_empty(),
+        "dashboard targets skipped:\n{table}"
+    );
     let _ = std::fs::remove_file(scenario);
 }

@@ -92,7 +92,9 @@ fn run_load(bin: &std::path::Path, url: &str, args: &[&str], env: &[(&str, &str)
     let mut all = vec!["load", "--url", url, "--json", "--quiet"];
     all.extend_from_slice(args);
     let mut load = Process::spawn("load", bin, &all, env);
-    let status = load.wait(Duration::from_secs(180)).expect("load finished in time");
+    let status = load
+        .wait(Duration::from_secs(180))
+        .expect("load finished in time");
     let output = load.output();
     assert!(status.success(), "infermon load failed:\n{output}");
     let json = output
@@ -131,7 +133,10 @@ fn trace_is_complete(spans: &[TraceSpan]) -> Result<(), String> {
         .ok_or("no first_token event")?;
     let ttft = fields
         .get(attr::LLM_TTFT)
-        .and_then(|v| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+        .and_then(|v| {
+            v.as_f64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
         .ok_or("first_token event without its TTFT")?;
     if ttft.is_nan() || ttft <= 0.0 {
         return Err(format!("TTFT {ttft} is not positive"));
@@ -141,7 +146,10 @@ fn trace_is_complete(spans: &[TraceSpan]) -> Result<(), String> {
         .find(|s| Some(&s.span_id) == request.parent_id.as_ref())
         .ok_or("request span has no parent in the trace")?;
     if client.service != LOAD_SERVICE {
-        return Err(format!("request span's parent is from {}, not the load generator", client.service));
+        return Err(format!(
+            "request span's parent is from {}, not the load generator",
+            client.service
+        ));
     }
     if request.tags.get(attr::GEN_AI_REQUEST_MODEL).is_none() {
         return Err("request span lacks gen_ai.request.model".into());
@@ -174,7 +182,15 @@ async fn engine_telemetry_reaches_prometheus_and_jaeger_through_the_collector() 
     let mut sim = Process::spawn(
         "sim",
         &bin,
-        &["sim", "--listen", &sim_addr, "--time-scale", "10", "--simulated-gpus", "2"],
+        &[
+            "sim",
+            "--listen",
+            &sim_addr,
+            "--time-scale",
+            "10",
+            "--simulated-gpus",
+            "2",
+        ],
         &sim_env,
     );
     // A second engine that only exposes vLLM's /metrics format, scraped by the collector.
@@ -183,7 +199,16 @@ async fn engine_telemetry_reaches_prometheus_and_jaeger_through_the_collector() 
     let _vllm = Process::spawn(
         "sim-vllm",
         &bin,
-        &["sim", "--listen", &vllm_addr, "--time-scale", "10", "--metrics", "vllm", "--no-otlp"],
+        &[
+            "sim",
+            "--listen",
+            &vllm_addr,
+            "--time-scale",
+            "10",
+            "--metrics",
+            "vllm",
+            "--no-otlp",
+        ],
         &[],
     );
     wait_healthy(&format!("{sim_url}/health")).await;
@@ -198,45 +223,73 @@ async fn engine_telemetry_reaches_prometheus_and_jaeger_through_the_collector() 
         let bin = bin.clone();
         let url = vllm_url.clone();
         std::thread::spawn(move || {
-            run_load(&bin, &url, &["--rate", "5", "--duration", "15s", "--no-otlp"], &[])
+            run_load(
+                &bin,
+                &url,
+                &["--rate", "5", "--duration", "15s", "--no-otlp"],
+                &[],
+            )
         })
     };
-    let summary = run_load(&bin, &sim_url, &["--rate", "10", "--duration", "15s"], &load_env);
+    let summary = run_load(
+        &bin,
+        &sim_url,
+        &["--rate", "10", "--duration", "15s"],
+        &load_env,
+    );
     let load_done = Instant::now();
-    let served = summary["requests"]["succeeded"].as_u64().expect("succeeded count");
+    let served = summary["requests"]["succeeded"]
+        .as_u64()
+        .expect("succeeded count");
     assert!(served > 50, "too few requests served: {summary}");
     assert_eq!(summary["requests"]["failed"].as_u64(), Some(0), "{summary}");
     let vllm_summary = vllm_load.join().expect("vLLM-mode load thread");
-    assert!(vllm_summary["requests"]["succeeded"].as_u64() > Some(10), "{vllm_summary}");
+    assert!(
+        vllm_summary["requests"]["succeeded"].as_u64() > Some(10),
+        "{vllm_summary}"
+    );
 
     // 4. Freshness: how long after the last request ended its metrics are queryable.
     let requests_total = prom_name(metric::REQUESTS);
     let served_query = format!("sum({requests_total}{{job=\"{SIM_SERVICE}\"}})");
-    eventually("every served request counted in Prometheus", FRESHNESS_BOUND, || {
-        let prom = prom.clone();
-        let q = served_query.clone();
-        async move { Ok((prom.query_sum(&q).await? >= served as f64).then_some(())) }
-    })
+    eventually(
+        "every served request counted in Prometheus",
+        FRESHNESS_BOUND,
+        || {
+            let prom = prom.clone();
+            let q = served_query.clone();
+            async move { Ok((prom.query_sum(&q).await? >= served as f64).then_some(())) }
+        },
+    )
     .await;
     let freshness = load_done.elapsed();
-    println!("FRESHNESS: all {served} requests queryable {:.1} s after the load ended", freshness.as_secs_f64());
+    println!(
+        "FRESHNESS: all {served} requests queryable {:.1} s after the load ended",
+        freshness.as_secs_f64()
+    );
 
     // 1. Every contract metric the simulator emits, under its documented name, with job and
     //    instance from the resource; and hostmetrics.
     for name in SIM_METRICS {
         let series = series_name(name);
         let q = format!("{series}{{job=\"{SIM_SERVICE}\"}}");
-        let found = eventually(&format!("{series} from the simulator"), Duration::from_secs(30), || {
-            let prom = prom.clone();
-            let q = q.clone();
-            async move {
-                let samples = prom.query(&q).await?;
-                Ok((!samples.is_empty()).then_some(samples))
-            }
-        })
+        let found = eventually(
+            &format!("{series} from the simulator"),
+            Duration::from_secs(30),
+            || {
+                let prom = prom.clone();
+                let q = q.clone();
+                async move {
+                    let samples = prom.query(&q).await?;
+                    Ok((!samples.is_empty()).then_some(samples))
+                }
+            },
+        )
         .await;
         assert!(
-            found.iter().all(|s| s.label("instance").is_some_and(|i| !i.is_empty())),
+            found
+                .iter()
+                .all(|s| s.label("instance").is_some_and(|i| !i.is_empty())),
             "{series} without an instance label: {found:?}"
         );
         for spec_attr in metric_spec(name).unwrap().attributes {
@@ -256,11 +309,15 @@ async fn engine_telemetry_reaches_prometheus_and_jaeger_through_the_collector() 
     }
     for host_metric in ["system_cpu_time_seconds_total", "system_memory_usage_bytes"] {
         let q = format!("count({host_metric})");
-        eventually(&format!("hostmetrics {host_metric}"), Duration::from_secs(30), || {
-            let prom = prom.clone();
-            let q = q.clone();
-            async move { Ok((prom.query_sum(&q).await? > 0.0).then_some(())) }
-        })
+        eventually(
+            &format!("hostmetrics {host_metric}"),
+            Duration::from_secs(30),
+            || {
+                let prom = prom.clone();
+                let q = q.clone();
+                async move { Ok((prom.query_sum(&q).await? > 0.0).then_some(())) }
+            },
+        )
         .await;
     }
 
@@ -268,11 +325,15 @@ async fn engine_telemetry_reaches_prometheus_and_jaeger_through_the_collector() 
     for name in VLLM_METRICS {
         let series = series_name(name);
         let q = format!("{series}{{gen_ai_request_model!=\"\", job!=\"{SIM_SERVICE}\"}}");
-        eventually(&format!("{series} from the vLLM-format engine"), Duration::from_secs(30), || {
-            let prom = prom.clone();
-            let q = q.clone();
-            async move { Ok((!prom.query(&q).await?.is_empty()).then_some(())) }
-        })
+        eventually(
+            &format!("{series} from the vLLM-format engine"),
+            Duration::from_secs(30),
+            || {
+                let prom = prom.clone();
+                let q = q.clone();
+                async move { Ok((!prom.query(&q).await?.is_empty()).then_some(())) }
+            },
+        )
         .await;
     }
     let vllm_requests = prom
@@ -286,7 +347,9 @@ async fn engine_telemetry_reaches_prometheus_and_jaeger_through_the_collector() 
     let trace_ids = eventually("exemplars with trace ids", Duration::from_secs(30), || {
         let prom = prom.clone();
         async move {
-            let ids = prom.exemplar_trace_ids(exemplar_query, Duration::from_secs(600)).await?;
+            let ids = prom
+                .exemplar_trace_ids(exemplar_query, Duration::from_secs(600))
+                .await?;
             Ok((!ids.is_empty()).then_some(ids))
         }
     })
@@ -311,7 +374,10 @@ async fn engine_telemetry_reaches_prometheus_and_jaeger_through_the_collector() 
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let trace_id = complete.unwrap_or_else(|| {
-        panic!("no exemplar trace ({} ids) had the whole span tree; last: {last_problem}", trace_ids.len())
+        panic!(
+            "no exemplar trace ({} ids) had the whole span tree; last: {last_problem}",
+            trace_ids.len()
+        )
     });
     println!("EXEMPLAR: trace {trace_id} spans load generator -> engine with queue/prefill/decode");
 
@@ -320,24 +386,33 @@ async fn engine_telemetry_reaches_prometheus_and_jaeger_through_the_collector() 
     let outage_load = {
         let bin = bin.clone();
         let url = sim_url.clone();
-        let env: Vec<(String, String)> =
-            load_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = load_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         std::thread::spawn(move || {
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             run_load(&bin, &url, &["--rate", "10", "--duration", "50s"], &env)
         })
     };
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rss_before = sim.rss_kib().expect("simulator RSS");
     let calls_before = prom
-        .query_sum(&format!("sum(traces_span_metrics_calls_total{{service_name=\"{SIM_SERVICE}\"}})"))
+        .query_sum(&format!(
+            "sum(traces_span_metrics_calls_total{{service_name=\"{SIM_SERVICE}\"}})"
+        ))
         .await
         .expect("query");
     stack.stop_component("otelcol");
     let mut rss_peak = rss_before;
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(sim.is_running(), "simulator died while the collector was down:\n{}", sim.output());
+        assert!(
+            sim.is_running(),
+            "simulator died while the collector was down:\n{}",
+            sim.output()
+        );
         rss_peak = rss_peak.max(sim.rss_kib().unwrap_or(0));
     }
     wait_healthy(&format!("{sim_url}/health")).await;
@@ -350,22 +425,37 @@ async fn engine_telemetry_reaches_prometheus_and_jaeger_through_the_collector() 
     );
     let growth_mib = rss_peak.saturating_sub(rss_before) as f64 / 1024.0;
     println!("OUTAGE: simulator RSS {rss_before} KiB before, {rss_peak} KiB peak during a 30 s collector outage (+{growth_mib:.1} MiB)");
-    assert!(growth_mib < 64.0, "simulator memory grew by {growth_mib:.1} MiB during the outage");
+    assert!(
+        growth_mib < 64.0,
+        "simulator memory grew by {growth_mib:.1} MiB during the outage"
+    );
 
     // Data flows again: metrics (cumulative counters catch up) and traces (spanmetrics grow).
-    let total_served = served + outage_summary["requests"]["succeeded"].as_u64().unwrap_or(0);
-    eventually("metrics after the collector restart", Duration::from_secs(60), || {
-        let prom = prom.clone();
-        let q = served_query.clone();
-        async move { Ok((prom.query_sum(&q).await? >= total_served as f64).then_some(())) }
-    })
+    let total_served = served
+        + outage_summary["requests"]["succeeded"]
+            .as_u64()
+            .unwrap_or(0);
+    eventually(
+        "metrics after the collector restart",
+        Duration::from_secs(60),
+        || {
+            let prom = prom.clone();
+            let q = served_query.clone();
+            async move { Ok((prom.query_sum(&q).await? >= total_served as f64).then_some(())) }
+        },
+    )
     .await;
-    let calls_query = format!("sum(traces_span_metrics_calls_total{{service_name=\"{SIM_SERVICE}\"}})");
-    eventually("spans after the collector restart", Duration::from_secs(60), || {
-        let prom = prom.clone();
-        let q = calls_query.clone();
-        async move { Ok((prom.query_sum(&q).await? > calls_before).then_some(())) }
-    })
+    let calls_query =
+        format!("sum(traces_span_metrics_calls_total{{service_name=\"{SIM_SERVICE}\"}})");
+    eventually(
+        "spans after the collector restart",
+        Duration::from_secs(60),
+        || {
+            let prom = prom.clone();
+            let q = calls_query.clone();
+            async move { Ok((prom.query_sum(&q).await? > calls_before).then_some(())) }
+        },
+    )
     .await;
     // The failed exports during the outage were counted and reported once it was over.
     let failures = prom_name(metric::TELEMETRY_EXPORT_FAILURES);
@@ -377,5 +467,9 @@ async fn engine_telemetry_reaches_prometheus_and_jaeger_through_the_collector() 
     })
     .await;
 
-    assert!(sim.terminate(), "simulator did not exit cleanly:\n{}", sim.output());
+    assert!(
+        sim.terminate(),
+        "simulator did not exit cleanly:\n{}",
+        sim.output()
+    );
 }

@@ -1,12 +1,16 @@
 //! GPU telemetry cost.
 //!
 //! 1. criterion: one poll of N simulated devices (read, unit conversion, counter integration,
-//!    GPM diff, publish), N = 1 and 8; and one metrics collection (every observable callback)
-//!    of 8 devices into the SDK's in-memory exporter.
+//!    GPM diff, publish), N = 1 and 8; and one metrics export of N devices into the SDK's
+//!    in-memory exporter through a periodic reader's `force_flush`, N = 0 and 8 (the difference
+//!    is what the GPU callbacks and their aggregation cost; the rest is the reader's thread
+//!    round trip and the exporter's copy).
 //! 2. The agent's CPU share: the real `infermon gpu-agent --fake 8` at a 1 s interval, exporting
-//!    over OTLP/gRPC to a receiver in this process, its CPU time read from `/proc/<pid>/stat`
-//!    over 20 s. Runs only under `cargo bench` and needs the release binary:
-//!    `cargo build --release -p infermon-cli` first (or point `INFERMON_BIN` at a binary).
+//!    over OTLP/gRPC to a receiver in this process (and, for comparison, not exporting), its CPU
+//!    time summed over its threads from `/proc/<pid>/task/*/schedstat` (nanoseconds; the
+//!    10 ms ticks of `/proc/<pid>/stat` are too coarse) over 20 s. Runs only under
+//!    `cargo bench` and needs the release binary: `cargo build --release -p infermon-cli` first
+//!    (or point `INFERMON_BIN` at a binary).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -45,23 +49,27 @@ fn poll(c: &mut Criterion) {
 }
 
 fn collect(c: &mut Criterion) {
-    let exporter = InMemoryMetricExporter::default();
-    let provider = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(exporter.clone()).build())
-        .build();
-    let meter = provider.meter("bench");
-    let mut poller = poller(8);
-    register_instruments(&meter, &poller);
-    let t0 = Instant::now();
-    poller.poll(t0);
-    poller.source().control().advance(Duration::from_secs(1));
-    poller.poll(t0 + Duration::from_secs(1));
-    c.bench_function("gpu_collect/8", |b| {
-        b.iter(|| {
-            provider.force_flush().unwrap();
-            exporter.reset();
-        })
-    });
+    let mut group = c.benchmark_group("gpu_export");
+    for devices in [0u32, 8] {
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        let meter = provider.meter("bench");
+        let mut poller = poller(devices);
+        register_instruments(&meter, &poller);
+        let t0 = Instant::now();
+        poller.poll(t0);
+        poller.source().control().advance(Duration::from_secs(1));
+        poller.poll(t0 + Duration::from_secs(1));
+        group.bench_with_input(BenchmarkId::from_parameter(devices), &devices, |b, _| {
+            b.iter(|| {
+                provider.force_flush().unwrap();
+                exporter.reset();
+            })
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, poll, collect);
@@ -110,7 +118,7 @@ fn agent_cpu_share() {
         let cpu = cpu1 - cpu0;
         let polls = wall; // one poll per second
         println!(
-            "agent CPU share, 8 fake GPUs at 1 s, {label}: {:.3} % of one core ({cpu:.3} s CPU over {wall:.1} s; {:.0} µs per poll, {:.0} µs per poll per device, export included)",
+            "agent CPU share, 8 fake GPUs at 1 s, {label}: {:.3} % of one core ({cpu:.4} s CPU over {wall:.1} s; {:.0} µs per poll, {:.0} µs per poll per device, export included)",
             100.0 * cpu / wall,
             1e6 * cpu / polls,
             1e6 * cpu / polls / 8.0,
@@ -131,24 +139,18 @@ fn agent_binary() -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
-/// utime + stime of the process (all its threads), from `/proc/<pid>/stat`.
+/// CPU time of the process: the first field of each thread's `schedstat` (ns on a CPU). A
+/// thread that exits between two readings takes its time with it; the agent's threads (Tokio
+/// workers, blocking-pool threads kept alive by the 1 s polls, the SDK's export thread) live
+/// for the whole run.
 fn cpu_seconds(child: &Child) -> f64 {
-    let stat =
-        std::fs::read_to_string(format!("/proc/{}/stat", child.id())).expect("agent exited early");
-    // The command name (field 2) may contain spaces; fields after its closing paren are fixed.
-    let after = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / clock_ticks_per_second()
-}
-
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-        .unwrap_or(100.0)
+    let tasks =
+        std::fs::read_dir(format!("/proc/{}/task", child.id())).expect("agent exited early");
+    let nanos: u64 = tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanos as f64 / 1e9
 }
 
 fn stop(child: &mut Child) {

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use crate::reading::{DeviceInfo, DeviceReading, GpmMetrics, ProblemKind, XidEvent};
 
 /// Where GPU readings come from. The poller drives it from one thread at a time; calls may block
-/// (NVML calls take from microseconds to a few milliseconds), so the monitor runs them off the
+/// (NVML calls wait on the driver), so the monitor runs them off the
 /// async executor.
 pub trait DeviceSource: Send + 'static {
     /// An opaque GPM sample. GPM metrics are only defined between two samples, so the poller keeps

@@ -6,6 +6,7 @@
 //! [`contract::value::OVERFLOW`](crate::contract::value::OVERFLOW) (`other`).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::RwLock;
 
 use opentelemetry::StringValue;
@@ -20,7 +21,35 @@ use crate::contract::value::OVERFLOW;
 #[derive(Debug)]
 pub struct LabelCap {
     cap: usize,
-    admitted: RwLock<HashMap<Box<str>, StringValue>>,
+    admitted: RwLock<HashMap<Box<str>, StringValue, FastHash>>,
+}
+
+/// The hasher of infermon's small per-request lookup maps (label caps, bound series).
+///
+/// FNV-1a: these keys are short strings looked up on every request, where SipHash's setup
+/// cost dominates. Its weakness against chosen collisions does not matter here: every such map
+/// holds at most a cap's worth of entries, so colliding keys cannot pile up.
+pub(crate) type FastHash = BuildHasherDefault<Fnv1a>;
+
+#[derive(Debug)]
+pub(crate) struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl LabelCap {
@@ -28,7 +57,7 @@ impl LabelCap {
     pub fn new(cap: usize) -> Self {
         Self {
             cap,
-            admitted: RwLock::new(HashMap::new()),
+            admitted: RwLock::new(HashMap::default()),
         }
     }
 

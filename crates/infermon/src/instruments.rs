@@ -20,7 +20,7 @@ use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_sdk::trace::SdkTracer;
 
-use crate::cardinality::LabelCap;
+use crate::cardinality::{FastHash, LabelCap};
 use crate::contract::{attr, buckets, metric, metric_spec, value, INSTRUMENTATION_SCOPE};
 
 /// How many distinct model names [`InferenceMetrics::new`] admits before mapping newcomers to
@@ -61,7 +61,7 @@ pub(crate) struct Inner {
     pub tracer: ChildTracer,
     pub capture_content: bool,
     /// Bound instruments per (capped model, operation); bounded by the two caps.
-    series: RwLock<HashMap<(StringValue, StringValue), Arc<Series>>>,
+    series: RwLock<HashMap<(StringValue, StringValue), Arc<Series>, FastHash>>,
 }
 
 /// The instruments of one (model, operation) pair, bound to its attribute sets.
@@ -90,7 +90,7 @@ pub(crate) struct Series {
     /// `llm.requests` for outcome `aborted`.
     pub aborted: BoundCounter<u64>,
     /// `llm.requests` for outcome `success`, by (capped) finish reason, bound on first use.
-    succeeded: RwLock<HashMap<StringValue, BoundCounter<u64>>>,
+    succeeded: RwLock<HashMap<StringValue, BoundCounter<u64>, FastHash>>,
     requests: Counter<u64>,
 }
 
@@ -175,7 +175,7 @@ impl Inner {
                     KeyValue::new(attr::GEN_AI_RESPONSE_FINISH_REASON, value::FINISH_ABORT),
                 ])
             },
-            succeeded: RwLock::new(HashMap::new()),
+            succeeded: RwLock::new(HashMap::default()),
             requests: self.requests.clone(),
         }
     }
@@ -293,7 +293,7 @@ impl InferenceMetricsBuilder<'_> {
                 error_types: LabelCap::new(ERROR_TYPE_CAP),
                 tracer,
                 capture_content: self.capture_content,
-                series: RwLock::new(HashMap::new()),
+                series: RwLock::new(HashMap::default()),
             }),
         }
     }

@@ -537,7 +537,9 @@ impl Drop for Core {
 /// The request span's attributes known at arrival.
 fn request_attributes(p: &RequestParams<'_>, series: &Series) -> Vec<KeyValue> {
     let (operation, model) = (&series.operation, &series.model);
-    let mut a = Vec::with_capacity(10);
+    // Room for the attributes added later (TTFT, finish reasons, usage, error type) so the span
+    // never reallocates them.
+    let mut a = Vec::with_capacity(16);
     a.push(KeyValue::new(
         attr::GEN_AI_OPERATION_NAME,
         operation.clone(),
