@@ -19,6 +19,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 source scripts/stack-lib.sh
+source scripts/check-lib.sh
 
 if ! source scripts/stack-env.sh 2>/dev/null || [[ -z "${PROMTOOL:-}" || -z "${AMTOOL:-}" ]]; then
   scripts/build-stack.sh prometheus alertmanager >/dev/null || die "scripts/build-stack.sh failed (run it for details)"
@@ -26,26 +27,8 @@ if ! source scripts/stack-env.sh 2>/dev/null || [[ -z "${PROMTOOL:-}" || -z "${A
   [[ -n "${PROMTOOL:-}" && -n "${AMTOOL:-}" ]] || die "promtool/amtool missing after scripts/build-stack.sh prometheus alertmanager"
 fi
 # The renderer reads INFERMON_* from the environment: start from none.
-while IFS='=' read -r name _; do
-  [[ $name == INFERMON_* && $name != INFERMON_STACK_CACHE ]] && unset "$name"
-done < <(env)
+clear_infermon_env
 
-FAILED=()
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-
-# check NAME CMD...: run CMD, show its output only on failure.
-check() {
-  local name=$1
-  shift
-  if "$@" >"$TMP/out" 2>&1; then
-    printf 'ok    %s\n' "$name"
-  else
-    printf 'FAIL  %s\n' "$name"
-    sed 's/^/      /' "$TMP/out"
-    FAILED+=("$name")
-  fi
-}
 
 AM_CONFIG=deploy/alertmanager/alertmanager.yml
 RENDER=deploy/alertmanager/render-config.sh

@@ -18,31 +18,14 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 source scripts/versions.env
 source scripts/stack-lib.sh
+source scripts/check-lib.sh
 
 scripts/build-stack.sh >/dev/null || die "scripts/build-stack.sh failed (run it for details)"
 source scripts/stack-env.sh || die "stack binaries missing after build"
 
 # The configs' ${env:...} defaults are what gets validated: clear any overrides in this shell.
-while IFS='=' read -r name _; do
-  [[ $name == INFERMON_* && $name != INFERMON_STACK_CACHE ]] && unset "$name"
-done < <(env)
+clear_infermon_env
 
-FAILED=()
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-
-# check NAME CMD...: run CMD, show its output only on failure.
-check() {
-  local name=$1
-  shift
-  if "$@" >"$TMP/out" 2>&1; then
-    printf 'ok    %s\n' "$name"
-  else
-    printf 'FAIL  %s\n' "$name"
-    sed 's/^/      /' "$TMP/out"
-    FAILED+=("$name")
-  fi
-}
 
 # ---- collector --------------------------------------------------------------------------------
 check "otelcol validate otel-collector/config.yaml" \

@@ -242,3 +242,20 @@ where
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// Waits until `url` answers 2xx (a service's health endpoint), for at most 30 s.
+pub async fn wait_healthy(url: &str) {
+    let http = reqwest::Client::new();
+    eventually(&format!("{url} healthy"), Duration::from_secs(30), || {
+        let http = http.clone();
+        let url = url.to_string();
+        async move {
+            match http.get(&url).send().await {
+                Ok(r) if r.status().is_success() => Ok(Some(())),
+                Ok(r) => Err(format!("status {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await
+}

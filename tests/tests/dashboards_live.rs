@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use infermon_e2e::dashboards::{render_report, run_coverage, LiveConfig};
-use infermon_e2e::http_api::{eventually, Prometheus};
+use infermon_e2e::http_api::{eventually, wait_healthy, Prometheus};
 use infermon_e2e::stack::{free_port, infermon_bin, Process, Stack};
 
 /// Seconds since the simulator started (it runs at real speed here, so that requests last
@@ -75,23 +75,8 @@ async fn every_dashboard_query_returns_data() {
         ],
         &[],
     );
-    let http = reqwest::Client::new();
     for addr in [&sim_addr, &vllm_addr] {
-        let url = format!("http://{addr}/health");
-        eventually(&url, Duration::from_secs(30), || {
-            let http = http.clone();
-            let url = url.clone();
-            async move {
-                Ok(http
-                    .get(&url)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ()))
-            }
-        })
-        .await;
+        wait_healthy(&format!("http://{addr}/health")).await;
     }
 
     let mut loads = Vec::new();

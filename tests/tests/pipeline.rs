@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use infermon::contract::{metric, metric_spec, Instrument};
-use infermon_e2e::http_api::{eventually, Jaeger, Prometheus, TraceSpan};
+use infermon_e2e::http_api::{eventually, wait_healthy, Jaeger, Prometheus, TraceSpan};
 use infermon_e2e::stack::{free_port, infermon_bin, Process, Stack};
 use serde_json::Value;
 
@@ -69,22 +69,6 @@ fn series_name(otlp_name: &str) -> String {
 
 fn prom_name(otlp_name: &str) -> &'static str {
     metric_spec(otlp_name).expect("contract metric").prometheus
-}
-
-async fn wait_healthy(url: &str) {
-    let http = reqwest::Client::new();
-    eventually(&format!("{url} healthy"), Duration::from_secs(30), || {
-        let http = http.clone();
-        let url = url.to_string();
-        async move {
-            match http.get(&url).send().await {
-                Ok(r) if r.status().is_success() => Ok(Some(())),
-                Ok(r) => Err(format!("status {}", r.status())),
-                Err(e) => Err(e.to_string()),
-            }
-        }
-    })
-    .await
 }
 
 /// Runs `infermon load --json` to completion and returns its summary.

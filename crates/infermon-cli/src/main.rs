@@ -134,17 +134,30 @@ fn clap_failure(e: clap::Error, help: &str) -> Parsed {
         return Parsed::Exit(e);
     }
     let rendered = e.render().to_string();
-    let mut parts: Vec<&str> = rendered
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("error:") || l.starts_with("tip:"))
-        .collect();
+    // Keep "error:" and "tip:" lines, folding the indented lines that continue an error (e.g.
+    // the list of missing required arguments) into it.
+    let mut parts: Vec<String> = Vec::new();
+    let mut continues_error = false;
+    for line in rendered.lines().map(str::trim) {
+        if line.starts_with("error:") || line.starts_with("tip:") {
+            continues_error = line.starts_with("error:");
+            parts.push(line.to_owned());
+        } else if continues_error && !line.is_empty() && !line.starts_with("Usage:") {
+            if let Some(last) = parts.last_mut() {
+                last.push(' ');
+                last.push_str(line);
+            }
+        } else {
+            continues_error = false;
+        }
+    }
     if parts.is_empty() {
         parts.push(
             rendered
                 .lines()
                 .next()
-                .unwrap_or("error: invalid arguments"),
+                .unwrap_or("error: invalid arguments")
+                .to_owned(),
         );
     }
     Parsed::Invalid(format!("{}; see `{help}`", parts.join("; ")))
