@@ -4,13 +4,22 @@
 # process gets SIGTERM, then SIGKILL after INFERMON_STACK_STOP_TIMEOUT seconds (default 15).
 # Only the recorded PIDs are signalled, and only while they still run the recorded binary.
 #
-# Usage: scripts/stop-stack.sh [--clean]     --clean also deletes the run dir (data, logs)
+# Usage: scripts/stop-stack.sh [--clean]        --clean also deletes the run dir (data, logs)
+#        scripts/stop-stack.sh component...    stops only those (e.g. otelcol), keeps the rest
 set -euo pipefail
 
 RUN=${INFERMON_STACK_RUN_DIR:-${TMPDIR:-/tmp}/infermon-stack-$(id -u)}
 STOP_TIMEOUT=${INFERMON_STACK_STOP_TIMEOUT:-15}
 CLEAN=0
-[[ "${1:-}" == --clean ]] && CLEAN=1
+ORDER=(otelcol jaeger alertmanager prometheus)
+if [[ "${1:-}" == --clean ]]; then
+  CLEAN=1
+elif (($#)); then
+  for c in "$@"; do
+    [[ " ${ORDER[*]} " == *" $c "* ]] || { echo "stop-stack: unknown component '$c' (one of: ${ORDER[*]})" >&2; exit 2; }
+  done
+  ORDER=("$@")
+fi
 
 log() { printf '[stop-stack %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
@@ -24,7 +33,7 @@ ours() {
 
 status=0
 if [[ -d "$RUN/pids" ]]; then
-  for name in otelcol jaeger alertmanager prometheus; do
+  for name in "${ORDER[@]}"; do
     f="$RUN/pids/$name.pid"
     [[ -f "$f" ]] || continue
     pid=$(cat "$f")

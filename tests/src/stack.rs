@@ -43,22 +43,6 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
-/// Whether the stack's binaries have been built (`scripts/build-stack.sh`). End-to-end tests
-/// fail rather than skip when they are missing, unless `INFERMON_E2E_SKIP_MISSING=1`.
-pub fn stack_built() -> bool {
-    Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "source '{}/scripts/stack-env.sh'",
-            repo_root().display()
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 /// A running stack; stopped (and its data removed) on drop, also when a test panics.
 pub struct Stack {
     run_dir: PathBuf,
@@ -120,10 +104,6 @@ impl Stack {
         self.var("INFERMON_JAEGER_URL")
     }
 
-    pub fn alertmanager_url(&self) -> &str {
-        self.var("INFERMON_ALERTMANAGER_URL")
-    }
-
     /// The collector's OTLP/gRPC endpoint, for `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub fn otlp_endpoint(&self) -> &str {
         self.var("INFERMON_OTLP_GRPC_ENDPOINT")
@@ -131,20 +111,17 @@ impl Stack {
 
     /// Stops one component (SIGTERM, as an operator or an orchestrator would).
     pub fn stop_component(&self, name: &str) {
-        let pid_file = self.run_dir.join("pids").join(format!("{name}.pid"));
-        let pid = std::fs::read_to_string(&pid_file)
-            .unwrap_or_else(|e| panic!("read {}: {e}", pid_file.display()));
-        let pid = pid.trim();
-        let status = Command::new("kill")
-            .args(["-TERM", pid])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {name} ({pid})");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = std::fs::remove_file(pid_file);
+        let output = Command::new(repo_root().join("scripts/stop-stack.sh"))
+            .arg(name)
+            .env("INFERMON_STACK_RUN_DIR", &self.run_dir)
+            .output()
+            .expect("run scripts/stop-stack.sh");
+        assert!(
+            output.status.success(),
+            "stop-stack.sh {name} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// Starts one component again, on the same ports and data.
@@ -153,14 +130,6 @@ impl Stack {
             .push(("INFERMON_STACK_KEEP_DATA".into(), "1".into()));
         self.run_start(&[name]);
         self.base_env.pop();
-    }
-
-    /// The tail of a component's log, for failure messages.
-    pub fn log_tail(&self, name: &str) -> String {
-        let log = std::fs::read_to_string(self.run_dir.join("logs").join(format!("{name}.log")))
-            .unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
     }
 }
 

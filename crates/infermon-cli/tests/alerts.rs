@@ -50,14 +50,17 @@ struct Alertmanager {
 }
 
 impl Alertmanager {
-    /// Starts Alertmanager with the repository's config, or returns None (printing why) when
-    /// it has not been built.
+    /// Starts Alertmanager with the repository's config. When it has not been built the test
+    /// fails, as the end-to-end tests do, unless `INFERMON_E2E_SKIP_MISSING=1` (then it returns
+    /// None, printing why): a missing binary must not pass silently in CI.
     async fn start() -> Option<Alertmanager> {
         let Some(binary) = alertmanager_binary() else {
-            eprintln!(
-                "skipped: Alertmanager is not built (run scripts/build-stack.sh alertmanager)"
-            );
-            return None;
+            let hint = "Alertmanager is not built (run scripts/build-stack.sh alertmanager)";
+            if std::env::var("INFERMON_E2E_SKIP_MISSING").as_deref() == Ok("1") {
+                eprintln!("skipped: {hint}");
+                return None;
+            }
+            panic!("{hint} (or set INFERMON_E2E_SKIP_MISSING=1 to skip)");
         };
         let storage = tempfile::tempdir().expect("temp dir");
         let port = TcpListener::bind("127.0.0.1:0")
