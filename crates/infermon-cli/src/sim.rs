@@ -2,13 +2,14 @@
 //! telemetry exported over OTLP.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use infermon::contract::{value, INSTRUMENTATION_SCOPE};
-use infermon_sim::{MetricsFormat, SimConfig, SimHandle, SimTelemetry, Simulator};
+use infermon_sim::{MetricsFormat, ServeOptions, SimConfig, SimHandle, SimTelemetry, Simulator};
 use tokio::net::TcpListener;
 
-use crate::args::TelemetryArgs;
+use crate::args::{parse_duration, TelemetryArgs};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -35,7 +36,43 @@ pub struct SimArgs {
     pub engine: EngineArgs,
 
     #[command(flatten)]
+    pub server: ServerArgs,
+
+    #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+/// Connection handling and shutdown of the HTTP server.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "HTTP server")]
+pub struct ServerArgs {
+    /// On SIGINT/SIGTERM, how long open requests may run on before their streams are ended
+    /// with an error event (a second signal exits at once).
+    #[arg(long, value_name = "DURATION", env = "INFERMON_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// A request's headers must arrive complete within this time.
+    #[arg(long, value_name = "DURATION", env = "INFERMON_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Close a kept-alive connection after this long without a request (vLLM's default: 5 s).
+    #[arg(long, value_name = "DURATION", env = "INFERMON_IDLE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Most open connections; more are answered 503 and closed.
+    #[arg(long, value_name = "N", env = "INFERMON_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+}
+
+impl ServerArgs {
+    fn options(&self) -> ServeOptions {
+        ServeOptions {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections as usize,
+            drain_timeout: self.drain_timeout,
+        }
+    }
 }
 
 /// The simulated engine's settings (shared by `sim` and `demo`). Flags override the
@@ -77,7 +114,8 @@ pub struct EngineArgs {
     #[arg(long, value_name = "N", env = "INFERMON_MAX_NUM_SEQS")]
     pub max_num_seqs: Option<u32>,
 
-    /// Most requests waiting to be scheduled; more are rejected with 503.
+    /// Most requests waiting to be scheduled; more are rejected with 503 [default: unbounded,
+    /// as in vLLM].
     #[arg(long, value_name = "N", env = "INFERMON_MAX_WAITING")]
     pub max_waiting: Option<u32>,
 
@@ -134,7 +172,7 @@ impl EngineArgs {
             config.scheduler.max_num_seqs = n;
         }
         if let Some(n) = self.max_waiting {
-            config.scheduler.max_waiting = n;
+            config.scheduler.max_waiting = Some(n);
         }
         if let Some(n) = self.kv_blocks {
             config.kv_cache.num_blocks = Some(n);
@@ -184,7 +222,15 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         sim.model(),
         sim.profile().name,
     );
-    infermon_sim::serve(sim.clone(), listener, crate::signal::shutdown_signal()).await?;
+    let options = args.server.options();
+    let drain = options.drain_timeout;
+    infermon_sim::serve_with(
+        sim.clone(),
+        listener,
+        options,
+        crate::signal::first_of_two_signals(drain),
+    )
+    .await?;
     sim.shutdown().await;
     if let Err(e) = telemetry.shutdown() {
         tracing::warn!("{e}");

@@ -9,6 +9,11 @@ use crate::error::SimError;
 use crate::faults::Faults;
 use crate::profile::{Profile, DEFAULT_PROFILE};
 
+/// Slowest and fastest simulated time: beyond them step durations stop being representable
+/// (a 1e-310 scale makes a microsecond step last longer than `Duration` can hold) or useful.
+pub const MIN_TIME_SCALE: f64 = 0.001;
+pub const MAX_TIME_SCALE: f64 = 1_000_000.0;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimConfig {
@@ -64,7 +69,8 @@ pub struct SchedulerConfig {
     /// Most tokens computed in one step (prefill chunks plus one per decoding sequence).
     pub max_num_batched_tokens: u32,
     /// Most requests waiting to be scheduled for the first time; more are rejected with 503.
-    pub max_waiting: u32,
+    /// Unbounded by default, as in vLLM, whose scheduler queues every request it is sent.
+    pub max_waiting: Option<u32>,
     /// Split long prompts across steps instead of computing each prompt in one step.
     pub chunked_prefill: bool,
     /// Context length (prompt + output); defaults to the profile's `model.max_model_len`.
@@ -76,7 +82,7 @@ impl Default for SchedulerConfig {
         Self {
             max_num_seqs: 256,
             max_num_batched_tokens: 8192,
-            max_waiting: 1024,
+            max_waiting: None,
             chunked_prefill: true,
             max_model_len: None,
         }
@@ -175,8 +181,20 @@ impl SimConfig {
             field: field.to_owned(),
             message,
         };
-        if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
-            return Err(invalid("time_scale", "must be a positive number".into()));
+        if !(MIN_TIME_SCALE..=MAX_TIME_SCALE).contains(&self.time_scale) {
+            return Err(invalid(
+                "time_scale",
+                format!(
+                    "must be between {MIN_TIME_SCALE} and {MAX_TIME_SCALE} (got {})",
+                    self.time_scale
+                ),
+            ));
+        }
+        if self.scheduler.max_waiting == Some(0) {
+            return Err(invalid(
+                "scheduler.max_waiting",
+                "must be positive (leave it out for an unbounded queue)".into(),
+            ));
         }
         let sched = &self.scheduler;
         if sched.max_num_seqs == 0 || sched.max_num_batched_tokens == 0 {

@@ -102,6 +102,8 @@ pub struct Submission {
     pub fail_at: Option<u32>,
     pub request: InferenceRequest<Queued>,
     pub arrived: SystemTime,
+    /// `arrived` on the engine's monotonic clock: no step that serves it starts earlier.
+    pub arrived_at: Instant,
     pub queue_position: u64,
     pub events: mpsc::UnboundedSender<Event>,
 }
@@ -144,7 +146,9 @@ impl SimClock {
 
     /// Wall time a span of simulated seconds takes.
     pub fn wall(&self, sim_seconds: f64) -> Duration {
-        Duration::from_secs_f64((sim_seconds / self.time_scale).max(0.0))
+        // Saturates instead of panicking on an unrepresentable span (config bounds the scale).
+        Duration::try_from_secs_f64((sim_seconds / self.time_scale).max(0.0))
+            .unwrap_or(Duration::from_secs(86_400))
     }
 }
 
@@ -250,6 +254,7 @@ struct Client {
     prompt_tokens: u32,
     cached_tokens: u32,
     arrived: SystemTime,
+    arrived_at: Instant,
     scheduled: Option<SystemTime>,
     first_token: Option<SystemTime>,
     last_token: Option<SystemTime>,
@@ -346,13 +351,18 @@ impl Engine {
             }
             let now = Instant::now();
             step_start = step_start.max(now.checked_sub(CATCH_UP).unwrap_or(now));
-            let start_time = self.shared.clock.system(step_start);
             let faults = self.shared.faults_at(step_start);
             self.scheduler.kv_mut().set_pressure(faults.kv_pressure);
-            self.drop_departed_waiting(start_time);
+            self.drop_departed_waiting(self.shared.clock.system(step_start));
             self.flush_vllm();
 
             let plan = self.scheduler.schedule();
+            // Catching up may date a step back, but never before a request it serves arrived:
+            // otherwise a latency could come out below the model's physical minimum.
+            if let Some(latest) = self.latest_new_arrival(&plan) {
+                step_start = step_start.max(latest);
+            }
+            let start_time = self.shared.clock.system(step_start);
             self.on_scheduled(&plan, start_time);
             if plan.scheduled.is_empty() {
                 self.publish(0, plan.preempted.len() as u64);
@@ -381,7 +391,9 @@ impl Engine {
                 // Behind schedule: run on, but let the handlers' tasks have the thread.
                 tokio::task::yield_now().await;
             }
-            let end_time = self.shared.clock.system(step_end);
+            // Tokens are stamped when they are handed on to their connections, which is never
+            // before the step's simulated end (a late timer or a busy host only adds to it).
+            let end_time = self.shared.clock.system(step_end.max(Instant::now()));
             self.stats.busy_seconds += sim_seconds;
             let tokens = self.scheduler.complete(&plan);
             self.deliver(&tokens, end_time);
@@ -390,6 +402,16 @@ impl Engine {
             step_start = step_end;
         }
         self.shut_down(commands);
+    }
+
+    /// When the last of the requests scheduled for the first time in `plan` arrived.
+    fn latest_new_arrival(&self, plan: &StepPlan) -> Option<Instant> {
+        plan.scheduled
+            .iter()
+            .filter(|s| s.first_schedule)
+            .filter_map(|s| self.clients.get(&s.id))
+            .map(|c| c.arrived_at)
+            .max()
     }
 
     /// Takes every queued command; false when the engine must stop.
@@ -418,6 +440,7 @@ impl Engine {
                 prompt_tokens,
                 cached_tokens: 0,
                 arrived: s.arrived,
+                arrived_at: s.arrived_at,
                 scheduled: None,
                 first_token: None,
                 last_token: None,

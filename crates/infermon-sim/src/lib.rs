@@ -60,11 +60,11 @@ mod kv_cache;
 mod profile;
 mod roofline;
 mod scheduler;
+mod server;
 mod telemetry;
 pub mod tokens;
 pub mod vllm_format;
 
-use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -81,6 +81,7 @@ pub use engine::EngineStats;
 pub use error::SimError;
 pub use faults::{ErrorFault, ErrorKind, Faults, Scenario, TimedFaults};
 pub use profile::{GpuSpec, ModelSpec, Profile, DEFAULT_PROFILE};
+pub use server::{serve, serve_with, ServeOptions};
 pub use telemetry::SimTelemetry;
 
 use engine::{Command, Engine, Shared, SimClock};
@@ -213,18 +214,4 @@ impl SimHandle {
     fn started_unix(&self) -> u64 {
         self.started_unix
     }
-}
-
-/// Serves the simulator's API on `listener` until `shutdown` completes (then stops accepting,
-/// lets open responses finish, and returns). The engine keeps running; call
-/// [`SimHandle::shutdown`] to stop it.
-pub async fn serve(
-    sim: SimHandle,
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), SimError> {
-    axum::serve(listener, sim.router())
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
 }

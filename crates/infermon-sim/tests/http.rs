@@ -340,7 +340,7 @@ async fn full_queue_is_503_with_retry_after() {
     let mut config = test_config();
     config.time_scale = 1.0;
     config.scheduler.max_num_seqs = 1;
-    config.scheduler.max_waiting = 1;
+    config.scheduler.max_waiting = Some(1);
     let server = Server::start(config).await;
 
     // A occupies the only batch slot (a long stream we read the start of).

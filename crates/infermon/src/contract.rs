@@ -196,6 +196,15 @@ pub mod value {
     pub const ERROR_OVERLOADED: &str = "overloaded";
     pub const ERROR_RATE_LIMITED: &str = "rate_limited";
     pub const ERROR_MID_STREAM: &str = "mid_stream_error";
+    // error.type of requests the simulator rejects before they reach its engine (OpenAI's
+    // error codes where it has one): a bad field or body (400), an unknown model (404), a
+    // prompt longer than the context (400), a body over the size limit (413), a body that is
+    // not JSON by its Content-Type (415).
+    pub const ERROR_INVALID_REQUEST: &str = "invalid_request";
+    pub const ERROR_MODEL_NOT_FOUND: &str = "model_not_found";
+    pub const ERROR_CONTEXT_LENGTH: &str = "context_length_exceeded";
+    pub const ERROR_REQUEST_TOO_LARGE: &str = "request_too_large";
+    pub const ERROR_UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
     // error.type of the load generator's CLIENT spans (and its summary's error keys): an HTTP
     // status as `http_{status}`, optionally followed by `:{OpenAI error type}`, or one of the
     // transport failures below.

@@ -77,6 +77,16 @@ impl ApiError {
         .code("request_too_large")
     }
 
+    /// vLLM's answer to a body not sent as JSON: a 400 (its validation error handler), not 415.
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            "Unsupported Media Type: Only 'application/json' is allowed",
+        )
+        .code("unsupported_media_type")
+    }
+
     pub fn unreadable_body(detail: String) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
@@ -149,6 +159,20 @@ impl ApiError {
             .code(failure.error_type()),
             Failure::Shutdown => Self::engine_stopped(),
         }
+    }
+
+    /// A connection over the server's cap (answered before any request is read).
+    pub fn too_many_connections(max_connections: usize) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            SERVER_ERROR,
+            format!(
+                "The server already has {max_connections} open connections (its limit); \
+                 retry later or reuse a kept-alive connection."
+            ),
+        )
+        .code("too_many_connections")
+        .retry_after(1)
     }
 
     pub fn engine_stopped() -> Self {

@@ -9,7 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use infermon::contract::value;
 use infermon::propagation::extract_context;
 use infermon::request::{InferenceRequest, RequestParams};
@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use crate::api::error::ApiError;
+use crate::api::rejected::Rejection;
 use crate::api::stream::{Api, ChunkWriter, StreamState};
 use crate::api::types::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatRequest, CompletionRequest, ModelCard,
@@ -26,6 +27,7 @@ use crate::api::types::{
 use crate::engine::{lock, Command, Event, FinishReason, Submission};
 use crate::faults::ErrorKind;
 use crate::scheduler::SeqSpec;
+use crate::server::ReceivedAt;
 use crate::tokens;
 use crate::SimHandle;
 
@@ -34,19 +36,27 @@ const FINGERPRINT: &str = "infermon-simulator";
 
 pub async fn chat(
     State(sim): State<SimHandle>,
+    received: Option<Extension<ReceivedAt>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let request: ChatRequest = match parse(&sim, body) {
+    let request: ChatRequest = match parse(&sim, &headers, body) {
         Ok(r) => r,
-        Err(e) => return e.into_response(),
+        Err(rejection) => return rejection.respond(&sim, &headers, Api::Chat),
     };
     let prompt = match request.prompt_bytes() {
         Ok(p) => p,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            return Rejection::new(e, &request.model, request.sampling.stream).respond(
+                &sim,
+                &headers,
+                Api::Chat,
+            )
+        }
     };
     generate(
         &sim,
+        arrival(received),
         &headers,
         Api::Chat,
         &request.model,
@@ -58,19 +68,27 @@ pub async fn chat(
 
 pub async fn completions(
     State(sim): State<SimHandle>,
+    received: Option<Extension<ReceivedAt>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let request: CompletionRequest = match parse(&sim, body) {
+    let request: CompletionRequest = match parse(&sim, &headers, body) {
         Ok(r) => r,
-        Err(e) => return e.into_response(),
+        Err(rejection) => return rejection.respond(&sim, &headers, Api::Completion),
     };
     let prompt = match request.prompt_bytes() {
         Ok(p) => p,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            return Rejection::new(e, &request.model, request.sampling.stream).respond(
+                &sim,
+                &headers,
+                Api::Completion,
+            )
+        }
     };
     generate(
         &sim,
+        arrival(received),
         &headers,
         Api::Completion,
         &request.model,
@@ -80,10 +98,32 @@ pub async fn completions(
     .await
 }
 
+/// When the request arrived: its headers were read (the router used without [`crate::serve`]
+/// has no such stamp, and then it is now).
+fn arrival(received: Option<Extension<ReceivedAt>>) -> tokio::time::Instant {
+    received.map_or_else(tokio::time::Instant::now, |Extension(r)| r.0)
+}
+
+/// Reads the body as the API's JSON. Like vLLM (`validate_json_request`,
+/// vllm/entrypoints/serve/utils/api_utils.py, vLLM 0.33.0), a Content-Type other than
+/// `application/json` is a 400 before the body is looked at.
 fn parse<T: DeserializeOwned>(
     sim: &SimHandle,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
+) -> Result<T, Rejection> {
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media_type != "application/json" {
+        return Err(ApiError::unsupported_media_type().into());
+    }
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::body_too_large(sim.config().max_body_bytes)
@@ -91,7 +131,16 @@ fn parse<T: DeserializeOwned>(
             ApiError::unreadable_body(rejection.body_text())
         }
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_json(&e))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        // A body that is JSON but not the API's shape may still name its model and mode.
+        let loose: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+        let field = |name: &str| loose.as_ref().and_then(|v| v.get(name));
+        Rejection {
+            error: ApiError::bad_json(&e),
+            model: field("model").and_then(|m| m.as_str()).map(str::to_owned),
+            stream: field("stream").and_then(|s| s.as_bool()).unwrap_or(false),
+        }
+    })
 }
 
 /// What a request turned into after validation: the engine's view of it.
@@ -104,6 +153,7 @@ struct Plan {
 /// Checks the model and the context length, and decides how long the completion will be.
 fn plan(
     sim: &SimHandle,
+    api: Api,
     model: &str,
     sampling: &Sampling,
     prompt: &[u8],
@@ -117,15 +167,14 @@ fn plan(
     // An empty prompt still costs one token (the BOS token a real tokenizer adds).
     let prompt_tokens = tokens::count_bytes(prompt.len()).max(1);
     if prompt_tokens >= max_len {
+        // The prompt alone is too long, whatever max_tokens says: blame the prompt. Wording
+        // after vLLM's `_token_len_check` (vllm/renderers/params.py, vLLM 0.33.0).
         return Err(ApiError::context_exceeded(
-            if sampling.max_tokens().is_some() {
-                "max_tokens"
-            } else {
-                "messages"
-            },
+            api.prompt_param(),
             format!(
                 "This model's maximum context length is {max_len} tokens. However, your prompt \
-                 has {prompt_tokens} tokens, leaving no room for output. Shorten the prompt."
+                 contains {prompt_tokens} input tokens, which leaves no room for any output \
+                 token. Please reduce the length of the input prompt."
             ),
         ));
     }
@@ -167,15 +216,16 @@ fn plan(
 
 async fn generate(
     sim: &SimHandle,
+    arrived_at: tokio::time::Instant,
     headers: &HeaderMap,
     api: Api,
     model: &str,
     sampling: &Sampling,
     prompt: Vec<u8>,
 ) -> Response {
-    let plan = match plan(sim, model, sampling, &prompt) {
+    let plan = match plan(sim, api, model, sampling, &prompt) {
         Ok(p) => p,
-        Err(e) => return e.into_response(),
+        Err(e) => return Rejection::new(e, model, sampling.stream).respond(sim, headers, api),
     };
     let (id_prefix, operation) = match api {
         Api::Chat => ("chatcmpl-", value::OPERATION_CHAT),
@@ -183,7 +233,7 @@ async fn generate(
     };
     let response_id = format!("{id_prefix}{}", uuid::Uuid::new_v4().simple());
     let shared = sim.shared();
-    let arrived = shared.clock.now_system();
+    let arrived = shared.clock.system(arrived_at);
     let parent = extract_context(headers);
     let request = InferenceRequest::start_at(
         &sim.request_metrics,
@@ -221,9 +271,13 @@ async fn generate(
         request.fail(kind.as_str());
         return ApiError::injected(kind).into_response();
     }
-    let max_waiting = sim.config().scheduler.max_waiting;
     let queue_position = shared.fresh_waiting.fetch_add(1, Ordering::AcqRel);
-    if queue_position >= u64::from(max_waiting) {
+    if let Some(max_waiting) = sim
+        .config()
+        .scheduler
+        .max_waiting
+        .filter(|max| queue_position >= u64::from(*max))
+    {
         shared.fresh_waiting.fetch_sub(1, Ordering::AcqRel);
         shared.rejected.fetch_add(1, Ordering::Relaxed);
         request.fail(value::ERROR_QUEUE_FULL);
@@ -242,6 +296,7 @@ async fn generate(
         fail_at,
         request,
         arrived,
+        arrived_at,
         queue_position,
         events,
     };

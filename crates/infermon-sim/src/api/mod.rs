@@ -2,6 +2,7 @@
 
 mod error;
 mod handlers;
+mod rejected;
 mod stream;
 mod types;
 

@@ -24,6 +24,14 @@ pub enum Api {
 }
 
 impl Api {
+    /// The request field that holds the prompt (named in errors about it).
+    pub fn prompt_param(self) -> &'static str {
+        match self {
+            Api::Chat => "messages",
+            Api::Completion => "prompt",
+        }
+    }
+
     pub fn chunk_object(self) -> &'static str {
         match self {
             Api::Chat => "chat.completion.chunk",
