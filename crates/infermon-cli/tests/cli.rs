@@ -3,6 +3,7 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_infermon");
@@ -79,6 +80,11 @@ fn bad_flags_give_one_clear_line_and_a_failing_exit() {
         ),
         (&["sim", "--profile", "nope"], "unknown simulator profile"),
         (&["demo", "--time-scale", "0"], "time_scale"),
+        (&["sim", "--time-scale", "1e-310"], "time_scale"),
+        (&["sim", "--time-scale", "1e300"], "time_scale"),
+        (&["sim", "--time-scale", "NaN"], "time_scale"),
+        (&["sim", "--max-connections", "0"], "--max-connections"),
+        (&["sim", "--drain-timeout", "soon"], "30s"),
         (&["frobnicate"], "unrecognized subcommand"),
         (
             &[
@@ -165,23 +171,29 @@ fn demo_runs_for_its_duration_and_prints_a_summary() {
 struct Sim {
     child: Child,
     url: String,
+    /// Its stderr lines so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Sim {
     fn start() -> Sim {
-        let mut child = infermon(&[
+        Self::start_with(&["--time-scale", "10"])
+    }
+
+    fn start_with(extra: &[&str]) -> Sim {
+        let mut args = vec![
             "sim",
             "--listen",
             "127.0.0.1:0",
-            "--time-scale",
-            "10",
             "--otlp-endpoint",
             DEAD_COLLECTOR,
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+        ];
+        args.extend_from_slice(extra);
+        let mut child = infermon(&args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
         let url = loop {
@@ -194,13 +206,83 @@ impl Sim {
             }
         };
         // Keep draining stderr so the simulator never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Sim { child, url }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Sim { child, url, log }
     }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    fn wait_exit(&mut self, bound: Duration) -> (std::process::ExitStatus, Duration) {
+        let start = std::time::Instant::now();
+        while start.elapsed() < bound {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sim still running {bound:?} after the signal");
+    }
+
+    fn log(&self) -> String {
+        // The reader thread may still be taking the last lines.
+        std::thread::sleep(Duration::from_millis(200));
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Starts a stream far longer than any test and returns its connection, the response
+    /// headers already read.
+    fn open_long_stream(&self) -> std::net::TcpStream {
+        use std::io::{Read as _, Write as _};
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        let body = r#"{"model":"llama-3.1-8b-instruct","prompt":"go","max_tokens":100000,"ignore_eos":true,"stream":true}"#;
+        write!(
+            stream,
+            "POST /v1/completions HTTP/1.1\r\nhost: sim\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 200"), "{}", text(&head));
+        stream
+    }
+}
+
+/// Everything left on a connection until the server closes it.
+fn read_to_close(mut stream: std::net::TcpStream) -> String {
+    use std::io::Read as _;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    text(&rest)
 }
 
 impl Drop for Sim {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status();
@@ -260,4 +342,56 @@ fn load_json_against_sim_counts_every_request() {
     let input = summary["tokens"]["input"].as_u64().unwrap();
     assert!((30 * 32..=30 * 260).contains(&input), "{input}");
     assert_eq!(summary["errors"], serde_json::json!({}));
+}
+
+#[test]
+fn sigterm_with_open_streams_drains_then_ends_them_with_an_error_and_exits() {
+    let mut sim = Sim::start_with(&["--time-scale", "1", "--drain-timeout", "1s"]);
+    let streams: Vec<_> = (0..3).map(|_| sim.open_long_stream()).collect();
+    sim.signal("TERM");
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|s| std::thread::spawn(move || read_to_close(s)))
+        .collect();
+    let (status, took) = sim.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}\n{}", sim.log());
+    assert!(
+        took >= Duration::from_millis(900),
+        "exited after {took:?}, before the 1 s drain"
+    );
+    for reader in readers {
+        let rest = reader.join().unwrap();
+        assert!(
+            rest.contains(r#""code":"shutdown""#),
+            "no final error event: {rest:.300}"
+        );
+        // The chunked body ends properly: [DONE], then the terminating zero-length chunk.
+        assert!(rest.contains("data: [DONE]"), "{rest:.300}");
+        assert!(
+            rest.ends_with("0\r\n\r\n"),
+            "{:?}",
+            &rest[rest.len().saturating_sub(80)..]
+        );
+    }
+    let log = sim.log();
+    assert!(log.contains("SIGTERM"), "{log}");
+    assert!(log.contains("drain timeout reached"), "{log}");
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut sim = Sim::start_with(&["--time-scale", "1", "--drain-timeout", "60s"]);
+    let stream = sim.open_long_stream();
+    sim.signal("INT");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        sim.child.try_wait().unwrap().is_none(),
+        "exited on the first signal"
+    );
+    sim.signal("INT");
+    let (status, took) = sim.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "{}", sim.log());
+    assert!(took < Duration::from_secs(10));
+    drop(stream);
+    assert!(sim.log().contains("second SIGINT"), "{}", sim.log());
 }

@@ -306,6 +306,109 @@ async fn rejected_and_failed_requests_are_errors_with_their_type() {
     assert_eq!(errors, 1);
 }
 
+/// Requests turned away before the engine still become traces: one SERVER span each, marked
+/// as an error with its `error.type`, and an `llm.requests` error point per type.
+#[tokio::test(flavor = "current_thread")]
+async fn requests_rejected_before_the_engine_leave_a_span_and_a_count() {
+    let harness = Harness::new();
+    let _guard = tracing::dispatcher::set_default(&harness.dispatch);
+    let mut config = test_config();
+    config.max_body_bytes = 4096;
+    let server = Server::start_with(config, harness.sim_telemetry()).await;
+    let chat = server.url("/v1/chat/completions");
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str, &str)> = vec![
+        (
+            server
+                .client
+                .post(&chat)
+                .json(&json!({"model": MODEL, "messages": []})),
+            400,
+            value::ERROR_INVALID_REQUEST,
+            MODEL,
+        ),
+        (
+            server.client.post(&chat).json(&json!({
+                "model": "no-such-model", "messages": [{"role": "user", "content": "x"}]
+            })),
+            404,
+            value::ERROR_MODEL_NOT_FOUND,
+            "no-such-model",
+        ),
+        (
+            server.client.post(&chat).json(&json!({
+                "model": MODEL, "messages": [{"role": "user", "content": "word ".repeat(1000)}]
+            })),
+            413,
+            value::ERROR_REQUEST_TOO_LARGE,
+            value::OVERFLOW,
+        ),
+        (
+            server
+                .client
+                .post(&chat)
+                .body("{}")
+                .header("content-type", "text/plain"),
+            400,
+            value::ERROR_UNSUPPORTED_MEDIA_TYPE,
+            value::OVERFLOW,
+        ),
+        (
+            server
+                .client
+                .post(&chat)
+                .body("{not json")
+                .header("content-type", "application/json"),
+            400,
+            value::ERROR_INVALID_REQUEST,
+            value::OVERFLOW,
+        ),
+    ];
+    let count = cases.len();
+    for (request, status, _, _) in cases
+        .iter()
+        .map(|c| (c.0.try_clone().unwrap(), c.1, c.2, c.3))
+    {
+        assert_eq!(request.send().await.unwrap().status().as_u16(), status);
+    }
+
+    let spans = harness.spans();
+    let roots: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.span_kind == SpanKind::Server)
+        .collect();
+    assert_eq!(roots.len(), count, "one SERVER span per rejected request");
+    let m = harness.collect();
+    for (root, (_, _, error_type, model)) in roots.iter().zip(&cases) {
+        assert!(
+            matches!(root.status, Status::Error { .. }),
+            "{:?}",
+            root.status
+        );
+        assert_eq!(
+            attr(&root.attributes, key::ERROR_TYPE).unwrap().as_str(),
+            *error_type
+        );
+        assert_eq!(
+            attr(&root.attributes, key::GEN_AI_REQUEST_MODEL)
+                .unwrap()
+                .as_str(),
+            *model
+        );
+    }
+    for (_, _, error_type, _) in &cases {
+        let want = cases.iter().filter(|c| c.2 == *error_type).count() as u64;
+        let counted = u64_sum(
+            &m,
+            metric::REQUESTS,
+            &[
+                (key::LLM_REQUEST_OUTCOME, value::OUTCOME_ERROR),
+                (key::ERROR_TYPE, error_type),
+            ],
+        );
+        assert_eq!(counted, want, "llm.requests for {error_type}");
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn simulated_gpus_follow_the_engine_load() {
     let harness = Harness::new();
