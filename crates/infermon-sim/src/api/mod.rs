@@ -2,6 +2,7 @@
 
 mod error;
 mod handlers;
+mod output;
 mod rejected;
 mod stream;
 mod types;
@@ -22,7 +23,11 @@ pub fn router(sim: SimHandle) -> Router {
         .route("/v1/chat/completions", post(handlers::chat))
         .route("/v1/completions", post(handlers::completions))
         .route("/v1/models", get(handlers::models))
-        .route("/health", get(handlers::health));
+        .route("/health", get(handlers::health))
+        .route("/ping", get(handlers::health).post(handlers::health))
+        .route("/version", get(handlers::version))
+        .route("/tokenize", post(handlers::tokenize))
+        .route("/detokenize", post(handlers::detokenize));
     if sim.config().metrics == MetricsFormat::Vllm {
         router = router.route("/metrics", get(handlers::vllm_metrics));
     }

@@ -2,14 +2,23 @@
 //! ignored, as OpenAI-compatible servers do (clients send many optional ones).
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::api::error::ApiError;
+use crate::api::output;
 use crate::tokens;
 
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<ChatMessage>,
+    /// Chat: return log-probabilities of the output tokens.
+    #[serde(default)]
+    pub logprobs: bool,
+    /// Chat: how many alternatives per token (needs `logprobs`).
+    pub top_logprobs: Option<i64>,
+    pub tools: Option<Vec<Value>>,
+    pub tool_choice: Option<Value>,
     #[serde(flatten)]
     pub sampling: Sampling,
 }
@@ -39,11 +48,16 @@ pub struct ContentPart {
 pub struct CompletionRequest {
     pub model: String,
     pub prompt: Prompt,
+    /// Completions: log-probabilities with this many alternatives per token.
+    pub logprobs: Option<i64>,
+    /// Completions: prepend the prompt to the output.
+    #[serde(default)]
+    pub echo: bool,
     #[serde(flatten)]
     pub sampling: Sampling,
 }
 
-/// The legacy completions `prompt`: text or token ids, alone or in a one-element batch.
+/// The legacy completions `prompt`: text or token ids, one or a batch.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Prompt {
@@ -51,6 +65,14 @@ pub enum Prompt {
     Texts(Vec<String>),
     Tokens(Vec<u32>),
     TokenBatches(Vec<Vec<u32>>),
+}
+
+/// `stop`: one string or several.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Generation parameters shared by both endpoints.
@@ -64,7 +86,13 @@ pub struct Sampling {
     pub max_completion_tokens: Option<u64>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
-    pub n: Option<u32>,
+    pub n: Option<i64>,
+    pub stop: Option<Stop>,
+    /// vLLM extension: end the output at any of these token ids.
+    pub stop_token_ids: Option<Vec<u32>>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub response_format: Option<Value>,
     /// vLLM extension: generate exactly `max_tokens` (load generators use it).
     #[serde(default)]
     pub ignore_eos: bool,
@@ -76,44 +104,133 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
+/// vLLM's `VLLM_MAX_N_SEQUENCES` default (vllm/envs.py, vLLM 0.33.0).
+const MAX_N: i64 = 16384;
+/// vLLM's default `max_logprobs` (vllm/config/model.py, vLLM 0.33.0).
+pub const MAX_LOGPROBS: i64 = 20;
+
+/// What the output must look like (`response_format`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Format {
+    Text,
+    /// A JSON document: the rendered sample.
+    Json(String),
+}
+
 impl Sampling {
     pub fn max_tokens(&self) -> Option<u64> {
         self.max_completion_tokens.or(self.max_tokens)
     }
 
-    /// Checks the parameters the simulator honours or must refuse.
+    pub fn n(&self) -> u32 {
+        self.n.map_or(1, |n| n as u32)
+    }
+
+    pub fn stop(&self) -> Vec<String> {
+        match &self.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s.clone()],
+            Some(Stop::Many(v)) => v.clone(),
+        }
+    }
+
+    /// Checks the parameters as vLLM's `SamplingParams._verify_args` and request validators
+    /// do (vllm/sampling_params.py, vllm/entrypoints/openai/chat_completion/protocol.py,
+    /// vLLM 0.33.0), with their messages.
     pub fn validate(&self) -> Result<(), ApiError> {
-        if self.max_tokens() == Some(0) {
+        if let Some(n) = self.n {
+            if n < 1 {
+                return Err(ApiError::invalid(
+                    "n",
+                    format!("n must be at least 1, got {n}."),
+                ));
+            }
+            if n > MAX_N {
+                return Err(ApiError::invalid(
+                    "n",
+                    format!("n must be at most {MAX_N}, got {n}."),
+                ));
+            }
+        }
+        if let Some(max) = self.max_tokens().filter(|m| *m < 1) {
             return Err(ApiError::invalid(
                 "max_tokens",
-                "max_tokens must be at least 1.",
+                format!("max_tokens must be at least 1, got {max}."),
             ));
         }
-        if self.n.is_some_and(|n| n != 1) {
-            return Err(ApiError::invalid(
-                "n",
-                "Only n = 1 is supported by the simulator.",
-            ));
-        }
-        if self.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+        if let Some(t) = self.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
             return Err(ApiError::invalid(
                 "temperature",
-                "temperature must be between 0 and 2.",
+                format!("temperature must be in [0, 2], got {t}."),
             ));
         }
-        if self.top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
+        if let Some(p) = self.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
             return Err(ApiError::invalid(
                 "top_p",
-                "top_p must be greater than 0 and at most 1.",
+                format!("top_p must be in (0, 1], got {p}."),
+            ));
+        }
+        for (param, value) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if let Some(v) = value.filter(|v| !(-2.0..=2.0).contains(v)) {
+                return Err(ApiError::invalid(
+                    param,
+                    format!("{param} must be in [-2, 2], got {v}."),
+                ));
+            }
+        }
+        if self.stop().iter().any(String::is_empty) {
+            return Err(ApiError::invalid(
+                "stop",
+                "stop cannot contain an empty string.",
             ));
         }
         if self.stream_options.is_some() && !self.stream {
             return Err(ApiError::invalid(
                 "stream_options",
-                "stream_options is only allowed when stream is true.",
+                "Stream options can only be defined when `stream=True`.",
             ));
         }
+        self.format()?;
         Ok(())
+    }
+
+    /// The `response_format` asked for.
+    pub fn format(&self) -> Result<Format, ApiError> {
+        let Some(format) = &self.response_format else {
+            return Ok(Format::Text);
+        };
+        match format.get("type").and_then(Value::as_str) {
+            Some("text") => Ok(Format::Text),
+            Some("json_object") => Ok(Format::Json(output::json_object_document())),
+            Some("json_schema") => {
+                // vLLM's `validate_response_format` wording.
+                let Some(spec) = format.get("json_schema").filter(|s| !s.is_null()) else {
+                    return Err(ApiError::invalid(
+                        "response_format",
+                        "When response_format type is 'json_schema', the 'json_schema' field \
+                         must be provided.",
+                    ));
+                };
+                // OpenAI's shape nests the schema under `schema`; vLLM also accepts it bare.
+                let schema = spec.get("schema").unwrap_or(spec);
+                Ok(Format::Json(output::document_for_schema(schema)))
+            }
+            Some("structural_tag") => Err(ApiError::invalid(
+                "response_format",
+                "response_format type 'structural_tag' is not supported by the simulator.",
+            )),
+            other => Err(ApiError::invalid(
+                "response_format",
+                format!(
+                    "Invalid response_format type {}: use 'text', 'json_object' or \
+                     'json_schema'.",
+                    other.map_or_else(|| "(missing)".to_owned(), |t| format!("'{t}'"))
+                ),
+            )),
+        }
     }
 
     pub fn include_usage(&self) -> bool {
@@ -121,6 +238,16 @@ impl Sampling {
             .as_ref()
             .is_some_and(|o| o.include_usage)
     }
+}
+
+/// A forced function call (`tool_choice` `"required"` or a named function).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    pub name: String,
+    /// The arguments document (JSON of the function's `parameters` schema).
+    pub arguments: String,
+    /// Named by the request (OpenAI then reports `finish_reason` `stop`, not `tool_calls`).
+    pub named: bool,
 }
 
 impl ChatRequest {
@@ -148,20 +275,156 @@ impl ChatRequest {
         let rendered = tokens::render_chat(texts.iter().map(|(r, t)| (*r, t.as_str())));
         Ok(rendered.into_bytes())
     }
+
+    /// `top_logprobs` when log-probabilities are asked for (vLLM's `check_logprobs`).
+    pub fn logprobs(&self) -> Result<Option<u32>, ApiError> {
+        let top = self.top_logprobs.unwrap_or(0);
+        if top < 0 && top != -1 {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                "`top_logprobs` must be a positive value or -1.",
+            ));
+        }
+        if top != 0 && !self.logprobs {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                "when using `top_logprobs`, `logprobs` must be set to true.",
+            ));
+        }
+        if !self.logprobs {
+            return Ok(None);
+        }
+        check_logprobs_limit("top_logprobs", top).map(Some)
+    }
+
+    /// The forced tool call, if `tool_choice` forces one (vLLM's `check_tool_usage`). Like a
+    /// vLLM server started without `--enable-auto-tool-choice`, `"auto"` and `"none"` answer
+    /// with text.
+    pub fn tool_call(&self) -> Result<Option<ToolCall>, ApiError> {
+        if self.tools.as_ref().is_some_and(Vec::is_empty) {
+            return Err(ApiError::invalid(
+                "tools",
+                "`tools` must not be an empty array. Either provide at least one tool or omit \
+                 the field entirely.",
+            ));
+        }
+        let choice = match &self.tool_choice {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(s)) if s == "none" => return Ok(None),
+            Some(choice) => choice,
+        };
+        let Some(tools) = &self.tools else {
+            return Err(ApiError::invalid(
+                "tool_choice",
+                "When using `tool_choice`, `tools` must be set.",
+            ));
+        };
+        let function_of = |tool: &Value| tool.get("function").cloned().unwrap_or(Value::Null);
+        let call = |function: &Value, named: bool| -> Result<ToolCall, ApiError> {
+            let name = function
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::invalid("tools", "Every tool needs `function.name`."))?;
+            let parameters = function.get("parameters").cloned().unwrap_or(Value::Null);
+            let arguments = if parameters.is_null() {
+                "{}".to_owned()
+            } else {
+                output::document_for_schema(&parameters)
+            };
+            Ok(ToolCall {
+                name: name.to_owned(),
+                arguments,
+                named,
+            })
+        };
+        let usage =
+            "Correct usage: `{\"type\": \"function\", \"function\": {\"name\": \"my_function\"}}`";
+        match choice {
+            Value::String(s) if s == "auto" => Ok(None),
+            Value::String(s) if s == "required" => call(&function_of(&tools[0]), false).map(Some),
+            Value::Object(_) => {
+                let Some(function) = choice.get("function").filter(|f| f.is_object()) else {
+                    return Err(ApiError::invalid(
+                        "tool_choice.function",
+                        format!("Invalid value for `function` in `tool_choice`! {usage}"),
+                    ));
+                };
+                let Some(name) = function.get("name").and_then(Value::as_str) else {
+                    return Err(ApiError::invalid(
+                        "tool_choice.function.name",
+                        format!("Expected field `name` in `function` in `tool_choice`! {usage}"),
+                    ));
+                };
+                let tool = tools
+                    .iter()
+                    .map(function_of)
+                    .find(|f| f.get("name").and_then(Value::as_str) == Some(name))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "tool_choice",
+                            "The tool specified in `tool_choice` does not match any of the \
+                             specified `tools`",
+                        )
+                    })?;
+                call(&tool, true).map(Some)
+            }
+            other => Err(ApiError::invalid(
+                "tool_choice",
+                format!(
+                    "Invalid value for `tool_choice`: {other}! Only named tools, \"none\", \
+                     \"auto\" or \"required\" are supported."
+                ),
+            )),
+        }
+    }
+}
+
+/// vLLM's `_validate_logprobs` limit (vllm/sampling_params.py, vLLM 0.33.0); -1 means all.
+fn check_logprobs_limit(param: &'static str, requested: i64) -> Result<u32, ApiError> {
+    if requested > MAX_LOGPROBS || requested == -1 {
+        let shown = if requested == -1 {
+            "the whole vocabulary".to_owned()
+        } else {
+            requested.to_string()
+        };
+        return Err(ApiError::invalid(
+            param,
+            format!(
+                "Requested sample logprobs of {shown}, which is greater than max allowed: \
+                 {MAX_LOGPROBS}"
+            ),
+        ));
+    }
+    Ok(requested as u32)
 }
 
 impl CompletionRequest {
-    pub fn prompt_bytes(&self) -> Result<Vec<u8>, ApiError> {
-        let one =
-            "The simulator accepts one prompt per request; send a batch as separate requests.";
-        let bytes = match &self.prompt {
-            Prompt::Text(t) => t.clone().into_bytes(),
-            Prompt::Texts(ts) if ts.len() == 1 => ts[0].clone().into_bytes(),
-            Prompt::Tokens(ids) => tokens::token_ids_to_bytes(ids),
-            Prompt::TokenBatches(b) if b.len() == 1 => tokens::token_ids_to_bytes(&b[0]),
-            _ => return Err(ApiError::invalid("prompt", one)),
+    /// Every prompt of the request, as counted and hashed, with its text (for `echo`).
+    pub fn prompts(&self) -> Result<Vec<(Vec<u8>, String)>, ApiError> {
+        let text = |t: &String| (t.clone().into_bytes(), t.clone());
+        let ids = |ids: &Vec<u32>| (tokens::token_ids_to_bytes(ids), tokens::ids_to_text(ids));
+        let prompts: Vec<(Vec<u8>, String)> = match &self.prompt {
+            Prompt::Text(t) => vec![text(t)],
+            Prompt::Texts(ts) => ts.iter().map(text).collect(),
+            Prompt::Tokens(t) => vec![ids(t)],
+            Prompt::TokenBatches(b) => b.iter().map(ids).collect(),
         };
-        Ok(bytes)
+        if prompts.is_empty() {
+            return Err(ApiError::invalid("prompt", "prompt must not be empty."));
+        }
+        Ok(prompts)
+    }
+
+    /// `logprobs` (vLLM: non-negative or -1, at most `max_logprobs`).
+    pub fn logprobs(&self) -> Result<Option<u32>, ApiError> {
+        match self.logprobs {
+            None => Ok(None),
+            Some(n) if n < 0 && n != -1 => Err(ApiError::invalid(
+                "logprobs",
+                format!("logprobs must be non-negative or -1, got {n}."),
+            )),
+            Some(n) => check_logprobs_limit("logprobs", n).map(Some),
+        }
     }
 }
 
@@ -189,50 +452,6 @@ impl Usage {
             },
         }
     }
-}
-
-#[derive(Debug, Serialize)]
-pub struct ChatCompletion<'a> {
-    pub id: &'a str,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: &'a str,
-    pub choices: [ChatChoice; 1],
-    pub usage: Usage,
-    pub system_fingerprint: &'static str,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ChatChoice {
-    pub index: u32,
-    pub message: AssistantMessage,
-    pub logprobs: Option<()>,
-    pub finish_reason: &'static str,
-}
-
-#[derive(Debug, Serialize)]
-pub struct AssistantMessage {
-    pub role: &'static str,
-    pub content: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TextCompletion<'a> {
-    pub id: &'a str,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: &'a str,
-    pub choices: [TextChoice; 1],
-    pub usage: Usage,
-    pub system_fingerprint: &'static str,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TextChoice {
-    pub index: u32,
-    pub text: String,
-    pub logprobs: Option<()>,
-    pub finish_reason: &'static str,
 }
 
 #[derive(Debug, Serialize)]
