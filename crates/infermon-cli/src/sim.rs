@@ -18,7 +18,7 @@ use crate::args::{parse_duration, TelemetryArgs};
     infermon's telemetry, but its output is filler text, not a model's.\n\n\
     Examples:\n  \
     infermon sim\n  \
-    infermon sim --profile a100-40gb-llama-8b --time-scale 10 --metrics vllm\n  \
+    infermon sim --profile a100-40gb-llama-8b --time-scale 10 --metrics none\n  \
     infermon sim --scenario faults.toml --otlp-endpoint http://collector:4317\n  \
     infermon sim --kv-blocks 1000 --max-model-len 4096   # a small KV cache: preemptions"
 )]
@@ -102,7 +102,8 @@ pub struct EngineArgs {
     #[arg(long, value_name = "FILE", env = "INFERMON_SCENARIO")]
     pub scenario: Option<PathBuf>,
 
-    /// Also serve GET /metrics in this format (vllm: vLLM's Prometheus names).
+    /// GET /metrics in this format (vllm, the default as vLLM always serves it: vLLM's
+    /// Prometheus names; none: no /metrics).
     #[arg(long, value_enum, value_name = "FORMAT", env = "INFERMON_METRICS")]
     pub metrics: Option<MetricsArg>,
 

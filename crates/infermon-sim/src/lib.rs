@@ -33,17 +33,21 @@
 //!   `seed`, `[scheduler]` (`max_num_seqs`, `max_num_batched_tokens`, `max_waiting`,
 //!   `chunked_prefill`, `max_model_len`), `[kv_cache]` (`block_size`, `gpu_memory_utilization`,
 //!   `prefix_caching`), `[output]` (natural output length range), `[faults]` (always-on faults),
-//!   `scenario` (path to a fault scenario TOML), `metrics` (`"none"` or `"vllm"`: serve
-//!   `GET /metrics` in vLLM's Prometheus text format), `simulated_gpus`, `max_body_bytes`.
+//!   `scenario` (path to a fault scenario TOML), `metrics` (`"vllm"`, the default: serve
+//!   `GET /metrics` in vLLM's Prometheus text format; `"none"`), `simulated_gpus`,
+//!   `max_body_bytes`.
 //! - [`Profile`]: `Profile::builtin(name)`, `Profile::load(path)`, `Profile::resolve(name_or_path)`,
 //!   `Profile::builtin_names()`.
 //! - [`Scenario`]: fault schedule, `Scenario::load(path)`; see `docs/simulator.md`.
 //! - [`Simulator::start`] → [`SimHandle`] (cheap to clone): `router()` gives the axum
-//!   [`axum::Router`] (`/v1/chat/completions`, `/v1/completions`, `/v1/models`, `/health`, and
-//!   `/metrics` when `metrics = "vllm"`), `stats()` a snapshot of engine state ([`EngineStats`]),
+//!   [`axum::Router`] (`/v1/chat/completions`, `/v1/completions`, `/v1/models`, `/health`,
+//!   `/ping`, `/version`, `/tokenize`, `/detokenize`, and `/metrics` unless `metrics = "none"`),
+//!   `stats()` a snapshot of engine state ([`EngineStats`]),
 //!   `gpu_snapshot()` (simulated GPUs), `active_faults()`, `model()`, `max_model_len()`,
 //!   `num_kv_blocks()`, `config()`, `profile()`, `shutdown()`.
-//! - [`serve`]: `axum::serve` of the router with graceful shutdown.
+//! - [`serve`] / [`serve_with`] ([`ServeOptions`]): the router behind the simulator's HTTP/1.1
+//!   server (`TCP_NODELAY`, header and idle timeouts, a connection cap, a bounded drain on
+//!   shutdown).
 //! - Errors are [`SimError`] (thiserror); bad config files produce one-line messages naming the
 //!   file and the field.
 //!
