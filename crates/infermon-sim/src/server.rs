@@ -305,7 +305,13 @@ async fn serve_connection(
     tokio::pin!(connection);
     let mut closing = false;
     loop {
-        let idle_deadline = activity.deadline(options.idle_timeout);
+        // While a request is in flight the connection is not idle: look again one idle timeout
+        // later (its end touches the activity, which restarts the countdown).
+        let idle_deadline = if activity.in_flight.load(Ordering::Relaxed) > 0 {
+            Instant::now() + options.idle_timeout
+        } else {
+            activity.deadline(options.idle_timeout)
+        };
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(e) = result {
