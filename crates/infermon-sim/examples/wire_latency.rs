@@ -8,6 +8,8 @@
 //!     [concurrency=1] [seconds=10] [time_scale=10] [max_tokens=64]
 //! ```
 //!
+//! `SIM_METRICS=none` or `vllm` sets the simulator's `metrics` option (default: its default).
+//!
 //! Server and client run on separate one-thread runtimes in this process; the simulator's CPU
 //! is the process's minus the client thread's (so it includes span export and the engine).
 
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use infermon::contract::{attr, span as names};
-use infermon_sim::{SimConfig, SimTelemetry, Simulator};
+use infermon_sim::{MetricsFormat, SimConfig, SimTelemetry, Simulator};
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{SpanKind, TracerProvider as _};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
@@ -91,6 +93,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..SimConfig::default()
         };
         config.scheduler.max_num_seqs = 512;
+        // SIM_METRICS=none|vllm: the vLLM-format /metrics recording (the default differs
+        // between versions; set it to compare like with like).
+        match std::env::var("SIM_METRICS").as_deref() {
+            Ok("none") => config.metrics = MetricsFormat::None,
+            Ok("vllm") => config.metrics = MetricsFormat::Vllm,
+            _ => {}
+        }
         let telemetry = SimTelemetry::new(&meter_provider.meter("infermon-sim"))
             .with_tracer(tracer_provider.tracer("wire-latency-children"));
         let sim = Simulator::start(config, telemetry).expect("simulator starts");
