@@ -173,6 +173,23 @@ async fn echo_prepends_the_prompt() {
 }
 
 #[tokio::test]
+async fn chat_echo_prepends_the_last_assistant_message() {
+    let server = Server::start(test_config()).await;
+    let body = json!({"model": MODEL, "echo": true, "max_tokens": 2, "ignore_eos": true,
+        "messages": [{"role": "user", "content": "Finish this:"},
+                     {"role": "assistant", "content": "Once upon a time, "}]});
+    let response = ok_json(server.post_json("/v1/chat/completions", &body).await).await;
+    assert_eq!(
+        response["choices"][0]["message"]["content"],
+        "Once upon a time, This tex"
+    );
+    // Only an assistant's last message is echoed.
+    let body = chat(json!({"echo": true, "max_tokens": 2, "ignore_eos": true}));
+    let response = ok_json(server.post_json("/v1/chat/completions", &body).await).await;
+    assert_eq!(response["choices"][0]["message"]["content"], "This tex");
+}
+
+#[tokio::test]
 async fn response_format_gives_json_of_the_schema_shape() {
     let server = Server::start(test_config()).await;
     let schema = json!({

@@ -85,11 +85,13 @@ pub async fn chat(
             )
         }
     };
+    // An echo goes into the message content; a forced tool call has none.
+    let echo = request.echo_text().filter(|_| tool.is_none());
     let generation = Generation {
         api: Api::Chat,
         model: &request.model,
         sampling: &request.sampling,
-        prompts: vec![(prompt, None)],
+        prompts: vec![(prompt, echo)],
         logprobs,
         tool,
     };
@@ -528,6 +530,7 @@ pub async fn tokenize(
                 top_logprobs: None,
                 tools: None,
                 tool_choice: None,
+                echo: false,
                 sampling: Sampling::default(),
             };
             match chat.prompt_bytes() {

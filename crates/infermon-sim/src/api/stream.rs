@@ -53,7 +53,7 @@ pub struct ChoiceSpec {
     /// Which of the request's prompts it continues.
     pub prompt: usize,
     pub script: Script,
-    /// The prompt text, prepended to the output (completions `echo`).
+    /// Text prepended to the output (`echo`: the prompt, or chat's last assistant message).
     pub echo: Option<String>,
 }
 
@@ -102,7 +102,10 @@ impl Shape {
                     }],
                 },
             }),
-            (Api::Chat, None) => json!({"message": {"role": "assistant", "content": text}}),
+            (Api::Chat, None) => {
+                let echoed = choice.echo.as_deref().unwrap_or("");
+                json!({"message": {"role": "assistant", "content": format!("{echoed}{text}")}})
+            }
             (Api::Completion, _) => {
                 let echoed = choice.echo.as_deref().unwrap_or("");
                 json!({"text": format!("{echoed}{text}")})

@@ -19,6 +19,9 @@ pub struct ChatRequest {
     pub top_logprobs: Option<i64>,
     pub tools: Option<Vec<Value>>,
     pub tool_choice: Option<Value>,
+    /// vLLM extension: prepend the last message to the output when it is the assistant's.
+    #[serde(default)]
+    pub echo: bool,
     #[serde(flatten)]
     pub sampling: Sampling,
 }
@@ -28,6 +31,21 @@ pub struct ChatMessage {
     pub role: String,
     #[serde(default)]
     pub content: Option<Content>,
+}
+
+impl ChatMessage {
+    /// The message's text: its string content, or its text parts joined by newlines.
+    pub fn text(&self) -> String {
+        match &self.content {
+            None => String::new(),
+            Some(Content::Text(t)) => t.clone(),
+            Some(Content::Parts(parts)) => parts
+                .iter()
+                .filter_map(|p| p.text.as_deref())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
 }
 
 /// A message's content: a string, or an array of parts of which the text ones count.
@@ -259,21 +277,23 @@ impl ChatRequest {
                 "messages must contain at least one message.",
             ));
         }
-        let mut texts: Vec<(&str, String)> = Vec::with_capacity(self.messages.len());
-        for message in &self.messages {
-            let text = match &message.content {
-                None => String::new(),
-                Some(Content::Text(t)) => t.clone(),
-                Some(Content::Parts(parts)) => parts
-                    .iter()
-                    .filter_map(|p| p.text.as_deref())
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            };
-            texts.push((message.role.as_str(), text));
-        }
+        let texts: Vec<(&str, String)> = self
+            .messages
+            .iter()
+            .map(|m| (m.role.as_str(), m.text()))
+            .collect();
         let rendered = tokens::render_chat(texts.iter().map(|(r, t)| (*r, t.as_str())));
         Ok(rendered.into_bytes())
+    }
+
+    /// With `echo`, the text the answer starts with: the last message's, when it is the
+    /// assistant's — the role of the message being generated (vLLM's chat `echo`,
+    /// vllm/entrypoints/openai/chat_completion/serving.py, vLLM 0.33.0).
+    pub fn echo_text(&self) -> Option<String> {
+        let last = self.messages.last()?;
+        (self.echo && last.role == "assistant")
+            .then(|| last.text())
+            .filter(|t| !t.is_empty())
     }
 
     /// `top_logprobs` when log-probabilities are asked for (vLLM's `check_logprobs`).
