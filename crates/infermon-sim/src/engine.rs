@@ -35,6 +35,22 @@ const CATCH_UP: Duration = Duration::from_millis(20);
 /// How often a stuck engine (nothing schedulable, e.g. under KV pressure) looks again.
 const STALL_RECHECK: Duration = Duration::from_millis(10);
 
+/// Tokio's timer fires on millisecond ticks: a shorter step (a high `time_scale`) would end on
+/// the next tick and the one after it at once, so tokens would come in pairs.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
+/// Sleeps until `deadline` with sub-millisecond precision: the timer for all but the last
+/// tick, then a thread sleep on the blocking pool for the rest (never blocking the runtime).
+async fn sleep_precisely_until(deadline: Instant) {
+    if deadline.saturating_duration_since(Instant::now()) > 2 * TIMER_TICK {
+        tokio::time::sleep_until(deadline - TIMER_TICK).await;
+    }
+    let rest = deadline.saturating_duration_since(Instant::now());
+    if !rest.is_zero() {
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
+    }
+}
+
 /// Why a request ended normally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
@@ -386,7 +402,7 @@ impl Engine {
                 + faults.roll_spike(&mut self.rng);
             let step_end = step_start + self.shared.clock.wall(sim_seconds);
             if step_end > Instant::now() {
-                tokio::time::sleep_until(step_end).await;
+                sleep_precisely_until(step_end).await;
             } else {
                 // Behind schedule: run on, but let the handlers' tasks have the thread.
                 tokio::task::yield_now().await;
