@@ -99,6 +99,8 @@ struct Plan {
     prompt_tokens: u32,
     output_tokens: u32,
     finish_reason: FinishReason,
+    /// `max_tokens` as vLLM resolves it (the context left when the client gave none).
+    max_tokens: u32,
 }
 
 /// Checks the model and the context length, and decides how long the completion will be.
@@ -162,6 +164,7 @@ fn plan(
         prompt_tokens,
         output_tokens,
         finish_reason,
+        max_tokens: limit,
     })
 }
 
@@ -240,6 +243,7 @@ async fn generate(
         },
         finish_reason: plan.finish_reason,
         fail_at,
+        max_tokens: plan.max_tokens,
         request,
         arrived,
         queue_position,
