@@ -22,6 +22,10 @@ use crate::sim::{bind, EngineArgs};
 const DEFAULT_RATE: f64 = 10.0;
 /// How long the demo waits at exit for the engine to see the client's cancellations.
 const SETTLE: Duration = Duration::from_secs(2);
+/// How long the look for a collector at start may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The same look at each refresh while there is none (it must not delay the view).
+const REPROBE_TIMEOUT: Duration = Duration::from_millis(200);
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
@@ -71,7 +75,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let endpoint = args.telemetry.endpoint();
     let otlp = if args.telemetry.exporting() {
-        if collector_reachable(&endpoint).await {
+        if collector_reachable(&endpoint, PROBE_TIMEOUT).await {
             Otlp::Reachable
         } else {
             Otlp::Unreachable
@@ -112,6 +116,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         sim: sim.clone(),
         telemetry: telemetry.clone(),
         otlp,
+        reachable_since: Duration::ZERO,
         endpoint: endpoint.clone(),
         console: Arc::clone(&console),
     };
@@ -141,7 +146,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // shut telemetry down all the same (the guard's Drop).
     if let Ok(telemetry) = Arc::try_unwrap(telemetry) {
         if let Err(e) = telemetry.shutdown() {
-            eprintln!("{}", shutdown_message(&e, otlp, &endpoint));
+            eprintln!("{}", shutdown_message(&e, &endpoint));
         }
     }
     Ok(())
@@ -149,7 +154,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 /// Whether the collector's OTLP port accepts a connection (a quick look before starting, so
 /// the demo can say at once that nothing will be exported).
-async fn collector_reachable(endpoint: &str) -> bool {
+async fn collector_reachable(endpoint: &str, timeout: Duration) -> bool {
     let without_scheme = endpoint
         .split_once("://")
         .map_or(endpoint, |(_, rest)| rest);
@@ -163,10 +168,7 @@ async fn collector_reachable(endpoint: &str) -> bool {
         format!("{authority}:4317")
     };
     let connect = tokio::net::TcpStream::connect(address);
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), connect).await,
-        Ok(Ok(_))
-    )
+    matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)))
 }
 
 fn no_collector_message(endpoint: &str) -> String {
@@ -177,19 +179,16 @@ fn no_collector_message(endpoint: &str) -> String {
     )
 }
 
-/// The one line a failed telemetry shutdown gets at exit.
-fn shutdown_message(error: &TelemetryError, otlp: Otlp, endpoint: &str) -> String {
-    let why = match otlp {
-        Otlp::Unreachable => format!("no collector at {endpoint}"),
-        _ => format!("the collector at {endpoint} did not take them"),
+/// The one line a failed telemetry shutdown gets at exit (instead of the SDK's error value).
+fn shutdown_message(error: &TelemetryError, endpoint: &str) -> String {
+    let gave_up = match error {
+        TelemetryError::ShutdownTimedOut(t) => format!(", gave up after {t:?}"),
+        _ => String::new(),
     };
-    match error {
-        TelemetryError::ShutdownTimedOut(t) => format!(
-            "telemetry: the last spans and metrics were dropped at exit ({why}; gave up after \
-             {t:?})"
-        ),
-        _ => format!("telemetry: the last spans and metrics were dropped at exit ({why})"),
-    }
+    format!(
+        "telemetry: the last spans and metrics could not be delivered to {endpoint} at exit \
+         and were dropped (is the collector running?{gave_up})"
+    )
 }
 
 /// Engine totals once the engine has seen the requests the client cancelled at exit: it
@@ -219,7 +218,7 @@ fn header_line(sim: &SimHandle, arrival: Arrival, address: std::net::SocketAddr)
         Arrival::Closed { concurrency } => format!("{concurrency} closed-loop clients"),
     };
     format!(
-        "infermon demo: `{}` on simulated {} ({load}), API at http://{address}/v1",
+        "infermon demo: `{}` on simulated {} ({load})\n\x20 API        http://{address}/v1",
         sim.model(),
         sim.profile().name,
     )
@@ -331,12 +330,21 @@ impl ConsoleState {
     fn erase(&mut self) {
         if self.redraw && self.drawn > 0 {
             let _ = write!(self.frames, "\x1b[{}F\x1b[J", self.drawn);
+            // Frames and logs are separate streams (stdout is buffered): the erase must reach
+            // the terminal before a log line written next does.
+            let _ = self.frames.flush();
             self.drawn = 0;
         }
     }
 
     fn show(&mut self) {
-        let _ = writeln!(self.frames, "{}", self.frame);
+        if self.redraw {
+            // Autowrap off while drawing: a line wider than the terminal is cut at the edge
+            // instead of wrapping onto a row `erase` would not count.
+            let _ = writeln!(self.frames, "\x1b[?7l{}\x1b[?7h", self.frame);
+        } else {
+            let _ = writeln!(self.frames, "{}", self.frame);
+        }
         let _ = self.frames.flush();
         if self.redraw {
             self.drawn = self.frame.lines().count();
@@ -386,18 +394,33 @@ struct LiveView {
     sim: SimHandle,
     telemetry: Arc<TelemetryGuard>,
     otlp: Otlp,
+    /// When the collector was first seen (run time).
+    reachable_since: Duration,
     endpoint: String,
     console: Arc<Console>,
 }
 
 impl LiveView {
-    async fn refresh_every(self, every: Duration) {
+    async fn refresh_every(mut self, every: Duration) {
         let mut ticker = tokio::time::interval(every);
         ticker.tick().await;
         loop {
             ticker.tick().await;
             let elapsed = self.progress.elapsed();
-            let otlp = otlp_line(self.otlp, &self.endpoint, &self.telemetry.stats(), elapsed);
+            if self.otlp == Otlp::Unreachable
+                && collector_reachable(&self.endpoint, REPROBE_TIMEOUT).await
+            {
+                // Started meanwhile: exports are retried, so they will reach it.
+                self.otlp = Otlp::Reachable;
+                self.reachable_since = elapsed;
+                let note = format!(
+                    "infermon demo: collector at {} is up; exporting",
+                    self.endpoint
+                );
+                self.console.log(note.as_bytes());
+            }
+            let since = elapsed.saturating_sub(self.reachable_since);
+            let otlp = otlp_line(self.otlp, &self.endpoint, &self.telemetry.stats(), since);
             let frame = frame(
                 &self.header,
                 elapsed,
@@ -411,14 +434,14 @@ impl LiveView {
 }
 
 /// The telemetry line of the live view. "ok" only once an export can have happened (the
-/// first periodic export is one interval after start) and none failed.
-fn otlp_line(otlp: Otlp, endpoint: &str, t: &TelemetryStats, elapsed: Duration) -> String {
+/// first periodic export is one interval after the collector was seen) and none failed.
+fn otlp_line(otlp: Otlp, endpoint: &str, t: &TelemetryStats, reachable_for: Duration) -> String {
     let failures = t.span_export_failures + t.metric_export_failures;
     match otlp {
         Otlp::Off => "OTLP export off (--no-otlp)".to_owned(),
         Otlp::Unreachable => format!(
-            "not exported: no collector at {endpoint} ({failures} failed exports, {} spans \
-             dropped; scripts/start-stack.sh starts one)",
+            "no collector at {endpoint}: not exported ({failures} failed exports, {} spans \
+             dropped)",
             t.spans_dropped
         ),
         Otlp::Reachable if failures > 0 => format!(
@@ -426,7 +449,7 @@ fn otlp_line(otlp: Otlp, endpoint: &str, t: &TelemetryStats, elapsed: Duration) 
              dropped",
             t.span_export_failures, t.metric_export_failures, t.spans_dropped
         ),
-        Otlp::Reachable if elapsed < DEFAULT_EXPORT_INTERVAL => {
+        Otlp::Reachable if reachable_for < DEFAULT_EXPORT_INTERVAL => {
             format!("OTLP export to {endpoint}: first export pending")
         }
         Otlp::Reachable => format!(
@@ -457,7 +480,7 @@ fn frame(
         format!("{} errors ({})", t.failed, key_counts(&t.errors))
     };
     format!(
-        "{header} [{elapsed:.0}s]\n\
+        "[{elapsed:.0}s] {header}\n\
          \x20 last {window:.0}s    {ok} ok   {errors}   {rps:.1} req/s   {tps:.0} tok/s generated\n\
          \x20 latency    e2e p50 {e50}  p99 {e99}   TTFT p50 {t50}  p99 {t99}   (last {window:.0}s)\n\
          \x20 engine     {running} running  {waiting} waiting  KV cache {kv:.1}%   since start: \
@@ -559,14 +582,30 @@ mod tests {
         }
     }
 
+    /// Like stdout: what is written reaches the screen when flushed.
+    struct Buffered {
+        screen: Screen,
+        pending: Vec<u8>,
+    }
+
+    impl Write for Buffered {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.pending.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.screen.write_all(&std::mem::take(&mut self.pending))
+        }
+    }
+
+    /// Frames through a buffered stream, logs unbuffered (stderr), both onto one screen.
     fn terminal() -> (Screen, Console) {
         let screen = Screen::default();
-        let console = Console::new(
-            Box::new(screen.clone()),
-            Box::new(screen.clone()),
-            true,
-            true,
-        );
+        let frames = Buffered {
+            screen: screen.clone(),
+            pending: Vec::new(),
+        };
+        let console = Console::new(Box::new(frames), Box::new(screen.clone()), true, true);
         (screen, console)
     }
 
@@ -576,14 +615,16 @@ mod tests {
         console.draw("frame 1 line a\nframe 1 line b");
         console.log(b"WARN something happened\n");
         console.draw("frame 2 line a\nframe 2 line b");
+        // Frames are drawn with autowrap off (\x1b[?7l ... \x1b[?7h); each redraw first goes
+        // back up over exactly the frame's lines and clears them.
         assert_eq!(
             screen.text(),
-            "frame 1 line a\nframe 1 line b\n\
+            "\x1b[?7lframe 1 line a\nframe 1 line b\x1b[?7h\n\
              \x1b[2F\x1b[J\
              WARN something happened\n\
-             frame 1 line a\nframe 1 line b\n\
+             \x1b[?7lframe 1 line a\nframe 1 line b\x1b[?7h\n\
              \x1b[2F\x1b[J\
-             frame 2 line a\nframe 2 line b\n"
+             \x1b[?7lframe 2 line a\nframe 2 line b\x1b[?7h\n"
         );
     }
 
@@ -600,7 +641,7 @@ mod tests {
         // One erase for the one line, and a newline added where the line had none.
         assert_eq!(
             screen.text(),
-            "frame\n\x1b[1F\x1b[JWARN part one, part two\nframe\n"
+            "\x1b[?7lframe\x1b[?7h\n\x1b[1F\x1b[JWARN part one, part two\n\x1b[?7lframe\x1b[?7h\n"
         );
     }
 
@@ -610,7 +651,7 @@ mod tests {
         console.draw("last frame");
         console.finish();
         console.log(b"shutdown note");
-        assert_eq!(screen.text(), "last frame\nshutdown note\n");
+        assert_eq!(screen.text(), "\x1b[?7llast frame\x1b[?7h\nshutdown note\n");
     }
 
     #[test]
@@ -656,7 +697,6 @@ mod tests {
                 none.contains("no collector at http://localhost:4317"),
                 "{none}"
             );
-            assert!(none.contains("scripts/start-stack.sh"), "{none}");
             assert!(!none.contains("ok"), "{none}");
         }
     }
@@ -676,7 +716,7 @@ mod tests {
         };
         let text = frame("hdr", Duration::from_secs(12), &window, &engine, "otlp");
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "hdr [12s]");
+        assert_eq!(lines[0], "[12s] hdr");
         assert!(
             lines[1].starts_with("  last 2s    28 ok   0 errors   14.0 req/s   250 tok/s"),
             "{text}"
@@ -718,15 +758,15 @@ mod tests {
     #[test]
     fn shutdown_errors_become_one_line() {
         let e = TelemetryError::Shutdown("InternalFailure(\"Failed to shutdown\")".into());
-        let line = shutdown_message(&e, Otlp::Unreachable, "http://localhost:4317");
+        let line = shutdown_message(&e, "http://localhost:4317");
         assert_eq!(
             line,
-            "telemetry: the last spans and metrics were dropped at exit (no collector at \
-             http://localhost:4317)"
+            "telemetry: the last spans and metrics could not be delivered to \
+             http://localhost:4317 at exit and were dropped (is the collector running?)"
         );
         assert!(!line.contains("InternalFailure"));
         let timed_out = TelemetryError::ShutdownTimedOut(Duration::from_secs(5));
-        let line = shutdown_message(&timed_out, Otlp::Reachable, "http://c:4317");
+        let line = shutdown_message(&timed_out, "http://c:4317");
         assert!(line.contains("gave up after 5s"), "{line}");
         assert_eq!(line.lines().count(), 1);
     }
