@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal as _, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -110,6 +111,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     load.duration = args.duration;
     let generator = LoadGenerator::new(load)?;
+    // Whether a collector was there at some point: if never, the user has been told already
+    // and a failed flush at exit is no news.
+    let collector_seen = Arc::new(AtomicBool::new(otlp == Otlp::Reachable));
     let view = LiveView {
         header: header_line(&sim, generator.config().arrival, address),
         progress: generator.progress(),
@@ -117,6 +121,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         telemetry: telemetry.clone(),
         otlp,
         reachable_since: Duration::ZERO,
+        collector_seen: Arc::clone(&collector_seen),
         endpoint: endpoint.clone(),
         console: Arc::clone(&console),
     };
@@ -146,7 +151,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // shut telemetry down all the same (the guard's Drop).
     if let Ok(telemetry) = Arc::try_unwrap(telemetry) {
         if let Err(e) = telemetry.shutdown() {
-            eprintln!("{}", shutdown_message(&e, &endpoint));
+            if collector_seen.load(Ordering::Relaxed) {
+                eprintln!("{}", shutdown_message(&e, &endpoint));
+            }
         }
     }
     Ok(())
@@ -396,6 +403,7 @@ struct LiveView {
     otlp: Otlp,
     /// When the collector was first seen (run time).
     reachable_since: Duration,
+    collector_seen: Arc<AtomicBool>,
     endpoint: String,
     console: Arc<Console>,
 }
@@ -413,6 +421,7 @@ impl LiveView {
                 // Started meanwhile: exports are retried, so they will reach it.
                 self.otlp = Otlp::Reachable;
                 self.reachable_since = elapsed;
+                self.collector_seen.store(true, Ordering::Relaxed);
                 let note = format!(
                     "infermon demo: collector at {} is up; exporting",
                     self.endpoint
@@ -433,8 +442,9 @@ impl LiveView {
     }
 }
 
-/// The telemetry line of the live view. "ok" only once an export can have happened (the
-/// first periodic export is one interval after the collector was seen) and none failed.
+/// The telemetry line of the live view. It claims no failed exports only once an export can
+/// have been tried (the first periodic export is one interval after the collector was seen):
+/// the exporter reports failures, not successes, so that is all it can honestly say.
 fn otlp_line(otlp: Otlp, endpoint: &str, t: &TelemetryStats, reachable_for: Duration) -> String {
     let failures = t.span_export_failures + t.metric_export_failures;
     match otlp {
@@ -453,7 +463,7 @@ fn otlp_line(otlp: Otlp, endpoint: &str, t: &TelemetryStats, reachable_for: Dura
             format!("OTLP export to {endpoint}: first export pending")
         }
         Otlp::Reachable => format!(
-            "OTLP export to {endpoint} ok: no failed exports, {} spans queued, {} dropped",
+            "OTLP export to {endpoint}: no failed exports, {} spans queued, {} dropped",
             t.spans_queued, t.spans_dropped
         ),
     }
@@ -519,13 +529,21 @@ fn engine_summary(engine: &EngineStats, succeeded: u64, cancelled: u64) -> Strin
     );
     if cancelled > 0 {
         let already_finished = engine.finished.saturating_sub(succeeded).min(cancelled);
-        let _ = write!(
-            text,
-            "\n            of the {cancelled} requests the client cancelled at exit, the engine \
-             aborted {} (it saw the disconnect) and had already finished {already_finished} \
-             (their last tokens were in transit)",
-            cancelled - already_finished
-        );
+        if already_finished == 0 {
+            let _ = write!(
+                text,
+                "\n            the {cancelled} requests the client cancelled at exit are among \
+                 the engine's aborted ones (it aborts a request when its client disconnects)"
+            );
+        } else {
+            let _ = write!(
+                text,
+                "\n            of the {cancelled} requests the client cancelled at exit, the \
+                 engine aborted {} (it saw the disconnect) and had already finished \
+                 {already_finished} (their last tokens were in transit)",
+                cancelled - already_finished
+            );
+        }
         let in_engine = engine.running + engine.waiting;
         if in_engine > 0 {
             let _ = write!(
@@ -688,7 +706,7 @@ mod tests {
         let pending = otlp_line(Otlp::Reachable, e, &stats(0, 0), early);
         assert!(pending.contains("first export pending"), "{pending}");
         let ok = otlp_line(Otlp::Reachable, e, &stats(0, 0), later);
-        assert!(ok.contains(" ok"), "{ok}");
+        assert!(ok.contains(": no failed exports, 3 spans queued"), "{ok}");
         let failing = otlp_line(Otlp::Reachable, e, &stats(2, 1), later);
         assert!(failing.contains("failing: 2 span / 1 metric"), "{failing}");
         for elapsed in [early, later] {
@@ -747,6 +765,13 @@ mod tests {
         );
         assert!(text.contains("had already finished 1 "), "{text}");
         assert!(!text.contains("still in the engine"), "{text}");
+        let all_aborted = engine_summary(&engine, 41, 6);
+        assert!(
+            all_aborted.contains(
+                "the 6 requests the client cancelled at exit are among the engine's aborted ones"
+            ),
+            "{all_aborted}"
+        );
         let stuck = EngineStats {
             running: 2,
             ..engine

@@ -189,6 +189,40 @@ fn demo_runs_for_its_duration_and_prints_a_summary() {
 }
 
 #[test]
+fn demo_with_a_collector_that_never_answers_explains_the_lost_telemetry_in_one_line() {
+    // Accepts connections (the kernel completes them) but never speaks: exports hang until the
+    // telemetry shutdown gives up.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let out = run(&[
+        "demo",
+        "--duration",
+        "2s",
+        "--refresh",
+        "1s",
+        "--rate",
+        "10",
+        "--time-scale",
+        "5",
+        "--otlp-endpoint",
+        &endpoint,
+    ]);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("first export pending"), "{stdout}");
+    let lost: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("telemetry: "))
+        .collect();
+    assert_eq!(lost.len(), 1, "{stderr}");
+    assert!(lost[0].contains(&endpoint), "{stderr}");
+    assert!(!stderr.contains("InternalFailure"), "{stderr}");
+    assert!(!stderr.contains("Failed to shutdown"), "{stderr}");
+    drop(silent);
+}
+
+#[test]
 fn demo_without_otlp_says_export_is_off() {
     let out = run(&[
         "demo",
