@@ -150,7 +150,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // The refresher has ended, so this is the last reference; dropping it any other way would
     // shut telemetry down all the same (the guard's Drop).
     if let Ok(telemetry) = Arc::try_unwrap(telemetry) {
-        if let Err(e) = telemetry.shutdown() {
+        let result = telemetry.shutdown();
+        // An export the shutdown gave up on may still log its failure from its own thread
+        // as the process ends: the line below already says what it would.
+        console.close();
+        if let Err(e) = result {
             if collector_seen.load(Ordering::Relaxed) {
                 eprintln!("{}", shutdown_message(&e, &endpoint));
             }
@@ -258,6 +262,8 @@ struct ConsoleState {
     frame: String,
     /// Lines of the frame now on screen (0: none, or finished).
     drawn: usize,
+    /// Telemetry is shut down: stragglers are not written.
+    closed: bool,
 }
 
 impl Console {
@@ -291,6 +297,7 @@ impl Console {
                 shared_screen,
                 frame: String::new(),
                 drawn: 0,
+                closed: false,
             }),
         }
     }
@@ -312,6 +319,9 @@ impl Console {
     /// Writes one log line (or several) above the frame.
     fn log(&self, line: &[u8]) {
         let mut s = self.lock();
+        if s.closed {
+            return;
+        }
         let covers_frame = s.shared_screen && s.drawn > 0;
         if covers_frame {
             s.erase();
@@ -329,6 +339,11 @@ impl Console {
     /// Leaves the last frame on screen for good: what follows is written below it.
     fn finish(&self) {
         self.lock().drawn = 0;
+    }
+
+    /// Drops log lines from now on (once telemetry is shut down and the demo is exiting).
+    fn close(&self) {
+        self.lock().closed = true;
     }
 }
 
@@ -669,6 +684,8 @@ mod tests {
         console.draw("last frame");
         console.finish();
         console.log(b"shutdown note");
+        console.close();
+        console.log(b"a straggler from an abandoned export");
         assert_eq!(screen.text(), "\x1b[?7llast frame\x1b[?7h\nshutdown note\n");
     }
 

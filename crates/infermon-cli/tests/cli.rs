@@ -217,6 +217,8 @@ fn demo_with_a_collector_that_never_answers_explains_the_lost_telemetry_in_one_l
         .collect();
     assert_eq!(lost.len(), 1, "{stderr}");
     assert!(lost[0].contains(&endpoint), "{stderr}");
+    // ... and the last word: abandoned exports do not log their failures after it.
+    assert_eq!(stderr.lines().last(), Some(lost[0]), "{stderr}");
     assert!(!stderr.contains("InternalFailure"), "{stderr}");
     assert!(!stderr.contains("Failed to shutdown"), "{stderr}");
     drop(silent);
