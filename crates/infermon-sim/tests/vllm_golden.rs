@@ -312,3 +312,104 @@ fn golden_version_is_the_one_the_compose_vllm_profile_pins() {
          file for the pinned version (scripts/vllm-metrics-golden.py)"
     );
 }
+
+/// The value of the one sample `series` (name with its labels, as written).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {series}\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn per_request_and_per_step_series_count_what_was_served() {
+    let mut config = test_config();
+    config.metrics = MetricsFormat::Vllm;
+    let server = Server::start(config).await;
+    for _ in 0..3 {
+        let body = json!({
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "count me"}],
+            "max_tokens": 5,
+            "ignore_eos": true,
+        });
+        let response = server.post_json("/v1/chat/completions", &body).await;
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    let text = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let l = format!("model_name=\"{MODEL}\",engine=\"0\"");
+    let get = |series: &str| sample(&text, series);
+    // "<|user|>\ncount me\n" = 5 tokens (less than a block: nothing cached), 5 generated,
+    // three times, one after the other.
+    assert_eq!(
+        get(&format!("vllm:request_prompt_tokens_count{{{l}}}")),
+        3.0
+    );
+    assert_eq!(get(&format!("vllm:request_prompt_tokens_sum{{{l}}}")), 15.0);
+    assert_eq!(
+        get(&format!("vllm:request_generation_tokens_sum{{{l}}}")),
+        15.0
+    );
+    assert_eq!(
+        get(&format!("vllm:request_params_max_tokens_sum{{{l}}}")),
+        15.0
+    );
+    assert_eq!(
+        get(&format!(
+            "vllm:request_prefill_kv_computed_tokens_sum{{{l}}}"
+        )),
+        15.0
+    );
+    assert_eq!(
+        get(&format!(
+            "vllm:prompt_tokens_by_source_total{{{l},source=\"local_compute\"}}"
+        )),
+        15.0
+    );
+    // Every token computed in some step, prompt and output alike.
+    assert_eq!(
+        get(&format!("vllm:iteration_tokens_total_sum{{{l}}}")),
+        30.0
+    );
+    assert!(get(&format!("vllm:iteration_tokens_total_count{{{l}}}")) >= 5.0);
+    // Never preempted: all three in the first bucket.
+    assert_eq!(
+        get(&format!(
+            "vllm:request_num_preemptions_bucket{{{l},le=\"1.0\"}}"
+        )),
+        3.0
+    );
+    assert_eq!(
+        get(&format!(
+            "vllm:request_time_per_output_token_seconds_count{{{l}}}"
+        )),
+        3.0
+    );
+    // RUNNING = prefill + decode, as vLLM defines the phases.
+    let inference = get(&format!("vllm:request_inference_time_seconds_sum{{{l}}}"));
+    let prefill = get(&format!("vllm:request_prefill_time_seconds_sum{{{l}}}"));
+    let decode = get(&format!("vllm:request_decode_time_seconds_sum{{{l}}}"));
+    assert!(
+        (inference - (prefill + decode)).abs() < 1e-9,
+        "{inference} {prefill} {decode}"
+    );
+    // n > 1 only, in vLLM too.
+    assert_eq!(get(&format!("vllm:request_params_n_count{{{l}}}")), 0.0);
+    let info = text
+        .lines()
+        .find(|line| line.starts_with("vllm:cache_config_info{"))
+        .expect("cache_config_info");
+    assert!(info.contains("block_size=\"16\""), "{info}");
+    assert!(info.contains("num_gpu_blocks=\"1024\""), "{info}");
+    assert!(info.contains("enable_prefix_caching=\"True\""), "{info}");
+    assert!(info.ends_with("engine=\"0\"} 1.0"), "{info}");
+}
