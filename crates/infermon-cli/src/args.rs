@@ -39,6 +39,27 @@ impl TelemetryArgs {
         default_service_name: &str,
         simulated: bool,
     ) -> anyhow::Result<TelemetryGuard> {
+        let config = self.config(default_service_name, simulated);
+        infermon::telemetry::init(config).context("cannot start telemetry")
+    }
+
+    /// Whether OTLP export is on (neither `--no-otlp` nor `OTEL_SDK_DISABLED=true`).
+    pub fn exporting(&self) -> bool {
+        let sdk_disabled =
+            std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        !self.no_otlp && !sdk_disabled
+    }
+
+    /// The collector endpoint traces and metrics go to, as given or by default.
+    pub fn endpoint(&self) -> String {
+        self.otlp_endpoint
+            .clone()
+            .unwrap_or_else(|| infermon::telemetry::DEFAULT_ENDPOINT.to_owned())
+    }
+
+    /// The telemetry configuration `init` starts (for callers that add to it, e.g. a log
+    /// writer).
+    pub fn config(&self, default_service_name: &str, simulated: bool) -> TelemetryConfig {
         let mut config = TelemetryConfig::new(default_service_name)
             .with_service_version(env!("CARGO_PKG_VERSION"));
         if simulated {
@@ -57,7 +78,7 @@ impl TelemetryArgs {
         if self.no_otlp {
             config = config.with_disabled(true);
         }
-        infermon::telemetry::init(config).context("cannot start telemetry")
+        config
     }
 }
 

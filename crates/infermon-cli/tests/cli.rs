@@ -165,6 +165,94 @@ fn demo_runs_for_its_duration_and_prints_a_summary() {
         stderr.lines().count() <= 5,
         "telemetry floods stderr without a collector:\n{stderr}"
     );
+    // ... said once, with what to do about it, and never called "ok".
+    let no_collector = format!("no OpenTelemetry collector at {DEAD_COLLECTOR}");
+    assert_eq!(stderr.matches(&no_collector).count(), 1, "{stderr}");
+    assert!(stderr.contains("scripts/start-stack.sh"), "{stderr}");
+    assert!(stderr.contains("--no-otlp"), "{stderr}");
+    assert!(!stdout.contains("export ok"), "{stdout}");
+    // Interval counts say which interval they count.
+    assert!(stdout.contains("  last 1s "), "{stdout}");
+    // A failed telemetry shutdown is one plain line, not the SDK's error value.
+    assert!(!stderr.contains("InternalFailure"), "{stderr}");
+    // Requests the client cancelled at exit are accounted for on the engine's side: each was
+    // aborted by the engine or had already finished there.
+    let count = |prefix: &str, field: usize| -> u64 {
+        summary
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|l| l.split(',').nth(field))
+            .and_then(|s| s.trim().split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} count #{field} in:\n{summary}"))
+    };
+    let (cancelled, finished, aborted) =
+        (count("requests", 3), count("engine", 0), count("engine", 1));
+    assert!(
+        aborted + finished.saturating_sub(succeeded) >= cancelled,
+        "{summary}"
+    );
+}
+
+#[test]
+fn demo_with_a_collector_that_never_answers_explains_the_lost_telemetry_in_one_line() {
+    // Accepts connections (the kernel completes them) but never speaks: exports hang until the
+    // telemetry shutdown gives up.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let out = run(&[
+        "demo",
+        "--duration",
+        "2s",
+        "--refresh",
+        "1s",
+        "--rate",
+        "10",
+        "--time-scale",
+        "5",
+        "--otlp-endpoint",
+        &endpoint,
+    ]);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("first export pending"), "{stdout}");
+    let lost: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("telemetry: "))
+        .collect();
+    assert_eq!(lost.len(), 1, "{stderr}");
+    assert!(lost[0].contains(&endpoint), "{stderr}");
+    // ... and the last word: abandoned exports do not log their failures after it.
+    assert_eq!(stderr.lines().last(), Some(lost[0]), "{stderr}");
+    assert!(!stderr.contains("InternalFailure"), "{stderr}");
+    assert!(!stderr.contains("Failed to shutdown"), "{stderr}");
+    drop(silent);
+}
+
+#[test]
+fn demo_without_otlp_says_export_is_off() {
+    let out = run(&[
+        "demo",
+        "--duration",
+        "3s",
+        "--refresh",
+        "1s",
+        "--rate",
+        "10",
+        "--time-scale",
+        "5",
+        "--no-otlp",
+    ]);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("telemetry  OTLP export off (--no-otlp)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("export ok"), "{stdout}");
+    assert!(!stderr.contains("collector"), "{stderr}");
 }
 
 /// `infermon sim` in the background; stopped with Ctrl-C (SIGINT) when dropped.

@@ -26,7 +26,7 @@ use crate::kv_cache::KvCache;
 use crate::roofline::{step_time, StepWork};
 use crate::scheduler::{Scheduler, SchedulerLimits, SeqId, SeqSpec, StepPlan, TokenOut};
 use crate::telemetry::Lifecycle;
-use crate::vllm_format::{FinishedReason, FinishedRequest, VllmGauges, VllmMetrics};
+use crate::vllm_format::{CacheInfo, FinishedReason, FinishedRequest, VllmGauges, VllmMetrics};
 
 /// How far (wall time) the engine may fall behind its simulated schedule and still catch up by
 /// running steps back to back; beyond it the schedule restarts from now, so a stalled host
@@ -116,6 +116,8 @@ pub struct Submission {
     pub finish_reason: FinishReason,
     /// Fail (injected fault) instead of producing this output token.
     pub fail_at: Option<u32>,
+    /// `max_tokens` as vLLM resolves it: the client's, or the context left after the prompt.
+    pub max_tokens: u32,
     pub request: InferenceRequest<Queued>,
     pub arrived: SystemTime,
     /// `arrived` on the engine's monotonic clock: no step that serves it starts earlier.
@@ -250,6 +252,12 @@ impl Shared {
             generation_tokens: s.generation_tokens,
             prefix_cache_queries: s.prefix_cache_queries,
             prefix_cache_hits: s.prefix_cache_hits,
+            cache: CacheInfo {
+                block_size: self.resolved.config.kv_cache.block_size,
+                num_gpu_blocks: self.resolved.num_blocks,
+                gpu_memory_utilization: self.resolved.config.kv_cache.gpu_memory_utilization,
+                enable_prefix_caching: self.resolved.config.kv_cache.prefix_caching,
+            },
         }
     }
 }
@@ -269,6 +277,10 @@ struct Client {
     queue_position: u64,
     prompt_tokens: u32,
     cached_tokens: u32,
+    max_tokens: u32,
+    /// Output tokens delivered so far.
+    generated: u32,
+    preemptions: u32,
     arrived: SystemTime,
     arrived_at: Instant,
     scheduled: Option<SystemTime>,
@@ -286,6 +298,12 @@ impl Client {
             queue: secs(self.arrived, scheduled),
             prefill: secs(scheduled, first),
             decode: secs(first, at),
+            inference: secs(scheduled, at),
+            prompt_tokens: self.prompt_tokens,
+            generation_tokens: self.generated,
+            cached_tokens: self.cached_tokens,
+            preemptions: self.preemptions,
+            max_tokens: self.max_tokens,
         }
     }
 }
@@ -314,8 +332,11 @@ pub struct Engine {
 /// vLLM-format observations of one step, buffered so the shared histograms are locked once.
 #[derive(Default)]
 struct PendingVllm {
-    ttft: Vec<f64>,
+    /// (TTFT, prompt tokens, cached prompt tokens) of each request whose prefill completed.
+    first_tokens: Vec<(f64, u32, u32)>,
     itl: Vec<f64>,
+    /// Tokens computed per step (prompt tokens plus generated tokens, as vLLM counts them).
+    iteration_tokens: Vec<u64>,
     finished: Vec<FinishedRequest>,
 }
 
@@ -412,6 +433,16 @@ impl Engine {
             let end_time = self.shared.clock.system(step_end.max(Instant::now()));
             self.stats.busy_seconds += sim_seconds;
             let tokens = self.scheduler.complete(&plan);
+            if self.shared.vllm.is_some() {
+                // vLLM counts prompt tokens computed plus tokens generated. A decoding
+                // sequence computes one token and generates one; a prefill that completes
+                // also generates its first token.
+                let computed: u64 = plan.scheduled.iter().map(|s| u64::from(s.new_tokens)).sum();
+                let first_tokens = tokens.iter().filter(|t| t.index == 0).count() as u64;
+                self.vllm_pending
+                    .iteration_tokens
+                    .push(computed + first_tokens);
+            }
             self.deliver(&tokens, end_time);
             self.flush_vllm();
             self.publish(1, plan.preempted.len() as u64);
@@ -455,6 +486,9 @@ impl Engine {
                 queue_position: s.queue_position,
                 prompt_tokens,
                 cached_tokens: 0,
+                max_tokens: s.max_tokens,
+                generated: 0,
+                preemptions: 0,
                 arrived: s.arrived,
                 arrived_at: s.arrived_at,
                 scheduled: None,
@@ -479,6 +513,7 @@ impl Engine {
     fn on_scheduled(&mut self, plan: &StepPlan, at: SystemTime) {
         for id in &plan.preempted {
             if let Some(c) = self.clients.get_mut(id) {
+                c.preemptions += 1;
                 c.lifecycle.preempted(at);
             }
         }
@@ -521,13 +556,16 @@ impl Engine {
                 continue;
             }
             self.stats.generation_tokens += 1;
+            c.generated = t.index + 1;
             if t.index == 0 {
                 // As vLLM counts them: a request's prompt tokens when its prefill completes.
                 self.stats.prompt_tokens += u64::from(c.prompt_tokens);
                 c.first_token = Some(at);
                 c.lifecycle.first_token(u64::from(c.cached_tokens), at);
                 if record_vllm {
-                    self.vllm_pending.ttft.push(secs(c.arrived, at));
+                    let ttft = secs(c.arrived, at);
+                    let first = (ttft, c.prompt_tokens, c.cached_tokens);
+                    self.vllm_pending.first_tokens.push(first);
                 }
             } else {
                 c.lifecycle.token();
@@ -583,11 +621,18 @@ impl Engine {
             return;
         };
         let p = &mut self.vllm_pending;
-        if p.ttft.is_empty() && p.itl.is_empty() && p.finished.is_empty() {
+        if p.first_tokens.is_empty()
+            && p.itl.is_empty()
+            && p.iteration_tokens.is_empty()
+            && p.finished.is_empty()
+        {
             return;
         }
         let mut v = lock(shared);
-        p.ttft.drain(..).for_each(|s| v.first_token(s));
+        for (ttft, prompt, cached) in p.first_tokens.drain(..) {
+            v.first_token(ttft, prompt, cached);
+        }
+        p.iteration_tokens.drain(..).for_each(|n| v.iteration(n));
         p.itl.drain(..).for_each(|s| v.inter_token(s));
         p.finished.drain(..).for_each(|r| v.finished(&r));
     }

@@ -115,7 +115,7 @@ impl Simulator {
             rejected: AtomicU64::new(0),
             stats: Mutex::new(EngineStats::default()),
             vllm: (config.metrics == MetricsFormat::Vllm)
-                .then(|| Mutex::new(VllmMetrics::default())),
+                .then(|| Mutex::new(VllmMetrics::new(resolved.max_model_len))),
             commands,
             resolved,
         });

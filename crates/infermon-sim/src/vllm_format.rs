@@ -1,35 +1,75 @@
 //! `GET /metrics` in vLLM's Prometheus text format, so the collector's vLLM normalisation can be
 //! tested without a GPU.
 //!
-//! These are vLLM's names (v1 engine, `vllm/v1/metrics/loggers.py`), external to infermon's
-//! contract, so they live here and nowhere else. Labels are `model_name` and `engine` (the
-//! engine index, always `"0"`), histogram buckets are vLLM's, counters carry `_total` in their
-//! `# TYPE` line as `prometheus_client` renders them, and `request_success` has one series per
-//! finish reason from the start. There is no swapped gauge: vLLM v1 has none.
+//! These are vLLM's names (v1 engine, `vllm/v1/metrics/loggers.py` of vLLM 0.33.0, the version
+//! the compose `vllm` profile pins), external to infermon's contract, so they live here and
+//! nowhere else. Every metric vLLM 0.33.0 registers in its default configuration is here with
+//! its HELP text, label names and bucket boundaries, except those listed as excluded (with the
+//! reason) in `tests/golden/vllm-0.33.0-metrics.toml`, which `tests/vllm_golden.rs` checks this
+//! exposition against. Labels are `model_name` and `engine` (the engine index, always `"0"`);
+//! counters carry `_total` in their `# TYPE` line and numbers are written the way
+//! `prometheus_client` writes them (`floatToGoString`); series with a fixed label set
+//! (`finished_reason`, `source`, ...) all exist from the start, as vLLM creates them up front.
 
 use std::fmt::Write as _;
 
-/// vLLM's boundaries for `vllm:time_to_first_token_seconds`.
+/// vLLM's `TIME_TO_FIRST_TOKEN_BUCKETS` (`vllm/v1/metrics/buckets.py`).
 const TTFT_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
     20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
 ];
-/// vLLM's boundaries for `vllm:inter_token_latency_seconds`.
+/// vLLM's `INTER_TOKEN_LATENCY_BUCKETS`: inter-token latency and per-request time per output
+/// token.
 const ITL_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
     40.0, 80.0,
 ];
-/// vLLM's boundaries for the per-request phase latencies (e2e, queue, prefill, decode).
+/// vLLM's `REQUEST_LATENCY_BUCKETS`: the per-request phase latencies (e2e, queue, inference,
+/// prefill, decode).
 const REQUEST_LATENCY_BUCKETS: &[f64] = &[
     0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
     480.0, 960.0, 1920.0, 7680.0,
 ];
-/// vLLM's `finished_reason` values (its `FinishReason` enum, lower-cased).
-const FINISHED_REASONS: [&str; 4] = ["stop", "length", "abort", "error"];
+/// vLLM's `ITERATION_TOKENS_BUCKETS`: tokens per engine step.
+const ITERATION_TOKENS_BUCKETS: &[f64] = &[
+    1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0,
+];
+/// vLLM's `REQUEST_PARAMS_N_BUCKETS`.
+const REQUEST_PARAMS_N_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0];
+/// vLLM's `REQUEST_NUM_PREEMPTIONS_BUCKETS`.
+const REQUEST_NUM_PREEMPTIONS_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0];
+
+/// vLLM's `finished_reason` values (`FINISH_REASON_STRINGS`, `vllm/v1/engine/__init__.py`).
+const FINISHED_REASONS: [&str; 5] = ["stop", "length", "abort", "error", "repetition"];
+/// `PromptTokenStats.ALL_SOURCES` (`vllm/v1/metrics/stats.py`).
+const PROMPT_TOKEN_SOURCES: [&str; 3] =
+    ["local_compute", "local_cache_hit", "external_kv_transfer"];
+/// `CacheHitSource` (`vllm/v1/metrics/cache_hit_source.py`); the simulator's one tier is the
+/// first (device memory).
+const CACHE_HIT_SOURCES: [&str; 5] = ["device", "host", "p2p", "disk", "external_unspecified"];
+
+/// The token-count buckets (`request_tokens` family) for a context of `max_model_len`: vLLM's
+/// `build_1_2_5_buckets(max_model_len)` (`vllm/v1/metrics/buckets.py`): 1, 2, 5, 10, 20, 50, ...
+/// up to and including `max_model_len`.
+pub fn request_tokens_buckets(max_model_len: u32) -> Vec<f64> {
+    let max = f64::from(max_model_len);
+    let mut buckets = Vec::new();
+    let mut scale = 1.0;
+    loop {
+        for mantissa in [1.0, 2.0, 5.0] {
+            let value = mantissa * scale;
+            if value > max {
+                return buckets;
+            }
+            buckets.push(value);
+        }
+        scale *= 10.0;
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Histogram {
-    bounds: &'static [f64],
+    bounds: Vec<f64>,
     /// Per bucket (not cumulative); the last is +Inf.
     counts: Vec<u64>,
     sum: f64,
@@ -37,9 +77,9 @@ struct Histogram {
 }
 
 impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
+    fn new(bounds: &[f64]) -> Self {
         Self {
-            bounds,
+            bounds: bounds.to_vec(),
             counts: vec![0; bounds.len() + 1],
             sum: 0.0,
             count: 0,
@@ -75,14 +115,40 @@ impl FinishedReason {
     }
 }
 
-/// Durations of one ended request, seconds.
+/// One ended request, as vLLM's `FinishedRequestStats` (`vllm/v1/metrics/stats.py`); durations
+/// in seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FinishedRequest {
     pub reason: FinishedReason,
+    /// Arrival to the last token.
     pub e2e: f64,
+    /// Arrival to first scheduled.
     pub queue: f64,
+    /// First scheduled to first token.
     pub prefill: f64,
+    /// First token to last token.
     pub decode: f64,
+    /// First scheduled to last token (vLLM's "RUNNING phase", preemptions included).
+    pub inference: f64,
+    pub prompt_tokens: u32,
+    /// Output tokens delivered.
+    pub generation_tokens: u32,
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: u32,
+    pub preemptions: u32,
+    /// The request's `max_tokens` as vLLM resolves it (the context left when not given).
+    pub max_tokens: u32,
+}
+
+impl FinishedRequest {
+    /// vLLM's `mean_time_per_output_token`: decode time over the tokens after the first.
+    fn mean_time_per_output_token(&self) -> f64 {
+        if self.generation_tokens > 1 {
+            self.decode / f64::from(self.generation_tokens - 1)
+        } else {
+            0.0
+        }
+    }
 }
 
 /// The vLLM-format metrics of one engine.
@@ -90,43 +156,114 @@ pub struct FinishedRequest {
 pub struct VllmMetrics {
     ttft: Histogram,
     itl: Histogram,
+    tpot: Histogram,
     e2e: Histogram,
     queue: Histogram,
+    inference: Histogram,
     prefill: Histogram,
     decode: Histogram,
-    success: [u64; 4],
-}
-
-impl Default for VllmMetrics {
-    fn default() -> Self {
-        Self {
-            ttft: Histogram::new(TTFT_BUCKETS),
-            itl: Histogram::new(ITL_BUCKETS),
-            e2e: Histogram::new(REQUEST_LATENCY_BUCKETS),
-            queue: Histogram::new(REQUEST_LATENCY_BUCKETS),
-            prefill: Histogram::new(REQUEST_LATENCY_BUCKETS),
-            decode: Histogram::new(REQUEST_LATENCY_BUCKETS),
-            success: [0; 4],
-        }
-    }
+    iteration_tokens: Histogram,
+    prompt_tokens: Histogram,
+    generation_tokens: Histogram,
+    max_num_generation_tokens: Histogram,
+    params_n: Histogram,
+    params_max_tokens: Histogram,
+    num_preemptions: Histogram,
+    prefill_kv_computed: Histogram,
+    success: [u64; FINISHED_REASONS.len()],
+    /// Indexed like `PROMPT_TOKEN_SOURCES`.
+    prompt_tokens_by_source: [u64; PROMPT_TOKEN_SOURCES.len()],
+    prompt_tokens_cached: u64,
 }
 
 impl VllmMetrics {
-    pub fn first_token(&mut self, ttft: f64) {
+    /// Empty metrics for an engine whose context is `max_model_len` tokens (vLLM derives the
+    /// token-count buckets from it).
+    pub fn new(max_model_len: u32) -> Self {
+        let tokens = request_tokens_buckets(max_model_len);
+        Self {
+            ttft: Histogram::new(TTFT_BUCKETS),
+            itl: Histogram::new(ITL_BUCKETS),
+            tpot: Histogram::new(ITL_BUCKETS),
+            e2e: Histogram::new(REQUEST_LATENCY_BUCKETS),
+            queue: Histogram::new(REQUEST_LATENCY_BUCKETS),
+            inference: Histogram::new(REQUEST_LATENCY_BUCKETS),
+            prefill: Histogram::new(REQUEST_LATENCY_BUCKETS),
+            decode: Histogram::new(REQUEST_LATENCY_BUCKETS),
+            iteration_tokens: Histogram::new(ITERATION_TOKENS_BUCKETS),
+            prompt_tokens: Histogram::new(&tokens),
+            generation_tokens: Histogram::new(&tokens),
+            max_num_generation_tokens: Histogram::new(&tokens),
+            params_n: Histogram::new(REQUEST_PARAMS_N_BUCKETS),
+            params_max_tokens: Histogram::new(&tokens),
+            num_preemptions: Histogram::new(REQUEST_NUM_PREEMPTIONS_BUCKETS),
+            prefill_kv_computed: Histogram::new(&tokens),
+            success: [0; FINISHED_REASONS.len()],
+            prompt_tokens_by_source: [0; PROMPT_TOKEN_SOURCES.len()],
+            prompt_tokens_cached: 0,
+        }
+    }
+
+    /// A request's prefill completed with its first token; vLLM counts its prompt tokens by
+    /// source at this point.
+    pub fn first_token(&mut self, ttft: f64, prompt_tokens: u32, cached_tokens: u32) {
         self.ttft.observe(ttft);
+        let cached = u64::from(cached_tokens.min(prompt_tokens));
+        self.prompt_tokens_by_source[0] += u64::from(prompt_tokens) - cached;
+        self.prompt_tokens_by_source[1] += cached;
+        self.prompt_tokens_cached += cached;
     }
 
     pub fn inter_token(&mut self, seconds: f64) {
         self.itl.observe(seconds);
     }
 
+    /// One engine step computed `tokens` tokens (prompt tokens plus generated tokens).
+    pub fn iteration(&mut self, tokens: u64) {
+        self.iteration_tokens.observe(tokens as f64);
+    }
+
     /// A request left the engine (vLLM records aborted ones too, as `finished_reason=abort`).
+    ///
+    /// `request_max_num_generation_tokens` and `request_params_n` stay empty: vLLM observes
+    /// them only for parallel-sampling requests (`n > 1`, `vllm/v1/engine/parallel_sampling.py`).
     pub fn finished(&mut self, r: &FinishedRequest) {
         self.success[r.reason.index()] += 1;
         self.e2e.observe(r.e2e);
         self.queue.observe(r.queue);
         self.prefill.observe(r.prefill);
+        self.inference.observe(r.inference);
         self.decode.observe(r.decode);
+        self.num_preemptions.observe(f64::from(r.preemptions));
+        let computed = r.prompt_tokens - r.cached_tokens.min(r.prompt_tokens);
+        self.prefill_kv_computed.observe(f64::from(computed));
+        self.prompt_tokens.observe(f64::from(r.prompt_tokens));
+        self.generation_tokens
+            .observe(f64::from(r.generation_tokens));
+        self.tpot.observe(r.mean_time_per_output_token());
+        if r.max_tokens > 0 {
+            self.params_max_tokens.observe(f64::from(r.max_tokens));
+        }
+    }
+}
+
+/// The engine's cache configuration, as `vllm:cache_config_info` reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheInfo {
+    pub block_size: u32,
+    pub num_gpu_blocks: u32,
+    pub gpu_memory_utilization: f64,
+    pub enable_prefix_caching: bool,
+}
+
+impl Default for CacheInfo {
+    fn default() -> Self {
+        Self {
+            block_size: 16,
+            num_gpu_blocks: 0,
+            gpu_memory_utilization: 0.92,
+            enable_prefix_caching: true,
+        }
     }
 }
 
@@ -141,13 +278,17 @@ pub struct VllmGauges {
     pub generation_tokens: u64,
     pub prefix_cache_queries: u64,
     pub prefix_cache_hits: u64,
+    pub cache: CacheInfo,
 }
 
-/// Renders the Prometheus text exposition (format 0.0.4).
+/// Renders the Prometheus text exposition (format 0.0.4), in the order vLLM registers the
+/// metrics.
 pub fn render(model_name: &str, metrics: &VllmMetrics, gauges: &VllmGauges) -> String {
-    let labels = format!("model_name=\"{}\",engine=\"0\"", escape_label(model_name));
-    let mut out = String::with_capacity(8 * 1024);
+    let model = escape_label(model_name);
+    let labels = format!("model_name=\"{model}\",engine=\"0\"");
+    let mut out = String::with_capacity(64 * 1024);
     let o = &mut out;
+    let m = metrics;
 
     gauge(
         o,
@@ -163,33 +304,40 @@ pub fn render(model_name: &str, metrics: &VllmMetrics, gauges: &VllmGauges) -> S
         "Number of requests waiting to be processed.",
         gauges.waiting as f64,
     );
+    // Every waiting request waits for capacity: the simulator defers none (no LoRA budget, no
+    // KV transfer).
+    labelled(
+        o,
+        &labels,
+        "vllm:num_requests_waiting_by_reason",
+        "Number of waiting requests by reason. Reason labels: 'capacity' = waiting for \
+         scheduling capacity; 'deferred' = deferred by transient constraints (LoRA budget, KV \
+         transfer, blocked status). Sum of all reasons equals vllm:num_requests_waiting.",
+        "gauge",
+        "reason",
+        &[("capacity", gauges.waiting as f64), ("deferred", 0.0)],
+    );
+    // The simulated engine never sleeps.
+    labelled(
+        o,
+        &labels,
+        "vllm:engine_sleep_state",
+        "Engine sleep state; awake = 0 means engine is sleeping; awake = 1 means engine is \
+         awake; weights_offloaded = 1 means sleep level 1; discard_all = 1 means sleep level 2.",
+        "gauge",
+        "sleep_state",
+        &[
+            ("awake", 1.0),
+            ("weights_offloaded", 0.0),
+            ("discard_all", 0.0),
+        ],
+    );
     gauge(
         o,
         &labels,
         "vllm:kv_cache_usage_perc",
         "KV-cache usage. 1 means 100 percent usage.",
         gauges.kv_cache_usage,
-    );
-    counter(
-        o,
-        &labels,
-        "vllm:num_preemptions_total",
-        "Cumulative number of preemption from the engine.",
-        gauges.preemptions,
-    );
-    counter(
-        o,
-        &labels,
-        "vllm:prompt_tokens_total",
-        "Number of prefill tokens processed.",
-        gauges.prompt_tokens,
-    );
-    counter(
-        o,
-        &labels,
-        "vllm:generation_tokens_total",
-        "Number of generation tokens processed.",
-        gauges.generation_tokens,
     );
     counter(
         o,
@@ -205,65 +353,248 @@ pub fn render(model_name: &str, metrics: &VllmMetrics, gauges: &VllmGauges) -> S
         "Prefix cache hits, in terms of number of cached tokens.",
         gauges.prefix_cache_hits,
     );
-
-    let name = "vllm:request_success_total";
-    header(
+    counter(
         o,
-        name,
+        &labels,
+        "vllm:num_preemptions_total",
+        "Cumulative number of preemption from the engine.",
+        gauges.preemptions,
+    );
+    counter(
+        o,
+        &labels,
+        "vllm:prompt_tokens_total",
+        "Number of prefill tokens processed.",
+        gauges.prompt_tokens,
+    );
+    let by_source: Vec<(&str, f64)> = PROMPT_TOKEN_SOURCES
+        .iter()
+        .zip(m.prompt_tokens_by_source)
+        .map(|(source, n)| (*source, n as f64))
+        .collect();
+    labelled(
+        o,
+        &labels,
+        "vllm:prompt_tokens_by_source_total",
+        "Number of prompt tokens by source.",
+        "counter",
+        "source",
+        &by_source,
+    );
+    counter(
+        o,
+        &labels,
+        "vllm:prompt_tokens_cached_total",
+        "Number of cached prompt tokens (local + external).",
+        m.prompt_tokens_cached,
+    );
+    // vLLM adds the scheduler's prefix-cache hits to the device tier.
+    let cached_by_source: Vec<(&str, f64)> = CACHE_HIT_SOURCES
+        .iter()
+        .map(|source| {
+            let n = if *source == "device" {
+                gauges.prefix_cache_hits
+            } else {
+                0
+            };
+            (*source, n as f64)
+        })
+        .collect();
+    labelled(
+        o,
+        &labels,
+        "vllm:prompt_tokens_cached_by_source_total",
+        "Prefix-cache hit tokens by the cache tier that supplied them: device (local HBM), host \
+         (offloaded to DRAM), disk, p2p (transferred from another vLLM instance) or \
+         external_unspecified. Counted at admission; sums to vllm:prefix_cache_hits + \
+         vllm:external_prefix_cache_hits.",
+        "counter",
+        "source",
+        &cached_by_source,
+    );
+    counter(
+        o,
+        &labels,
+        "vllm:generation_tokens_total",
+        "Number of generation tokens processed.",
+        gauges.generation_tokens,
+    );
+    let success: Vec<(&str, f64)> = FINISHED_REASONS
+        .iter()
+        .zip(m.success)
+        .map(|(reason, n)| (*reason, n as f64))
+        .collect();
+    labelled(
+        o,
+        &labels,
+        "vllm:request_success_total",
         "Count of successfully processed requests.",
         "counter",
+        "finished_reason",
+        &success,
     );
-    for (reason, count) in FINISHED_REASONS.iter().zip(metrics.success) {
-        let _ = writeln!(
-            o,
-            "{name}{{{labels},finished_reason=\"{reason}\"}} {:?}",
-            count as f64
-        );
+
+    let histograms: &[(&str, &str, &Histogram)] = &[
+        (
+            "vllm:request_prompt_tokens",
+            "Number of prefill tokens processed.",
+            &m.prompt_tokens,
+        ),
+        (
+            "vllm:request_generation_tokens",
+            "Number of generation tokens processed.",
+            &m.generation_tokens,
+        ),
+        (
+            "vllm:iteration_tokens_total",
+            "Histogram of number of tokens per engine_step.",
+            &m.iteration_tokens,
+        ),
+        (
+            "vllm:request_max_num_generation_tokens",
+            "Histogram of maximum number of requested generation tokens.",
+            &m.max_num_generation_tokens,
+        ),
+        (
+            "vllm:request_params_n",
+            "Histogram of the n request parameter.",
+            &m.params_n,
+        ),
+        (
+            "vllm:request_params_max_tokens",
+            "Histogram of the max_tokens request parameter.",
+            &m.params_max_tokens,
+        ),
+        (
+            "vllm:time_to_first_token_seconds",
+            "Histogram of time to first token in seconds.",
+            &m.ttft,
+        ),
+        (
+            "vllm:inter_token_latency_seconds",
+            "Histogram of inter-token latency in seconds.",
+            &m.itl,
+        ),
+        (
+            "vllm:request_time_per_output_token_seconds",
+            "Histogram of time_per_output_token_seconds per request.",
+            &m.tpot,
+        ),
+        (
+            "vllm:e2e_request_latency_seconds",
+            "Histogram of e2e request latency in seconds.",
+            &m.e2e,
+        ),
+        (
+            "vllm:request_queue_time_seconds",
+            "Histogram of time spent in WAITING phase for request.",
+            &m.queue,
+        ),
+        (
+            "vllm:request_inference_time_seconds",
+            "Histogram of time spent in RUNNING phase for request.",
+            &m.inference,
+        ),
+        (
+            "vllm:request_prefill_time_seconds",
+            "Histogram of time spent in PREFILL phase for request.",
+            &m.prefill,
+        ),
+        (
+            "vllm:request_decode_time_seconds",
+            "Histogram of time spent in DECODE phase for request.",
+            &m.decode,
+        ),
+        (
+            "vllm:request_num_preemptions",
+            "Histogram of the number of times a request was preempted.",
+            &m.num_preemptions,
+        ),
+        (
+            "vllm:request_prefill_kv_computed_tokens",
+            "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
+            &m.prefill_kv_computed,
+        ),
+    ];
+    for (name, help, h) in histograms {
+        histogram(o, &labels, name, help, h);
     }
 
-    histogram(
-        o,
-        &labels,
-        "vllm:time_to_first_token_seconds",
-        "Histogram of time to first token in seconds.",
-        &metrics.ttft,
-    );
-    histogram(
-        o,
-        &labels,
-        "vllm:inter_token_latency_seconds",
-        "Histogram of inter-token latency in seconds.",
-        &metrics.itl,
-    );
-    histogram(
-        o,
-        &labels,
-        "vllm:e2e_request_latency_seconds",
-        "Histogram of e2e request latency in seconds.",
-        &metrics.e2e,
-    );
-    histogram(
-        o,
-        &labels,
-        "vllm:request_queue_time_seconds",
-        "Histogram of time spent in WAITING phase for request.",
-        &metrics.queue,
-    );
-    histogram(
-        o,
-        &labels,
-        "vllm:request_prefill_time_seconds",
-        "Histogram of time spent in PREFILL phase for request.",
-        &metrics.prefill,
-    );
-    histogram(
-        o,
-        &labels,
-        "vllm:request_decode_time_seconds",
-        "Histogram of time spent in DECODE phase for request.",
-        &metrics.decode,
-    );
+    cache_config_info(o, &gauges.cache);
     out
+}
+
+/// `CacheConfig`'s fields (`vllm/config/cache.py`), in declaration order, with the value
+/// `str()` gives their defaults; `metrics_info()` turns them into the labels of
+/// `vllm:cache_config_info`. The ones the simulator knows are set in `cache_config_info`.
+const CACHE_CONFIG_DEFAULTS: &[(&str, &str)] = &[
+    ("block_size", "16"),
+    ("user_specified_block_size", "False"),
+    ("kv_cache_layout", "None"),
+    ("prefix_match_unit", "None"),
+    ("gpu_memory_utilization", "0.92"),
+    ("cache_dtype", "auto"),
+    ("is_attention_free", "False"),
+    ("num_gpu_blocks_override", "None"),
+    ("sliding_window", "None"),
+    ("enable_prefix_caching", "True"),
+    ("prefix_caching_hash_algo", "sha256"),
+    ("prefix_cache_retention_interval", "0"),
+    ("kv_cache_dtype_skip_layers", "[]"),
+    ("mamba_page_size_padded", "None"),
+    ("skip_page_size_padded", "None"),
+    ("mamba_block_size", "None"),
+    ("mamba_cache_dtype", "auto"),
+    ("mamba_ssm_cache_dtype", "auto"),
+    ("mamba_cache_mode", "none"),
+    ("enable_mamba_shared_prefix_checkpoint", "False"),
+    ("replayssm_buffer_len", "16"),
+    ("use_replayssm", "False"),
+    ("use_kda_recoverssm", "False"),
+    ("num_gpu_blocks", "None"),
+    ("num_cpu_blocks", "None"),
+    ("simple_cpu_offload_num_blocks", "None"),
+    ("effective_attention_block_size", "None"),
+    ("kv_cache_size_tokens", "None"),
+    ("kv_cache_max_concurrency", "None"),
+    ("hash_block_size", "None"),
+    ("cache_hit_alignment_tokens", "None"),
+    ("kv_sharing_fast_prefill", "False"),
+    ("swa_bounded_replay", "True"),
+    ("kv_cache_memory_bytes", "None"),
+    ("kv_offloading_size", "None"),
+    ("kv_offloading_backend", "native"),
+    // Set by CacheConfig's block-size validator, so True on every running engine.
+    ("_block_size_resolved", "True"),
+];
+
+/// `vllm:cache_config_info`: vLLM's info-style gauge, permanently 1, whose labels carry the
+/// cache configuration (`PrometheusStatLogger.log_metrics_info`).
+fn cache_config_info(o: &mut String, cache: &CacheInfo) {
+    let name = "vllm:cache_config_info";
+    header(o, name, "Information of the LLMEngine CacheConfig", "gauge");
+    let python_bool = |b: bool| if b { "True" } else { "False" };
+    let known = [
+        ("block_size", cache.block_size.to_string()),
+        ("num_gpu_blocks", cache.num_gpu_blocks.to_string()),
+        (
+            "gpu_memory_utilization",
+            format!("{:?}", cache.gpu_memory_utilization),
+        ),
+        (
+            "enable_prefix_caching",
+            python_bool(cache.enable_prefix_caching).to_owned(),
+        ),
+    ];
+    let mut labels = String::new();
+    for (key, default) in CACHE_CONFIG_DEFAULTS {
+        let value = known
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(*default, |(_, v)| v.as_str());
+        let _ = write!(labels, "{key}=\"{}\",", escape_label(value));
+    }
+    let _ = writeln!(o, "{name}{{{labels}engine=\"0\"}} 1.0");
 }
 
 fn header(o: &mut String, name: &str, help: &str, kind: &str) {
@@ -273,12 +604,28 @@ fn header(o: &mut String, name: &str, help: &str, kind: &str) {
 
 fn gauge(o: &mut String, labels: &str, name: &str, help: &str, value: f64) {
     header(o, name, help, "gauge");
-    let _ = writeln!(o, "{name}{{{labels}}} {value:?}");
+    let _ = writeln!(o, "{name}{{{labels}}} {}", go_float(value));
 }
 
 fn counter(o: &mut String, labels: &str, name: &str, help: &str, value: u64) {
     header(o, name, help, "counter");
-    let _ = writeln!(o, "{name}{{{labels}}} {:?}", value as f64);
+    let _ = writeln!(o, "{name}{{{labels}}} {}", go_float(value as f64));
+}
+
+/// A gauge or counter with one series per value of `label`.
+fn labelled(
+    o: &mut String,
+    labels: &str,
+    name: &str,
+    help: &str,
+    kind: &str,
+    label: &str,
+    series: &[(&str, f64)],
+) {
+    header(o, name, help, kind);
+    for (value, n) in series {
+        let _ = writeln!(o, "{name}{{{labels},{label}=\"{value}\"}} {}", go_float(*n));
+    }
 }
 
 fn histogram(o: &mut String, labels: &str, name: &str, help: &str, h: &Histogram) {
@@ -288,17 +635,57 @@ fn histogram(o: &mut String, labels: &str, name: &str, help: &str, h: &Histogram
         cumulative += count;
         let _ = writeln!(
             o,
-            "{name}_bucket{{{labels},le=\"{bound:?}\"}} {:?}",
-            cumulative as f64
+            "{name}_bucket{{{labels},le=\"{}\"}} {}",
+            go_float(*bound),
+            go_float(cumulative as f64)
         );
     }
-    let _ = writeln!(
-        o,
-        "{name}_bucket{{{labels},le=\"+Inf\"}} {:?}",
-        h.count as f64
-    );
-    let _ = writeln!(o, "{name}_count{{{labels}}} {:?}", h.count as f64);
-    let _ = writeln!(o, "{name}_sum{{{labels}}} {:?}", h.sum);
+    let count = go_float(h.count as f64);
+    let _ = writeln!(o, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(o, "{name}_count{{{labels}}} {count}");
+    let _ = writeln!(o, "{name}_sum{{{labels}}} {}", go_float(h.sum));
+}
+
+/// A number as `prometheus_client` writes it (`floatToGoString` in its `utils.py`): Python's
+/// `repr`, except that, like Go, values of a million and more switch to an exponent
+/// (`1e+06`), which is how `le` labels and large counters appear in vLLM's exposition.
+pub fn go_float(value: f64) -> String {
+    if value == f64::INFINITY {
+        return "+Inf".to_owned();
+    }
+    if value == f64::NEG_INFINITY {
+        return "-Inf".to_owned();
+    }
+    if value.is_nan() {
+        return "NaN".to_owned();
+    }
+    let repr = python_repr(value);
+    match repr.find('.') {
+        Some(dot) if value > 0.0 && dot > 6 => {
+            let digits = format!("{}.{}{}", &repr[..1], &repr[1..dot], &repr[dot + 1..]);
+            let mantissa = digits.trim_end_matches(['0', '.']);
+            format!("{mantissa}e+0{}", dot - 1)
+        }
+        _ => repr,
+    }
+}
+
+/// Python's `repr` of a float, near enough: Rust's `{:?}` is the same shortest round-trip
+/// digits, but writes exponents as `1e16` / `1e-7` where Python writes `1e+16` / `1e-07`.
+/// (Python also switches to an exponent below 1e-4, Rust below 1e-5; the values in between
+/// are written in positional form here, which parses to the same number.)
+fn python_repr(value: f64) -> String {
+    let repr = format!("{value:?}");
+    match repr.split_once('e') {
+        Some((mantissa, exponent)) => {
+            let (sign, digits) = match exponent.strip_prefix('-') {
+                Some(digits) => ('-', digits),
+                None => ('+', exponent),
+            };
+            format!("{mantissa}e{sign}{digits:0>2}")
+        }
+        None => repr,
+    }
 }
 
 /// Label values escape backslash, double quote and newline.
@@ -313,6 +700,22 @@ fn escape_label(value: &str) -> String {
 mod tests {
     use super::*;
 
+    fn request(reason: FinishedReason) -> FinishedRequest {
+        FinishedRequest {
+            reason,
+            e2e: 1.0,
+            queue: 0.1,
+            prefill: 0.2,
+            decode: 0.7,
+            inference: 0.9,
+            prompt_tokens: 100,
+            generation_tokens: 8,
+            cached_tokens: 32,
+            preemptions: 0,
+            max_tokens: 16,
+        }
+    }
+
     fn sample_line<'a>(text: &'a str, prefix: &str) -> &'a str {
         text.lines()
             .find(|l| l.starts_with(prefix))
@@ -321,10 +724,10 @@ mod tests {
 
     #[test]
     fn histograms_are_cumulative_with_le_semantics() {
-        let mut m = VllmMetrics::default();
-        m.first_token(0.005); // on a boundary: counts in le="0.005"
-        m.first_token(0.03);
-        m.first_token(5000.0); // past the last bound: only +Inf
+        let mut m = VllmMetrics::new(1000);
+        m.first_token(0.005, 10, 0); // on a boundary: counts in le="0.005"
+        m.first_token(0.03, 10, 0);
+        m.first_token(5000.0, 10, 0); // past the last bound: only +Inf
         let text = render("m", &m, &VllmGauges::default());
         let labels = "model_name=\"m\",engine=\"0\"";
         let b =
@@ -342,13 +745,10 @@ mod tests {
 
     #[test]
     fn every_finish_reason_has_a_series_from_the_start() {
-        let mut m = VllmMetrics::default();
+        let mut m = VllmMetrics::new(1000);
         m.finished(&FinishedRequest {
-            reason: FinishedReason::Abort,
-            e2e: 1.0,
-            queue: 0.1,
-            prefill: 0.2,
-            decode: 0.7,
+            inference: 0.9,
+            ..request(FinishedReason::Abort)
         });
         let text = render("m", &m, &VllmGauges::default());
         for (reason, n) in [
@@ -356,6 +756,7 @@ mod tests {
             ("length", "0.0"),
             ("abort", "1.0"),
             ("error", "0.0"),
+            ("repetition", "0.0"),
         ] {
             let line = sample_line(
                 &text,
@@ -376,8 +777,9 @@ mod tests {
             generation_tokens: 50,
             prefix_cache_queries: 100,
             prefix_cache_hits: 32,
+            cache: CacheInfo::default(),
         };
-        let text = render("llama \"8b\"", &VllmMetrics::default(), &gauges);
+        let text = render("llama \"8b\"", &VllmMetrics::new(1000), &gauges);
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# ") {
                 assert!(
@@ -392,10 +794,130 @@ mod tests {
                 series.starts_with("vllm:") && series.ends_with('}'),
                 "{line}"
             );
-            assert!(series.contains("model_name=\"llama \\\"8b\\\"\""), "{line}");
+            if !series.starts_with("vllm:cache_config_info") {
+                assert!(series.contains("model_name=\"llama \\\"8b\\\"\""), "{line}");
+            }
         }
         assert!(text.contains(
             "vllm:kv_cache_usage_perc{model_name=\"llama \\\"8b\\\"\",engine=\"0\"} 0.25"
         ));
+    }
+
+    #[test]
+    fn token_buckets_follow_vllms_1_2_5_series() {
+        // vLLM's own docstring example: build_1_2_5_buckets(100).
+        assert_eq!(
+            request_tokens_buckets(100),
+            [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]
+        );
+        // Not on the series: capped below max_model_len.
+        assert_eq!(request_tokens_buckets(4), [1.0, 2.0]);
+        let long = request_tokens_buckets(131_072);
+        assert_eq!(long.last(), Some(&100_000.0));
+        assert_eq!(long.len(), 16);
+    }
+
+    #[test]
+    fn numbers_are_written_as_prometheus_client_writes_them() {
+        for (value, text) in [
+            (0.0, "0.0"),
+            (1.0, "1.0"),
+            (0.3, "0.3"),
+            (2560.0, "2560.0"),
+            (100_000.0, "100000.0"),
+            (999_999.0, "999999.0"),
+            (1_000_000.0, "1e+06"),
+            (2_000_000.0, "2e+06"),
+            (1_500_000.0, "1.5e+06"),
+            (12_345_678.0, "1.2345678e+07"),
+            (1e16, "1e+16"),
+            (1.5e-7, "1.5e-07"),
+            (f64::INFINITY, "+Inf"),
+        ] {
+            assert_eq!(go_float(value), text, "{value}");
+        }
+    }
+
+    #[test]
+    fn a_finished_request_feeds_every_per_request_histogram() {
+        let mut m = VllmMetrics::new(1000);
+        m.first_token(0.05, 100, 32);
+        m.iteration(69);
+        m.finished(&request(FinishedReason::Length));
+        let gauges = VllmGauges {
+            prefix_cache_hits: 32,
+            ..VllmGauges::default()
+        };
+        let text = render("m", &m, &gauges);
+        let labels = "model_name=\"m\",engine=\"0\"";
+        let value = |series: &str| {
+            let line = sample_line(&text, &format!("{series} "));
+            line.rsplit_once(' ').unwrap().1.to_owned()
+        };
+        // 0.7 s of decode over the 7 tokens after the first.
+        assert_eq!(
+            value(&format!(
+                "vllm:request_time_per_output_token_seconds_sum{{{labels}}}"
+            )),
+            "0.09999999999999999"
+        );
+        assert_eq!(
+            value(&format!(
+                "vllm:request_inference_time_seconds_sum{{{labels}}}"
+            )),
+            "0.9"
+        );
+        assert_eq!(
+            value(&format!(
+                "vllm:request_prefill_kv_computed_tokens_sum{{{labels}}}"
+            )),
+            "68.0"
+        );
+        assert_eq!(
+            value(&format!("vllm:request_prompt_tokens_sum{{{labels}}}")),
+            "100.0"
+        );
+        assert_eq!(
+            value(&format!("vllm:request_generation_tokens_sum{{{labels}}}")),
+            "8.0"
+        );
+        assert_eq!(
+            value(&format!("vllm:request_params_max_tokens_sum{{{labels}}}")),
+            "16.0"
+        );
+        assert_eq!(
+            value(&format!("vllm:iteration_tokens_total_sum{{{labels}}}")),
+            "69.0"
+        );
+        // Never preempted: counted in the first bucket, as vLLM's buckets intend.
+        assert_eq!(
+            value(&format!(
+                "vllm:request_num_preemptions_bucket{{{labels},le=\"1.0\"}}"
+            )),
+            "1.0"
+        );
+        // n > 1 only: empty, as in vLLM for plain requests.
+        assert_eq!(
+            value(&format!("vllm:request_params_n_count{{{labels}}}")),
+            "0.0"
+        );
+        for (source, n) in [("local_compute", "68.0"), ("local_cache_hit", "32.0")] {
+            assert_eq!(
+                value(&format!(
+                    "vllm:prompt_tokens_by_source_total{{{labels},source=\"{source}\"}}"
+                )),
+                n
+            );
+        }
+        assert_eq!(
+            value(&format!("vllm:prompt_tokens_cached_total{{{labels}}}")),
+            "32.0"
+        );
+        assert_eq!(
+            value(&format!(
+                "vllm:prompt_tokens_cached_by_source_total{{{labels},source=\"device\"}}"
+            )),
+            "32.0"
+        );
     }
 }

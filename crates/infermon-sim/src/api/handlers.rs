@@ -221,11 +221,19 @@ fn check_prompt(
     Ok((prompt_tokens, limit))
 }
 
+/// What validation made of a request: its choices, and per prompt its token count and resolved
+/// `max_tokens`.
+struct PlannedChoices {
+    choices: Vec<ChoiceSpec>,
+    prompt_tokens: Vec<u32>,
+    max_tokens: Vec<u32>,
+}
+
 /// Every choice of the request: its prompt, its output script, its echo.
 fn plan_choices(
     sim: &SimHandle,
     generation: &Generation<'_>,
-) -> Result<(Vec<ChoiceSpec>, Vec<u32>), ApiError> {
+) -> Result<PlannedChoices, ApiError> {
     let sampling = generation.sampling;
     let served = sim.model();
     if generation.model != served {
@@ -239,9 +247,12 @@ fn plan_choices(
     let output = &sim.config().output;
     let mut choices = Vec::new();
     let mut prompt_tokens = Vec::new();
+    let mut max_tokens = Vec::new();
     for (p, (prompt, echo)) in generation.prompts.iter().enumerate() {
         let (tokens_in, limit) = check_prompt(sim, generation.api, sampling, prompt)?;
         prompt_tokens.push(tokens_in);
+        // vLLM's resolved `max_tokens`: the client's, or the context left after the prompt.
+        max_tokens.push(limit);
         for j in 0..n {
             let natural = if sampling.ignore_eos {
                 u32::MAX
@@ -271,7 +282,11 @@ fn plan_choices(
             });
         }
     }
-    Ok((choices, prompt_tokens))
+    Ok(PlannedChoices {
+        choices,
+        prompt_tokens,
+        max_tokens,
+    })
 }
 
 async fn generate(
@@ -281,7 +296,11 @@ async fn generate(
     generation: Generation<'_>,
 ) -> Response {
     let (api, model, sampling) = (generation.api, generation.model, generation.sampling);
-    let (choices, prompt_tokens) = match plan_choices(sim, &generation) {
+    let PlannedChoices {
+        choices,
+        prompt_tokens,
+        max_tokens,
+    } = match plan_choices(sim, &generation) {
         Ok(c) => c,
         Err(e) => return Rejection::new(e, model, sampling.stream).respond(sim, headers, api),
     };
@@ -354,6 +373,7 @@ async fn generate(
             },
             finish_reason: choice.script.finish_reason,
             fail_at,
+            max_tokens: max_tokens[choice.prompt],
             request: start(prompt_tokens[choice.prompt]),
             arrived,
             arrived_at,
