@@ -156,8 +156,8 @@ fn request_span_carries_the_gen_ai_attributes() {
         Some(Value::F64(secs(250)))
     );
     assert_eq!(a(attr::ERROR_TYPE), None);
-    // Prompt text is never recorded unless capture is enabled.
-    assert_eq!(a(attr::GEN_AI_PROMPT), None);
+    // Content is never recorded unless capture is enabled.
+    assert_eq!(a(attr::GEN_AI_INPUT_MESSAGES), None);
 }
 
 #[test]
@@ -409,9 +409,8 @@ fn dropping_an_unfinished_request_ends_it_as_dropped() {
 
 #[test]
 fn model_names_past_the_cap_become_other() {
-    let h = Harness::new();
-    let meter = h.meter();
-    let metrics = h.metrics_builder(&meter).model_cap(2).build();
+    let h = Harness::with(|b| b.model_cap(2));
+    let metrics = h.metrics();
     h.run(|| {
         for model in ["a", "b", "c", "d", "a"] {
             let req = InferenceRequest::start_at(&metrics, params(model), None, t(0));
@@ -512,43 +511,79 @@ fn instrumented_user_code_nests_under_the_request_span() {
 }
 
 #[test]
-fn content_is_captured_only_when_enabled() {
+fn instrumented_user_code_nests_under_the_phase_it_runs_in() {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    h.run(|| {
+        let req = InferenceRequest::start(&metrics, params(MODEL), None).scheduled(0);
+        req.phase_span().in_scope(|| tokenize(400));
+        req.fail("test");
+    });
+    let prefill = h.span(names::PREFILL);
+    let user = h.span("tokenize");
+    assert_eq!(user.parent_span_id, prefill.span_context.span_id());
+    assert_eq!(
+        user.span_context.trace_id(),
+        prefill.span_context.trace_id()
+    );
+}
+
+#[test]
+fn content_is_captured_only_when_enabled_and_capped() {
     for enabled in [false, true] {
-        let h = Harness::new();
-        let meter = h.meter();
-        let metrics = h.metrics_builder(&meter).capture_content(enabled).build();
+        let h = Harness::with(|b| b.capture_content(enabled).max_content_len(20));
+        let metrics = h.metrics();
+        let long_answer = format!(r#"[{{"role":"assistant","content":"{}"}}]"#, "x".repeat(100));
         h.run(|| {
             let req = InferenceRequest::start(&metrics, params(MODEL), None);
-            req.record_prompt("secret prompt");
+            req.record_input_messages(r#"[{"role":"user"}]"#);
             let mut req = req.scheduled(0).first_token(0);
-            req.record_completion("secret answer");
+            req.record_output_messages(&long_answer);
             req.tokens(1);
             req.finish(value::FINISH_STOP);
         });
         let root = h.span(&names::request_span_name(value::OPERATION_CHAT, MODEL));
-        let prompt = attr(&root.attributes, attr::GEN_AI_PROMPT);
-        let completion = attr(&root.attributes, attr::GEN_AI_COMPLETION);
+        let input = attr(&root.attributes, attr::GEN_AI_INPUT_MESSAGES);
+        let output = attr(&root.attributes, attr::GEN_AI_OUTPUT_MESSAGES);
         if enabled {
-            assert_eq!(prompt, Some(&Value::from("secret prompt")));
-            assert_eq!(completion, Some(&Value::from("secret answer")));
+            assert_eq!(input, Some(&Value::from(r#"[{"role":"user"}]"#)));
+            let want = format!("{}…", &long_answer[..20]);
+            assert_eq!(output, Some(&Value::from(want)));
         } else {
-            assert_eq!((prompt, completion), (None, None));
+            assert_eq!((input, output), (None, None));
         }
+        // The deprecated attributes are gone.
+        assert!(attr(&root.attributes, "gen_ai.prompt").is_none());
+        assert!(attr(&root.attributes, "gen_ai.completion").is_none());
     }
 }
 
 #[test]
-fn without_a_tracing_layer_metrics_are_still_recorded() {
+fn without_the_bridge_metrics_are_still_recorded() {
     let h = Harness::new();
     let metrics = h.metrics();
-    // No `h.run`: the thread's subscriber has no OpenTelemetry layer.
+    tracing::dispatcher::with_default(&h.metrics_only_dispatch(), || {
+        let req = InferenceRequest::start_at(&metrics, params(MODEL), None, t(0));
+        req.scheduled_at(0, t(5))
+            .first_token_at(0, t(10))
+            .finish_at(value::FINISH_LENGTH, t(20));
+    });
+    assert!(h.spans().is_empty());
+    let rm = h.collect();
+    assert_eq!(f64_histogram(&rm, metric::REQUEST_DURATION)[0].count(), 1);
+}
+
+#[test]
+fn without_a_subscriber_nothing_is_recorded() {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    // No `h.run`: no layer sees the spans; nothing is recorded and nothing panics.
     let req = InferenceRequest::start_at(&metrics, params(MODEL), None, t(0));
     req.scheduled_at(0, t(5))
         .first_token_at(0, t(10))
         .finish_at(value::FINISH_LENGTH, t(20));
     assert!(h.spans().is_empty());
-    let rm = h.collect();
-    assert_eq!(f64_histogram(&rm, metric::REQUEST_DURATION)[0].count(), 1);
+    assert!(h.try_collect().is_none());
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! Telemetry bootstrap: one [`init`] call sets up logs, traces and metrics over OTLP/gRPC.
 //!
 //! * `tracing-subscriber`: a fmt layer to stderr filtered by `RUST_LOG` (or
-//!   [`TelemetryConfig::with_log_filter`]), and the `tracing-opentelemetry` layer
-//!   ([`tracing_layer`]) for spans at INFO and above.
+//!   [`TelemetryConfig::with_log_filter`]) that leaves the request telemetry spans out unless
+//!   asked ([`TelemetryConfig::with_log_request_spans`]); infermon's bridge ([`tracing_layer`])
+//!   for spans at INFO and above; and the [`metrics_layer`] that derives the contract's request
+//!   metrics from the request spans.
 //! * Traces: OTLP/gRPC exporter (tonic) → bounded batch span processor → `SdkTracerProvider`.
 //! * Metrics: OTLP/gRPC exporter → periodic reader (every 5 s by default) → `SdkMeterProvider`
 //!   with a cardinality limit on every instrument.
@@ -36,22 +38,21 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
 };
 use opentelemetry_sdk::Resource;
-use tracing_subscriber::filter::{EnvFilter, FilterFn};
+use tracing_subscriber::filter::{EnvFilter, FilterExt as _, FilterFn};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::Layer as _;
 
 use crate::contract::{attr, metric, metric_spec, value, INSTRUMENTATION_SCOPE};
+use crate::request::TARGET as REQUEST_TARGET;
 
 pub use config::{
     TelemetryConfig, DEFAULT_CARDINALITY_LIMIT, DEFAULT_ENDPOINT, DEFAULT_EXPORT_INTERVAL,
     DEFAULT_LOG_FILTER, DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use export::TelemetryStats;
-pub use layer::{tracing_layer, StampingTracer};
-
-pub(crate) use layer::start_span_with;
+pub use layer::{metrics_layer, tracing_layer};
 
 use export::{BoundedSpanProcessor, CountingMetricExporter, CountingSpanExporter, Health};
 
@@ -84,7 +85,8 @@ pub enum TelemetryError {
     Header { key: String },
     #[error(
         "a global tracing subscriber or logger is already installed: call init once per \
-         process, or add infermon::telemetry::tracing_layer to your own subscriber"
+         process, or add infermon::telemetry::tracing_layer and metrics_layer to your own \
+         subscriber"
     )]
     SubscriberAlreadySet,
     #[error(
@@ -251,7 +253,12 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
         tracing_layer(tracer_provider.tracer_with_scope(scope())).with_filter(FilterFn::new(
             |meta| meta.level() <= &tracing::Level::INFO && !is_export_stack(meta.target()),
         ));
+    let metrics = metrics_layer(&meter_provider.meter_with_scope(scope()));
+    let log_requests = config.log_request_spans || resolved.log_filter.contains(REQUEST_TARGET);
     let fmt_layer = config.fmt_layer.then(|| {
+        let fmt_filter = fmt_filter.and(FilterFn::new(move |meta| {
+            log_requests || !layer::is_request_telemetry(meta)
+        }));
         let layer = tracing_subscriber::fmt::layer();
         match config.log_writer.clone() {
             Some(w) => layer
@@ -267,6 +274,7 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     tracing_subscriber::registry()
         .with(fmt_layer)
         .with(otel_layer)
+        .with(metrics)
         .try_init()
         .map_err(|_| TelemetryError::SubscriberAlreadySet)?;
 
