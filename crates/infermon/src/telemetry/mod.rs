@@ -249,32 +249,13 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     };
     register_self_metrics(&meter_provider.meter(INSTRUMENTATION_SCOPE), &health);
 
-    let otel_layer =
-        tracing_layer(tracer_provider.tracer_with_scope(scope())).with_filter(FilterFn::new(
-            |meta| meta.level() <= &tracing::Level::INFO && !is_export_stack(meta.target()),
-        ));
-    let metrics = metrics_layer(&meter_provider.meter_with_scope(scope()));
-    let log_requests = config.log_request_spans || resolved.log_filter.contains(REQUEST_TARGET);
-    let fmt_layer = config.fmt_layer.then(|| {
-        let fmt_filter = fmt_filter.and(FilterFn::new(move |meta| {
-            log_requests || !layer::is_request_telemetry(meta)
-        }));
-        let layer = tracing_subscriber::fmt::layer();
-        match config.log_writer.clone() {
-            Some(w) => layer
-                .with_ansi(false)
-                .with_writer(BoxMakeWriter::new(move || (w.0)()))
-                .with_filter(fmt_filter),
-            None => layer
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_writer(BoxMakeWriter::new(std::io::stderr))
-                .with_filter(fmt_filter),
-        }
-    });
-    tracing_subscriber::registry()
-        .with(fmt_layer)
-        .with(otel_layer)
-        .with(metrics)
+    subscriber(
+        &config,
+        fmt_filter,
+        config.log_request_spans || resolved.log_filter.contains(REQUEST_TARGET),
+        tracer_provider.tracer_with_scope(scope()),
+        &meter_provider.meter_with_scope(scope()),
+    )
         .try_init()
         .map_err(|_| TelemetryError::SubscriberAlreadySet)?;
 
@@ -302,6 +283,53 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
         service_name: resolved.service_name,
         shut_down: false,
     })
+}
+
+/// The subscriber [`init`] installs, over the given tracer and meter: the fmt layer (filtered
+/// by the log filter, request telemetry left out unless asked), the bridge (INFO and above, the
+/// export stack left out) and the metrics layer. Public so benchmarks and tests measure exactly
+/// what `init` installs; services call [`init`].
+pub fn init_subscriber(
+    config: &TelemetryConfig,
+    tracer: SdkTracer,
+    meter: &Meter,
+) -> Result<impl tracing::Subscriber + Send + Sync, TelemetryError> {
+    let resolved = config.resolve(&|k| std::env::var(k).ok());
+    let fmt_filter = log_filter(&resolved.log_filter)?;
+    let log_requests = config.log_request_spans || resolved.log_filter.contains(REQUEST_TARGET);
+    Ok(subscriber(config, fmt_filter, log_requests, tracer, meter))
+}
+
+fn subscriber(
+    config: &TelemetryConfig,
+    fmt_filter: EnvFilter,
+    log_requests: bool,
+    tracer: SdkTracer,
+    meter: &Meter,
+) -> impl tracing::Subscriber + Send + Sync {
+    let otel_layer = tracing_layer(tracer).with_filter(FilterFn::new(|meta| {
+        meta.level() <= &tracing::Level::INFO && !is_export_stack(meta.target())
+    }));
+    let fmt_layer = config.fmt_layer.then(|| {
+        let fmt_filter = fmt_filter.and(FilterFn::new(move |meta| {
+            log_requests || !layer::is_request_telemetry(meta)
+        }));
+        let layer = tracing_subscriber::fmt::layer();
+        match config.log_writer.clone() {
+            Some(w) => layer
+                .with_ansi(false)
+                .with_writer(BoxMakeWriter::new(move || (w.0)()))
+                .with_filter(fmt_filter),
+            None => layer
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(BoxMakeWriter::new(std::io::stderr))
+                .with_filter(fmt_filter),
+        }
+    });
+    tracing_subscriber::registry()
+        .with(fmt_layer)
+        .with(otel_layer)
+        .with(metrics_layer(meter))
 }
 
 /// Crates on the export path. Their spans must never be traced (each export would produce
