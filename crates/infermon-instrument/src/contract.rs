@@ -75,10 +75,12 @@ pub mod attr {
     pub const GEN_AI_RESPONSE_FINISH_REASONS: &str = super::semconv::GEN_AI_RESPONSE_FINISH_REASONS;
     /// Metric attribute: the single finish reason of one request.
     pub const GEN_AI_RESPONSE_FINISH_REASON: &str = "gen_ai.response.finish_reason";
-    pub const GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: &str = super::semconv::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK;
+    pub const GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: &str =
+        super::semconv::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK;
     pub const GEN_AI_USAGE_INPUT_TOKENS: &str = super::semconv::GEN_AI_USAGE_INPUT_TOKENS;
     pub const GEN_AI_USAGE_OUTPUT_TOKENS: &str = super::semconv::GEN_AI_USAGE_OUTPUT_TOKENS;
-    pub const GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: &str = super::semconv::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS;
+    pub const GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: &str =
+        super::semconv::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS;
     pub const GEN_AI_TOKEN_TYPE: &str = super::semconv::GEN_AI_TOKEN_TYPE;
     /// Opt-in content capture: the input messages as JSON (replaces the deprecated
     /// `gen_ai.prompt`).

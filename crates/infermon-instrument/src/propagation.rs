@@ -83,7 +83,9 @@ pub fn parse_traceparent(value: &str, state: TraceState) -> Option<SpanContext> 
         return None;
     };
     let lower_hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     if !lower_hex(version, 2) || *version == "ff" || !lower_hex(trace_id, 32) {
         return None;

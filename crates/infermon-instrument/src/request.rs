@@ -433,6 +433,41 @@ impl TrackedRequest {
         self.output_tokens
     }
 
+    /// [`scheduled_at`](Self::scheduled_at) now.
+    pub fn scheduled(&mut self, queue_position: u64) {
+        self.scheduled_at(queue_position, SystemTime::now());
+    }
+
+    /// [`first_token_at`](Self::first_token_at) now.
+    pub fn first_token(&mut self, cached_input_tokens: u64) {
+        self.first_token_at(cached_input_tokens, SystemTime::now());
+    }
+
+    /// [`preempted_at`](Self::preempted_at) now.
+    pub fn preempted(&mut self) {
+        self.preempted_at(SystemTime::now());
+    }
+
+    /// [`resumed_at`](Self::resumed_at) now.
+    pub fn resumed(&mut self) {
+        self.resumed_at(SystemTime::now());
+    }
+
+    /// [`finish_at`](Self::finish_at) now.
+    pub fn finish(&mut self, finish_reason: &str) {
+        self.finish_at(finish_reason, SystemTime::now());
+    }
+
+    /// [`fail_at`](Self::fail_at) now.
+    pub fn fail(&mut self, error_type: &str) {
+        self.fail_at(error_type, SystemTime::now());
+    }
+
+    /// [`abort_at`](Self::abort_at) now.
+    pub fn abort(&mut self) {
+        self.abort_at(SystemTime::now());
+    }
+
     /// Queued → prefilling. Ignored in any other phase.
     pub fn scheduled_at(&mut self, queue_position: u64, at: SystemTime) {
         if self.phase != Phase::Queued {
@@ -471,8 +506,10 @@ impl TrackedRequest {
         self.output_tokens = self.output_tokens.max(1);
         let end = unix_nanos(at);
         let ttft = seconds(self.arrived, at);
-        self.phase_span
-            .record(attr::LLM_PREFILL_COMPUTED_TOKENS, self.input_tokens - cached);
+        self.phase_span.record(
+            attr::LLM_PREFILL_COMPUTED_TOKENS,
+            self.input_tokens - cached,
+        );
         self.phase_span
             .record(attr::LLM_PREFILL_CACHED_TOKENS, cached);
         tracing::info!(

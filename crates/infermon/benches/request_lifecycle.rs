@@ -464,7 +464,9 @@ fn setup() -> &'static Setup {
 fn variant(name: &str) -> Option<Box<dyn Fn()>> {
     let s = setup();
     Some(match name {
-        "raw_sdk_bound" => Box::new(|| raw_lifecycle(black_box(&s.raw_tracer), black_box(&s.raw_bound))),
+        "raw_sdk_bound" => {
+            Box::new(|| raw_lifecycle(black_box(&s.raw_tracer), black_box(&s.raw_bound)))
+        }
         "raw_sdk" => Box::new(|| raw_lifecycle(black_box(&s.raw_tracer), black_box(&s.raw))),
         "typed" => Box::new(|| typed_lifecycle(black_box(&s.metrics))),
         "macros" => Box::new(macros_lifecycle),
@@ -631,7 +633,9 @@ fn per_token(c: &mut Criterion<ThreadCpuTime>) {
     let mut req = InferenceRequest::start(&s.metrics, params(), None)
         .scheduled(0)
         .first_token(0);
-    c.bench_function("tokens/typed_tokens_1", |b| b.iter(|| req.tokens(black_box(1))));
+    c.bench_function("tokens/typed_tokens_1", |b| {
+        b.iter(|| req.tokens(black_box(1)))
+    });
     req.finish(value::FINISH_STOP);
 }
 
@@ -652,8 +656,11 @@ fn count(spec: &str) {
     let (name, n) = spec
         .split_once(':')
         .and_then(|(name, n)| Some((name, n.parse::<u64>().ok()?)))
-        .unwrap_or_else(|| panic!("LIFECYCLE_COUNT={spec}: expected <variant>:<n>, variants {VARIANTS:?}"));
-    let lifecycle = variant(name).unwrap_or_else(|| panic!("unknown variant {name}; one of {VARIANTS:?}"));
+        .unwrap_or_else(|| {
+            panic!("LIFECYCLE_COUNT={spec}: expected <variant>:<n>, variants {VARIANTS:?}")
+        });
+    let lifecycle =
+        variant(name).unwrap_or_else(|| panic!("unknown variant {name}; one of {VARIANTS:?}"));
     let s = setup();
     // One unmeasured lifecycle first: bound series, label caps and lazily built state exist
     // from then on, as in a server that has served one request of the model.

@@ -136,7 +136,11 @@ async fn chat(
             Some((chunk(&model, &text), (g, model)))
         },
     ));
-    ([("content-type", "text/event-stream")], Body::from_stream(stream)).into_response()
+    (
+        [("content-type", "text/event-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 fn chunk(model: &str, text: &str) -> Result<String, Infallible> {
@@ -164,10 +168,13 @@ struct Generation {
 impl Generation {
     fn finish(&mut self, reason: &str) {
         self.finished = true;
-        self.decode.record("llm.decode.output_tokens", self.produced);
+        self.decode
+            .record("llm.decode.output_tokens", self.produced);
         self.decode = Span::none();
-        self.request.record("gen_ai.response.finish_reasons", reason);
-        self.request.record("gen_ai.usage.output_tokens", self.produced);
+        self.request
+            .record("gen_ai.response.finish_reasons", reason);
+        self.request
+            .record("gen_ai.usage.output_tokens", self.produced);
     }
 }
 

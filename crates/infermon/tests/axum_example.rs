@@ -63,7 +63,10 @@ async fn streaming_request_gets_every_contract_span_and_metric() {
         h.span(names::PREFILL).span_context.span_id()
     );
     assert_eq!(
-        root.events.iter().map(|e| e.name.as_ref()).collect::<Vec<_>>(),
+        root.events
+            .iter()
+            .map(|e| e.name.as_ref())
+            .collect::<Vec<_>>(),
         [names::EVENT_FIRST_TOKEN]
     );
     assert_eq!(
@@ -79,8 +82,16 @@ async fn streaming_request_gets_every_contract_span_and_metric() {
         .collect();
     assert_eq!(requests.len(), 1);
     let labels = &requests[0].0;
-    assert!(labels.contains(&format!("{}={}", attr::LLM_REQUEST_OUTCOME, value::OUTCOME_SUCCESS)));
-    assert!(labels.contains(&format!("{}={}", attr::GEN_AI_RESPONSE_FINISH_REASON, value::FINISH_LENGTH)));
+    assert!(labels.contains(&format!(
+        "{}={}",
+        attr::LLM_REQUEST_OUTCOME,
+        value::OUTCOME_SUCCESS
+    )));
+    assert!(labels.contains(&format!(
+        "{}={}",
+        attr::GEN_AI_RESPONSE_FINISH_REASON,
+        value::FINISH_LENGTH
+    )));
     for name in [
         metric::REQUEST_DURATION,
         metric::TIME_TO_FIRST_TOKEN,

@@ -49,7 +49,12 @@ fn explicit_start_end_and_event_times_are_exported_exactly() {
     assert_eq!(s.status, Status::error("boom"));
     assert_eq!(attr(&s.attributes, "step"), Some(&Value::I64(7)));
     // The steering fields are not exported as attributes.
-    for f in [field::START_TIME, field::END_TIME, field::OTEL_NAME, field::OTEL_KIND] {
+    for f in [
+        field::START_TIME,
+        field::END_TIME,
+        field::OTEL_NAME,
+        field::OTEL_KIND,
+    ] {
         assert!(attr(&s.attributes, f).is_none(), "{f}");
     }
     let event = &s.events.iter().collect::<Vec<_>>()[0];
@@ -126,12 +131,9 @@ fn logged_request(config: TelemetryConfig) -> (String, usize) {
     let logs = Logs::default();
     let sink = logs.clone();
     let config = config.with_log_writer(move || Box::new(sink.clone()));
-    let subscriber = infermon::telemetry::init_subscriber(
-        &config,
-        h.tracer_provider.tracer("init"),
-        &h.meter(),
-    )
-    .unwrap();
+    let subscriber =
+        infermon::telemetry::init_subscriber(&config, h.tracer_provider.tracer("init"), &h.meter())
+            .unwrap();
     let metrics = h.metrics();
     tracing::subscriber::with_default(subscriber, || {
         let params = RequestParams {

@@ -533,7 +533,10 @@ fn content_is_captured_only_when_enabled_and_capped() {
     for enabled in [false, true] {
         let h = Harness::with(|b| b.capture_content(enabled).max_content_len(20));
         let metrics = h.metrics();
-        let long_answer = format!(r#"[{{"role":"assistant","content":"{}"}}]"#, "x".repeat(100));
+        let long_answer = format!(
+            r#"[{{"role":"assistant","content":"{}"}}]"#,
+            "x".repeat(100)
+        );
         h.run(|| {
             let req = InferenceRequest::start(&metrics, params(MODEL), None);
             req.record_input_messages(r#"[{"role":"user"}]"#);
@@ -642,4 +645,44 @@ fn engine_metrics_report_the_latest_state_and_running_totals() {
     if let Some(rm) = h.try_collect() {
         assert!(find_metric(&rm, metric::KV_CACHE_USAGE).is_none());
     }
+}
+
+/// An engine keeping requests of every phase in one map: transitions that do not fit the
+/// phase are ignored or completed sensibly, never recorded as a spurious `dropped` error.
+#[test]
+fn tracked_request_finishing_before_its_first_token_is_a_success_not_dropped() {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    h.run(|| {
+        let mut req =
+            InferenceRequest::start_at(&metrics, params(MODEL), None, t(0)).into_tracked();
+        req.first_token_at(0, t(1)); // a queued request is scheduled at the same instant first
+        req.scheduled_at(9, t(2)); // ignored: already past the queue
+        req.finish_at(value::FINISH_LENGTH, t(3));
+        req.finish_at(value::FINISH_STOP, t(4)); // ignored: already ended
+        req.fail_at("late", t(5)); // ignored too
+
+        let mut early =
+            InferenceRequest::start_at(&metrics, params(MODEL), None, t(0)).into_tracked();
+        early.scheduled_at(0, t(1));
+        early.finish_at(value::FINISH_STOP, t(2)); // before any token: no decode phase
+    });
+    let rm = h.collect();
+    let requests = counted(u64_points(&rm, metric::REQUESTS));
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert!(requests.iter().all(|(labels, _)| labels.contains(&format!(
+        "{}={}",
+        attr::LLM_REQUEST_OUTCOME,
+        value::OUTCOME_SUCCESS
+    ))));
+    let names: Vec<String> = h.spans().iter().map(|s| s.name.to_string()).collect();
+    assert_eq!(
+        names.iter().filter(|n| *n == names::DECODE).count(),
+        1,
+        "{names:?}"
+    );
+    assert!(h
+        .spans()
+        .iter()
+        .all(|s| attr(&s.attributes, attr::ERROR_TYPE).is_none()));
 }

@@ -185,26 +185,30 @@ fn canonical_points(rm: &ResourceMetrics) -> Vec<String> {
     for m in rm.scope_metrics().flat_map(|s| s.metrics()) {
         let head = format!("{} [{}]", m.name(), m.unit());
         match m.data() {
-            AggregatedMetrics::F64(MetricData::Histogram(h)) => out.extend(h.data_points().map(|p| {
-                format!(
-                    "{head} {:?} count={} sum={:.9} bounds={:?} buckets={:?}",
-                    attrs(p.attributes()),
-                    p.count(),
-                    p.sum(),
-                    p.bounds().collect::<Vec<_>>(),
-                    p.bucket_counts().collect::<Vec<_>>()
-                )
-            })),
-            AggregatedMetrics::U64(MetricData::Histogram(h)) => out.extend(h.data_points().map(|p| {
-                format!(
-                    "{head} {:?} count={} sum={} bounds={:?} buckets={:?}",
-                    attrs(p.attributes()),
-                    p.count(),
-                    p.sum(),
-                    p.bounds().collect::<Vec<_>>(),
-                    p.bucket_counts().collect::<Vec<_>>()
-                )
-            })),
+            AggregatedMetrics::F64(MetricData::Histogram(h)) => {
+                out.extend(h.data_points().map(|p| {
+                    format!(
+                        "{head} {:?} count={} sum={:.9} bounds={:?} buckets={:?}",
+                        attrs(p.attributes()),
+                        p.count(),
+                        p.sum(),
+                        p.bounds().collect::<Vec<_>>(),
+                        p.bucket_counts().collect::<Vec<_>>()
+                    )
+                }))
+            }
+            AggregatedMetrics::U64(MetricData::Histogram(h)) => {
+                out.extend(h.data_points().map(|p| {
+                    format!(
+                        "{head} {:?} count={} sum={} bounds={:?} buckets={:?}",
+                        attrs(p.attributes()),
+                        p.count(),
+                        p.sum(),
+                        p.bounds().collect::<Vec<_>>(),
+                        p.bucket_counts().collect::<Vec<_>>()
+                    )
+                }))
+            }
             AggregatedMetrics::U64(MetricData::Sum(s)) => out.extend(
                 s.data_points()
                     .map(|p| format!("{head} {:?} value={}", attrs(p.attributes()), p.value())),

@@ -109,7 +109,8 @@ where
         let subscriber = dispatch.downcast_ref::<S>()?;
         let span = subscriber.span(id)?;
         let mut ext = span.extensions_mut();
-        ext.get_mut::<OtelData<T::Span>>().map(|d| d.context().clone())
+        ext.get_mut::<OtelData<T::Span>>()
+            .map(|d| d.context().clone())
     }
 }
 
@@ -142,7 +143,8 @@ where
         }
         .unwrap_or_else(Context::current);
 
-        let mut builder = SpanBuilder::from_name(v.name.take().unwrap_or(Cow::Borrowed(meta.name())));
+        let mut builder =
+            SpanBuilder::from_name(v.name.take().unwrap_or(Cow::Borrowed(meta.name())));
         builder.span_kind = Some(v.kind.clone().unwrap_or(SpanKind::Internal));
         builder.start_time = Some(v.start.unwrap_or_else(SystemTime::now));
         let status = v.status();
@@ -212,9 +214,7 @@ where
             attributes: Vec::new(),
         };
         event.record(&mut v);
-        let name = v
-            .name
-            .unwrap_or(Cow::Borrowed(event.metadata().name()));
+        let name = v.name.unwrap_or(Cow::Borrowed(event.metadata().name()));
         data.span.add_event_with_timestamp(
             name,
             v.at.unwrap_or_else(SystemTime::now),
@@ -318,7 +318,9 @@ impl Visit for SpanVisitor {
 
     fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
         match f.name() {
-            field::OTEL_NAME | field::OTEL_KIND | field::OTEL_STATUS_CODE
+            field::OTEL_NAME
+            | field::OTEL_KIND
+            | field::OTEL_STATUS_CODE
             | field::OTEL_STATUS_DESCRIPTION => self.record_str(f, &format!("{v:?}")),
             _ => self.attribute(f, Value::from(format!("{v:?}"))),
         }
@@ -358,10 +360,8 @@ impl Visit for EventVisitor {
                 None => Cow::Owned(v.to_owned()),
             });
         } else {
-            self.attributes.push(KeyValue::new(
-                Key::from_static_str(f.name()),
-                v.to_owned(),
-            ));
+            self.attributes
+                .push(KeyValue::new(Key::from_static_str(f.name()), v.to_owned()));
         }
     }
 

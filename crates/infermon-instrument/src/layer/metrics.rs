@@ -137,7 +137,20 @@ impl Visit for RequestVisitor<'_> {
         }
     }
 
-    fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+    /// Label fields recorded with `%` or `?` instead of as `&str`: formatted, then read as
+    /// strings (every other field is ignored without formatting).
+    fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+        if matches!(
+            f.name(),
+            attr::GEN_AI_REQUEST_MODEL
+                | attr::GEN_AI_OPERATION_NAME
+                | attr::GEN_AI_RESPONSE_FINISH_REASONS
+                | attr::ERROR_TYPE
+                | field::OTEL_STATUS_CODE
+        ) {
+            self.record_str(f, format!("{v:?}").trim_matches('"'));
+        }
+    }
 }
 
 /// Reads a phase span's fields.
@@ -381,7 +394,9 @@ fn end_phase(series: &Series, state: &PhaseState) {
         Phase::Prefill => {
             series.prefill_duration.record(duration);
             if let (Some(cached), Some(computed)) = (state.cached, state.computed) {
-                series.prefix_cache_queries.add(cached.saturating_add(computed));
+                series
+                    .prefix_cache_queries
+                    .add(cached.saturating_add(computed));
                 series.prefix_cache_hits.add(cached);
             }
         }

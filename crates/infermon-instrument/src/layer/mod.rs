@@ -16,6 +16,6 @@ mod fields;
 mod metrics;
 
 pub use bridge::{context_of, OtelLayer};
-pub use fields::{from_unix_nanos, unix_nanos};
 pub(crate) use fields::seconds;
+pub use fields::{from_unix_nanos, unix_nanos};
 pub use metrics::MetricsLayer;

@@ -256,8 +256,8 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
         tracer_provider.tracer_with_scope(scope()),
         &meter_provider.meter_with_scope(scope()),
     )
-        .try_init()
-        .map_err(|_| TelemetryError::SubscriberAlreadySet)?;
+    .try_init()
+    .map_err(|_| TelemetryError::SubscriberAlreadySet)?;
 
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(tracer_provider.clone());

@@ -32,7 +32,9 @@ impl Harness {
     }
 
     /// A harness whose metrics layer (and [`metrics`](Self::metrics)) are built by `configure`.
-    pub fn with(configure: impl FnOnce(InferenceMetricsBuilder<'_>) -> InferenceMetricsBuilder<'_>) -> Self {
+    pub fn with(
+        configure: impl FnOnce(InferenceMetricsBuilder<'_>) -> InferenceMetricsBuilder<'_>,
+    ) -> Self {
         let span_exporter = InMemorySpanExporter::default();
         let tracer_provider = SdkTracerProvider::builder()
             .with_simple_exporter(span_exporter.clone())
