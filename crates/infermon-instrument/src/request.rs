@@ -192,8 +192,9 @@ impl InferenceRequest<Queued> {
 
     /// The scheduler picked the request. `queue_position` is where it stood in the waiting queue
     /// on arrival (0 = head); it is recorded on the `queue` span.
-    pub fn scheduled(self, queue_position: u64) -> InferenceRequest<Prefilling> {
-        self.scheduled_at(queue_position, SystemTime::now())
+    pub fn scheduled(mut self, queue_position: u64) -> InferenceRequest<Prefilling> {
+        self.core.scheduled(queue_position);
+        self.into_state()
     }
 
     /// [`scheduled`](Self::scheduled) at an explicit time.
@@ -211,8 +212,9 @@ impl InferenceRequest<Prefilling> {
     /// The first output token exists. `cached_input_tokens` prompt tokens came from the prefix
     /// cache (the rest were computed). Counts as one output token; later ones go to
     /// [`tokens`](InferenceRequest::tokens).
-    pub fn first_token(self, cached_input_tokens: u64) -> InferenceRequest<Decoding> {
-        self.first_token_at(cached_input_tokens, SystemTime::now())
+    pub fn first_token(mut self, cached_input_tokens: u64) -> InferenceRequest<Decoding> {
+        self.core.first_token(cached_input_tokens);
+        self.into_state()
     }
 
     /// [`first_token`](Self::first_token) at an explicit time.
@@ -240,8 +242,8 @@ impl InferenceRequest<Decoding> {
 
     /// The request completed normally; `finish_reason` is e.g. [`value::FINISH_STOP`] or
     /// [`value::FINISH_LENGTH`]. Usage comes from the counts given along the way.
-    pub fn finish(self, finish_reason: &str) {
-        self.finish_at(finish_reason, SystemTime::now())
+    pub fn finish(mut self, finish_reason: &str) {
+        self.core.finish(finish_reason);
     }
 
     /// [`finish`](Self::finish) at an explicit time.
@@ -291,8 +293,8 @@ impl<S> InferenceRequest<S> {
 
     /// The request failed; `error_type` is a short, low-cardinality class such as `timeout` or
     /// `kv_cache_exhausted` (capped like every user-supplied label).
-    pub fn fail(self, error_type: &str) {
-        self.fail_at(error_type, SystemTime::now())
+    pub fn fail(mut self, error_type: &str) {
+        self.core.fail(error_type);
     }
 
     /// [`fail`](Self::fail) at an explicit time.
@@ -302,8 +304,8 @@ impl<S> InferenceRequest<S> {
 
     /// The client went away before the request completed (finish reason `abort`; not an error
     /// of the server).
-    pub fn abort(self) {
-        self.abort_at(SystemTime::now())
+    pub fn abort(mut self) {
+        self.core.abort();
     }
 
     /// [`abort`](Self::abort) at an explicit time.
@@ -435,12 +437,12 @@ impl TrackedRequest {
 
     /// [`scheduled_at`](Self::scheduled_at) now.
     pub fn scheduled(&mut self, queue_position: u64) {
-        self.scheduled_at(queue_position, SystemTime::now());
+        self.schedule(queue_position, When::now());
     }
 
     /// [`first_token_at`](Self::first_token_at) now.
     pub fn first_token(&mut self, cached_input_tokens: u64) {
-        self.first_token_at(cached_input_tokens, SystemTime::now());
+        self.produce_first_token(cached_input_tokens, When::now());
     }
 
     /// [`preempted_at`](Self::preempted_at) now.
@@ -455,29 +457,35 @@ impl TrackedRequest {
 
     /// [`finish_at`](Self::finish_at) now.
     pub fn finish(&mut self, finish_reason: &str) {
-        self.finish_at(finish_reason, SystemTime::now());
+        let reason = self.metrics.inner.finish_reasons.get(finish_reason);
+        self.end(When::now(), reason.as_str(), None);
     }
 
     /// [`fail_at`](Self::fail_at) now.
     pub fn fail(&mut self, error_type: &str) {
-        self.fail_at(error_type, SystemTime::now());
+        let error_type = self.metrics.inner.error_types.get(error_type);
+        self.end(When::now(), value::FINISH_ERROR, Some(error_type.as_str()));
     }
 
     /// [`abort_at`](Self::abort_at) now.
     pub fn abort(&mut self) {
-        self.abort_at(SystemTime::now());
+        self.end(When::now(), value::FINISH_ABORT, None);
     }
 
     /// Queued → prefilling. Ignored in any other phase.
     pub fn scheduled_at(&mut self, queue_position: u64, at: SystemTime) {
+        self.schedule(queue_position, When::At(at));
+    }
+
+    fn schedule(&mut self, queue_position: u64, when: When) {
         if self.phase != Phase::Queued {
             return;
         }
         self.phase = Phase::Prefilling;
-        let end = unix_nanos(at);
+        let end = unix_nanos(when.time());
         self.phase_span
             .record(attr::LLM_QUEUE_POSITION, queue_position);
-        self.next_phase(end, |request| {
+        self.next_phase(when, |request| {
             tracing::info_span!(
                 target: TARGET,
                 parent: request,
@@ -493,8 +501,13 @@ impl TrackedRequest {
     /// Prefilling → decoding (a queued request is scheduled at the same instant first).
     /// Ignored once decoding or ended.
     pub fn first_token_at(&mut self, cached_input_tokens: u64, at: SystemTime) {
+        self.produce_first_token(cached_input_tokens, When::At(at));
+    }
+
+    fn produce_first_token(&mut self, cached_input_tokens: u64, when: When) {
+        let at = when.time();
         if self.phase == Phase::Queued {
-            self.scheduled_at(0, at);
+            self.schedule(0, when);
         }
         if self.phase != Phase::Prefilling {
             return;
@@ -519,9 +532,7 @@ impl TrackedRequest {
             { attr::LLM_TTFT } = ttft,
             { field::EVENT_TIME } = end,
         );
-        self.span
-            .record(attr::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ttft);
-        self.next_phase(end, |request| {
+        self.next_phase(when, |request| {
             tracing::info_span!(
                 target: TARGET,
                 parent: request,
@@ -559,18 +570,18 @@ impl TrackedRequest {
     /// its first token simply has no decode phase). Ignored once ended.
     pub fn finish_at(&mut self, finish_reason: &str, at: SystemTime) {
         let reason = self.metrics.inner.finish_reasons.get(finish_reason);
-        self.end(at, reason.as_str(), None);
+        self.end(When::At(at), reason.as_str(), None);
     }
 
     /// The request failed. Ignored once ended.
     pub fn fail_at(&mut self, error_type: &str, at: SystemTime) {
         let error_type = self.metrics.inner.error_types.get(error_type);
-        self.end(at, value::FINISH_ERROR, Some(error_type.as_str()));
+        self.end(When::At(at), value::FINISH_ERROR, Some(error_type.as_str()));
     }
 
     /// The client went away. Ignored once ended.
     pub fn abort_at(&mut self, at: SystemTime) {
-        self.end(at, value::FINISH_ABORT, None);
+        self.end(When::At(at), value::FINISH_ABORT, None);
     }
 
     /// See [`InferenceRequest::record_input_messages`].
@@ -592,12 +603,14 @@ impl TrackedRequest {
             .record(key, capped(text, inner.max_content_len).as_ref());
     }
 
-    /// Ends the open phase at `end` and opens the next one with `open`.
-    fn next_phase(&mut self, end: u64, open: impl FnOnce(&tracing::Span) -> tracing::Span) {
+    /// Ends the open phase (at an explicit time if given) and opens the next one with `open`.
+    fn next_phase(&mut self, when: When, open: impl FnOnce(&tracing::Span) -> tracing::Span) {
         if self.span.is_disabled() {
             return;
         }
-        self.phase_span.record(field::END_TIME, end);
+        if let When::At(at) = when {
+            self.phase_span.record(field::END_TIME, unix_nanos(at));
+        }
         self.phase_span = open(&self.span);
     }
 
@@ -613,13 +626,16 @@ impl TrackedRequest {
 
     /// Ends the open phase and the request span: usage, finish reason, error type and status,
     /// end times. The spans close when dropped here (or when the last clone of them is).
-    fn end(&mut self, at: SystemTime, finish_reason: &str, error_type: Option<&str>) {
+    fn end(&mut self, when: When, finish_reason: &str, error_type: Option<&str>) {
         if self.phase == Phase::Ended {
             return;
         }
         let decoded = self.phase == Phase::Decoding;
         self.phase = Phase::Ended;
-        let end = unix_nanos(at);
+        let end = match when {
+            When::At(at) => Some(unix_nanos(at)),
+            When::Now(_) => None,
+        };
         if decoded {
             // Only the decode span carries output tokens and preemptions.
             self.phase_span
@@ -627,13 +643,20 @@ impl TrackedRequest {
             self.phase_span
                 .record(attr::LLM_DECODE_PREEMPTIONS, self.preemptions);
         }
-        self.phase_span.record(field::END_TIME, end);
+        if let Some(end) = end {
+            self.phase_span.record(field::END_TIME, end);
+        }
         self.phase_span = tracing::Span::none();
 
         let s = &self.span;
         s.record(attr::GEN_AI_RESPONSE_FINISH_REASONS, finish_reason);
         s.record(attr::GEN_AI_USAGE_OUTPUT_TOKENS, self.output_tokens);
-        if self.first_token.is_some() {
+        if let Some(first) = self.first_token {
+            // Recorded with the rest at the end: one dispatch fewer on the first token.
+            s.record(
+                attr::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+                seconds(self.arrived, first),
+            );
             s.record(
                 attr::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
                 self.cached_input_tokens,
@@ -644,7 +667,9 @@ impl TrackedRequest {
             s.record(field::OTEL_STATUS_CODE, field::STATUS_ERROR);
             s.record(field::OTEL_STATUS_DESCRIPTION, error_type);
         }
-        s.record(field::END_TIME, end);
+        if let Some(end) = end {
+            s.record(field::END_TIME, end);
+        }
         self.span = tracing::Span::none();
     }
 }
@@ -652,7 +677,28 @@ impl TrackedRequest {
 impl Drop for TrackedRequest {
     fn drop(&mut self) {
         if self.phase != Phase::Ended {
-            self.fail_at(value::ERROR_DROPPED, SystemTime::now());
+            self.fail(value::ERROR_DROPPED);
+        }
+    }
+}
+
+/// When a transition happened: at an explicit time (recorded in the time fields), or now (the
+/// spans then end when they close, a moment later, without the extra dispatch of recording a
+/// time).
+#[derive(Clone, Copy)]
+enum When {
+    At(SystemTime),
+    Now(SystemTime),
+}
+
+impl When {
+    fn now() -> Self {
+        When::Now(SystemTime::now())
+    }
+
+    fn time(self) -> SystemTime {
+        match self {
+            When::At(t) | When::Now(t) => t,
         }
     }
 }

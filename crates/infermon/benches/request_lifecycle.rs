@@ -20,7 +20,8 @@
 //! Run: `cargo bench -p infermon --bench request_lifecycle`
 //!
 //! Instruction counts (stable on a noisy machine): with `LIFECYCLE_COUNT=<variant>:<n>` the
-//! binary runs `n` lifecycles of one variant inside `measured_lifecycles` and exits, for
+//! binary runs `n` lifecycles of one variant inside `measured_lifecycles` and exits (with
+//! `LIFECYCLE_SUBSCRIBER=bare`: under a registry with only the bridge and the metrics layer), for
 //! `valgrind --tool=callgrind --toggle-collect='*measured_lifecycles*'` (see
 //! docs/benchmarks.md for the full command).
 
@@ -442,13 +443,22 @@ fn setup() -> &'static Setup {
         let config = TelemetryConfig::new("bench")
             .with_log_filter("info")
             .with_log_writer(|| Box::new(std::io::sink()));
-        let subscriber = infermon::telemetry::init_subscriber(
-            &config,
+        let (tracer, meter) = (
             p.tracer_provider.tracer("bench"),
-            &p.meter_provider.meter("bench"),
-        )
-        .expect("valid config");
-        tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+            p.meter_provider.meter("bench"),
+        );
+        if std::env::var("LIFECYCLE_SUBSCRIBER").as_deref() == Ok("bare") {
+            // For the breakdown in docs/benchmarks.md: the two layers alone, no fmt layer.
+            use tracing_subscriber::layer::SubscriberExt as _;
+            let subscriber = tracing_subscriber::registry()
+                .with(infermon::telemetry::tracing_layer(tracer))
+                .with(infermon::telemetry::metrics_layer(&meter));
+            tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+        } else {
+            let subscriber = infermon::telemetry::init_subscriber(&config, tracer, &meter)
+                .expect("valid config");
+            tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+        }
 
         Setup {
             raw: RawInstruments::new(&p.meter_provider.meter("bench-raw")),

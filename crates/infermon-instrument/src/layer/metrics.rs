@@ -235,9 +235,9 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let name = ctx.metadata(id).map(|m| m.name());
-        if name == Some(names::REQUEST) {
-            let Some(span) = ctx.span(id) else { return };
+        let Some(span) = ctx.span(id) else { return };
+        let name = span.metadata().name();
+        if name == names::REQUEST {
             let mut ext = span.extensions_mut();
             if let Some(state) = ext.get_mut::<RequestState>() {
                 let mut v = RequestVisitor {
@@ -249,8 +249,7 @@ where
                 values.record(&mut v);
                 v.resolve();
             }
-        } else if name.and_then(Phase::of).is_some() {
-            let Some(span) = ctx.span(id) else { return };
+        } else if Phase::of(name).is_some() {
             let mut ext = span.extensions_mut();
             if let Some(state) = ext.get_mut::<PhaseState>() {
                 values.record(&mut PhaseVisitor(state));

@@ -5,7 +5,7 @@ use opentelemetry_sdk::trace::SdkTracer;
 use tracing::Metadata;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::contract::span as names;
+use crate::contract::{attr, span as names};
 use crate::instruments::InferenceMetrics;
 use crate::layer::{MetricsLayer, OtelLayer};
 use crate::request::TARGET as REQUEST_TARGET;
@@ -27,9 +27,17 @@ pub fn metrics_layer(meter: &Meter) -> MetricsLayer {
     MetricsLayer::new(InferenceMetrics::new(meter))
 }
 
-/// Whether the fmt layer should skip `meta`: the contract's request and phase spans and the
-/// typed path's events are telemetry, not logs, and formatting them costs a quarter of a
-/// request's instrumentation (see docs/benchmarks.md).
+/// Whether the fmt layer should skip `meta`: the contract's request and phase spans, the typed
+/// path's events, and the contract's events written with macros (recognised by their
+/// `llm.time_to_first_token` / `llm.preemption.count` fields) are telemetry, not logs, and
+/// formatting them costs a fifth of a request's instrumentation (see docs/benchmarks.md).
 pub(crate) fn is_request_telemetry(meta: &Metadata<'_>) -> bool {
-    (meta.is_span() && names::is_contract_span(meta.name())) || meta.target() == REQUEST_TARGET
+    if meta.target() == REQUEST_TARGET {
+        return true;
+    }
+    if meta.is_span() {
+        return names::is_contract_span(meta.name());
+    }
+    let fields = meta.fields();
+    fields.field(attr::LLM_TTFT).is_some() || fields.field(attr::LLM_PREEMPTION_COUNT).is_some()
 }

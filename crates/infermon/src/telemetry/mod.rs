@@ -307,9 +307,9 @@ fn subscriber(
     tracer: SdkTracer,
     meter: &Meter,
 ) -> impl tracing::Subscriber + Send + Sync {
-    let otel_layer = tracing_layer(tracer).with_filter(FilterFn::new(|meta| {
+    let otel_layer = tracing_layer(tracer).exporting_only(|meta| {
         meta.level() <= &tracing::Level::INFO && !is_export_stack(meta.target())
-    }));
+    });
     let fmt_layer = config.fmt_layer.then(|| {
         let fmt_filter = fmt_filter.and(FilterFn::new(move |meta| {
             log_requests || !layer::is_request_telemetry(meta)
