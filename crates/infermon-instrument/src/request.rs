@@ -56,6 +56,7 @@
 //! than leaking an open span.
 
 use std::marker::PhantomData;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use opentelemetry::Context;
@@ -119,8 +120,12 @@ pub enum Phase {
 pub struct TrackedRequest {
     metrics: InferenceMetrics,
     span: tracing::Span,
-    /// The open phase span (`Span::none()` once ended).
-    phase_span: tracing::Span,
+    /// The open phase's span, made when [`phase_span`](Self::phase_span) asks for it (so work
+    /// can nest under it); otherwise the phase span is emitted whole when the phase ends, all
+    /// its fields given at creation — the same span, without a dispatch per late field.
+    phase_span: OnceLock<tracing::Span>,
+    /// When the open phase started (ns since the epoch).
+    phase_start: u64,
     phase: Phase,
     input_tokens: u64,
     cached_input_tokens: u64,
@@ -262,7 +267,7 @@ impl<S> InferenceRequest<S> {
     /// The current phase's `tracing` span (`queue`, `prefill` or `decode`): run work that
     /// belongs to the phase inside it so its spans nest under the phase.
     pub fn phase_span(&self) -> &tracing::Span {
-        &self.core.phase_span
+        self.core.phase_span()
     }
 
     /// The request span's OpenTelemetry context, e.g. to
@@ -384,22 +389,11 @@ impl TrackedRequest {
             }
             None => request_span!()(&name, operation.as_str(), model.as_str(), &params, start),
         };
-        let phase_span = if span.is_disabled() {
-            tracing::Span::none()
-        } else {
-            tracing::info_span!(
-                target: TARGET,
-                parent: &span,
-                names::QUEUE,
-                { field::START_TIME } = start,
-                { attr::LLM_QUEUE_POSITION } = Empty,
-                { field::END_TIME } = Empty,
-            )
-        };
         Self {
             metrics: metrics.clone(),
             span,
-            phase_span,
+            phase_span: OnceLock::new(),
+            phase_start: start,
             phase: Phase::Queued,
             input_tokens: params.input_tokens,
             cached_input_tokens: 0,
@@ -422,7 +416,13 @@ impl TrackedRequest {
 
     /// The current phase's `tracing` span (disabled once ended).
     pub fn phase_span(&self) -> &tracing::Span {
-        &self.phase_span
+        self.phase_span.get_or_init(|| {
+            if self.span.is_disabled() {
+                return tracing::Span::none();
+            }
+            phase_span(self.phase, &self.span, self.phase_start, None, None)
+                .unwrap_or_else(tracing::Span::none)
+        })
     }
 
     /// The request span's OpenTelemetry context.
@@ -481,21 +481,8 @@ impl TrackedRequest {
         if self.phase != Phase::Queued {
             return;
         }
+        self.close_phase(PhaseEnd::Queue { queue_position }, when);
         self.phase = Phase::Prefilling;
-        let end = unix_nanos(when.time());
-        self.phase_span
-            .record(attr::LLM_QUEUE_POSITION, queue_position);
-        self.next_phase(when, |request| {
-            tracing::info_span!(
-                target: TARGET,
-                parent: request,
-                names::PREFILL,
-                { field::START_TIME } = end,
-                { attr::LLM_PREFILL_COMPUTED_TOKENS } = Empty,
-                { attr::LLM_PREFILL_CACHED_TOKENS } = Empty,
-                { field::END_TIME } = Empty,
-            )
-        });
     }
 
     /// Prefilling → decoding (a queued request is scheduled at the same instant first).
@@ -512,19 +499,20 @@ impl TrackedRequest {
         if self.phase != Phase::Prefilling {
             return;
         }
-        self.phase = Phase::Decoding;
         let cached = cached_input_tokens.min(self.input_tokens);
         self.cached_input_tokens = cached;
         self.first_token = Some(at);
         self.output_tokens = self.output_tokens.max(1);
         let end = unix_nanos(at);
         let ttft = seconds(self.arrived, at);
-        self.phase_span.record(
-            attr::LLM_PREFILL_COMPUTED_TOKENS,
-            self.input_tokens - cached,
+        self.close_phase(
+            PhaseEnd::Prefill {
+                computed: self.input_tokens - cached,
+                cached,
+            },
+            when,
         );
-        self.phase_span
-            .record(attr::LLM_PREFILL_CACHED_TOKENS, cached);
+        self.phase = Phase::Decoding;
         tracing::info!(
             target: TARGET,
             parent: &self.span,
@@ -532,17 +520,6 @@ impl TrackedRequest {
             { attr::LLM_TTFT } = ttft,
             { field::EVENT_TIME } = end,
         );
-        self.next_phase(when, |request| {
-            tracing::info_span!(
-                target: TARGET,
-                parent: request,
-                names::DECODE,
-                { field::START_TIME } = end,
-                { attr::LLM_DECODE_OUTPUT_TOKENS } = Empty,
-                { attr::LLM_DECODE_PREEMPTIONS } = Empty,
-                { field::END_TIME } = Empty,
-            )
-        });
     }
 
     /// `n` more output tokens. Counted in any phase before the end.
@@ -603,15 +580,47 @@ impl TrackedRequest {
             .record(key, capped(text, inner.max_content_len).as_ref());
     }
 
-    /// Ends the open phase (at an explicit time if given) and opens the next one with `open`.
-    fn next_phase(&mut self, when: When, open: impl FnOnce(&tracing::Span) -> tracing::Span) {
+    /// Ends the open phase with its closing attributes: records them on the live span if
+    /// there is one, else emits the whole span now. The next phase starts at the same instant.
+    fn close_phase(&mut self, end: PhaseEnd, when: When) {
+        let live = self.phase_span.take();
+        let at = unix_nanos(when.time());
+        let start = std::mem::replace(&mut self.phase_start, at);
         if self.span.is_disabled() {
             return;
         }
-        if let When::At(at) = when {
-            self.phase_span.record(field::END_TIME, unix_nanos(at));
+        match live {
+            Some(span) => {
+                match end {
+                    PhaseEnd::Queue { queue_position } => {
+                        span.record(attr::LLM_QUEUE_POSITION, queue_position);
+                    }
+                    PhaseEnd::Prefill { computed, cached } => {
+                        span.record(attr::LLM_PREFILL_COMPUTED_TOKENS, computed);
+                        span.record(attr::LLM_PREFILL_CACHED_TOKENS, cached);
+                    }
+                    PhaseEnd::Decode {
+                        output_tokens,
+                        preemptions,
+                    } => {
+                        span.record(attr::LLM_DECODE_OUTPUT_TOKENS, output_tokens);
+                        span.record(attr::LLM_DECODE_PREEMPTIONS, preemptions);
+                    }
+                    PhaseEnd::Cut => {}
+                }
+                // Without an explicit time the span ends when it closes, right here.
+                if let When::At(_) = when {
+                    span.record(field::END_TIME, at);
+                }
+            }
+            None => drop(phase_span(
+                self.phase,
+                &self.span,
+                start,
+                Some(end),
+                Some(at),
+            )),
         }
-        self.phase_span = open(&self.span);
     }
 
     fn event(&self, name: &'static str, at: SystemTime) {
@@ -630,23 +639,21 @@ impl TrackedRequest {
         if self.phase == Phase::Ended {
             return;
         }
-        let decoded = self.phase == Phase::Decoding;
+        // Only the decode span carries output tokens and preemptions.
+        let phase_end = if self.phase == Phase::Decoding {
+            PhaseEnd::Decode {
+                output_tokens: self.output_tokens,
+                preemptions: self.preemptions,
+            }
+        } else {
+            PhaseEnd::Cut
+        };
+        self.close_phase(phase_end, when);
         self.phase = Phase::Ended;
         let end = match when {
             When::At(at) => Some(unix_nanos(at)),
             When::Now(_) => None,
         };
-        if decoded {
-            // Only the decode span carries output tokens and preemptions.
-            self.phase_span
-                .record(attr::LLM_DECODE_OUTPUT_TOKENS, self.output_tokens);
-            self.phase_span
-                .record(attr::LLM_DECODE_PREEMPTIONS, self.preemptions);
-        }
-        if let Some(end) = end {
-            self.phase_span.record(field::END_TIME, end);
-        }
-        self.phase_span = tracing::Span::none();
 
         let s = &self.span;
         s.record(attr::GEN_AI_RESPONSE_FINISH_REASONS, finish_reason);
@@ -680,6 +687,78 @@ impl Drop for TrackedRequest {
             self.fail(value::ERROR_DROPPED);
         }
     }
+}
+
+/// What a phase span gets when it ends.
+enum PhaseEnd {
+    Queue {
+        queue_position: u64,
+    },
+    Prefill {
+        computed: u64,
+        cached: u64,
+    },
+    Decode {
+        output_tokens: u64,
+        preemptions: u64,
+    },
+    /// The request ended during the phase: no closing attributes.
+    Cut,
+}
+
+/// The span of `phase`, child of `request`, from `start`; with its closing attributes and end
+/// time when given (a phase emitted whole), else with those fields left to record. `None` once
+/// ended.
+fn phase_span(
+    phase: Phase,
+    request: &tracing::Span,
+    start: u64,
+    end: Option<PhaseEnd>,
+    end_time: Option<u64>,
+) -> Option<tracing::Span> {
+    let (mut position, mut computed, mut cached, mut output, mut preemptions) =
+        (None, None, None, None, None);
+    match end {
+        Some(PhaseEnd::Queue { queue_position }) => position = Some(queue_position),
+        Some(PhaseEnd::Prefill {
+            computed: c,
+            cached: h,
+        }) => (computed, cached) = (Some(c), Some(h)),
+        Some(PhaseEnd::Decode {
+            output_tokens,
+            preemptions: p,
+        }) => (output, preemptions) = (Some(output_tokens), Some(p)),
+        Some(PhaseEnd::Cut) | None => {}
+    }
+    Some(match phase {
+        Phase::Queued => tracing::info_span!(
+            target: TARGET,
+            parent: request,
+            names::QUEUE,
+            { field::START_TIME } = start,
+            { attr::LLM_QUEUE_POSITION } = position,
+            { field::END_TIME } = end_time,
+        ),
+        Phase::Prefilling => tracing::info_span!(
+            target: TARGET,
+            parent: request,
+            names::PREFILL,
+            { field::START_TIME } = start,
+            { attr::LLM_PREFILL_COMPUTED_TOKENS } = computed,
+            { attr::LLM_PREFILL_CACHED_TOKENS } = cached,
+            { field::END_TIME } = end_time,
+        ),
+        Phase::Decoding => tracing::info_span!(
+            target: TARGET,
+            parent: request,
+            names::DECODE,
+            { field::START_TIME } = start,
+            { attr::LLM_DECODE_OUTPUT_TOKENS } = output,
+            { attr::LLM_DECODE_PREEMPTIONS } = preemptions,
+            { field::END_TIME } = end_time,
+        ),
+        Phase::Ended => return None,
+    })
 }
 
 /// When a transition happened: at an explicit time (recorded in the time fields), or now (the
