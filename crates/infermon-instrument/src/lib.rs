@@ -28,7 +28,7 @@
 //! ```
 //!
 //! The macros path — the same spans written with `tracing::info_span!` — is described in
-//! `docs/instrumenting.md` and shown in `examples/axum_macros.rs`.
+//! `docs/instrumenting.md` and shown in `crates/infermon/examples/axum_macros.rs`.
 pub mod cardinality;
 pub mod contract;
 pub mod instruments;
