@@ -26,7 +26,7 @@ fn ns(ms: u64) -> u64 {
 
 /// Arrive at 0, scheduled at 50 ms (queue position 3), first token at 250 ms (40 of 100 prompt
 /// tokens cached), preempted at 300 and resumed at 400 ms, 10 tokens, finish at 1250 ms.
-fn typed() {
+fn typed() -> Telemetry {
     let h = Harness::new();
     let metrics = h.metrics();
     h.run(|| {
@@ -49,12 +49,12 @@ fn typed() {
         req.tokens(9);
         req.finish_at(value::FINISH_STOP, t(1250));
     });
-    record("typed", &h);
+    Telemetry::of(&h)
 }
 
 /// The same lifecycle as a service writes it with `tracing` macros only: no infermon type, the
 /// contract's names spelled out, explicit times in the contract's time fields.
-fn macros() {
+fn macros() -> Telemetry {
     let h = Harness::new();
     h.run(|| {
         let request = tracing::info_span!(
@@ -120,18 +120,22 @@ fn macros() {
         request.record("gen_ai.usage.cache_read.input_tokens", 40u64);
         request.record("infermon.end_time_unix_nano", ns(1250));
     });
-    record("macros", &h);
+    Telemetry::of(&h)
 }
 
-thread_local! {
-    static RESULTS: std::cell::RefCell<Vec<(&'static str, Vec<String>, Vec<String>)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+/// What one path produced, in comparable form.
+struct Telemetry {
+    spans: Vec<String>,
+    points: Vec<String>,
 }
 
-fn record(path: &'static str, h: &Harness) {
-    let spans = canonical_spans(&h.spans());
-    let points = canonical_points(&h.collect());
-    RESULTS.with(|r| r.borrow_mut().push((path, spans, points)));
+impl Telemetry {
+    fn of(h: &Harness) -> Self {
+        Self {
+            spans: canonical_spans(&h.spans()),
+            points: canonical_points(&h.collect()),
+        }
+    }
 }
 
 /// Each span as one line: name, kind, parent's name, times, status, sorted attributes, events.
@@ -222,14 +226,9 @@ fn canonical_points(rm: &ResourceMetrics) -> Vec<String> {
 
 #[test]
 fn macros_and_typed_paths_produce_identical_spans_and_metrics() {
-    typed();
-    macros();
-    let results = RESULTS.with(|r| r.take());
-    let [(_, typed_spans, typed_points), (_, macro_spans, macro_points)] = &results[..] else {
-        panic!("two paths recorded");
-    };
-    assert_eq!(typed_spans.len(), 4, "{typed_spans:#?}");
-    assert_eq!(typed_points.len(), 14, "{typed_points:#?}");
-    assert_eq!(typed_spans, macro_spans);
-    assert_eq!(typed_points, macro_points);
+    let (typed, macros) = (typed(), macros());
+    assert_eq!(typed.spans.len(), 4, "{:#?}", typed.spans);
+    assert_eq!(typed.points.len(), 14, "{:#?}", typed.points);
+    assert_eq!(typed.spans, macros.spans);
+    assert_eq!(typed.points, macros.points);
 }

@@ -6,9 +6,9 @@
 //! * name: the `otel.name` field, else the `tracing` name; kind: `otel.kind` (default
 //!   INTERNAL); status ERROR when `otel.status_code` is `error`, described by
 //!   `otel.status_description`;
-//! * parent: the `tracing` parent's span; for a root span, the OpenTelemetry context current
-//!   when it is created (attach a context extracted from `traceparent` around the creation
-//!   to join the caller's trace);
+//! * parent: the nearest exported `tracing` ancestor's span; for a root span, the OpenTelemetry
+//!   context current when it is created (attach a context extracted from `traceparent` around
+//!   the creation to join the caller's trace);
 //! * start/end: `infermon.start_time_unix_nano` given at creation and
 //!   `infermon.end_time_unix_nano` recorded before close (u64, nanoseconds since the Unix epoch),
 //!   else the moments of creation and close;
@@ -21,8 +21,8 @@
 //! What it leaves out, on purpose: code location, thread, target, busy/idle time (attributes
 //! no operator needs, and the bulk of a bridged span's cost).
 //!
-//! These rules are this crate's documented behaviour, pinned by its tests
-//! (`tests/bridge.rs`), not an accident of a dependency.
+//! These rules are this crate's documented behaviour, pinned by tests
+//! (`crates/infermon/tests/bridge.rs`, `two_paths.rs`), not an accident of a dependency.
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
