@@ -36,7 +36,7 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Dispatch, Event, Metadata, Subscriber};
 use tracing_subscriber::layer;
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use tracing_subscriber::Layer;
 
 use super::fields::from_unix_nanos;
@@ -127,18 +127,19 @@ where
     }
 }
 
-impl<S, T> Layer<S> for OtelLayer<S, T>
+/// The layer's work, on a span already looked up (so [`InfermonLayer`](super::InfermonLayer)
+/// can share one lookup with the metrics layer).
+impl<S, T> OtelLayer<S, T>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     T: Tracer + Send + Sync + 'static,
     T::Span: Send + Sync + 'static,
 {
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: layer::Context<'_, S>) {
+    pub(super) fn span_created(&self, span: &SpanRef<'_, S>, attrs: &Attributes<'_>) {
         let meta = attrs.metadata();
         if !(self.exports)(meta) {
             return;
         }
-        let Some(span) = ctx.span(id) else { return };
         let mut v = SpanVisitor {
             name: None,
             kind: None,
@@ -178,9 +179,7 @@ where
             status,
         });
     }
-
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: layer::Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
+    pub(super) fn span_recorded(&self, span: &SpanRef<'_, S>, values: &Record<'_>) {
         let mut ext = span.extensions_mut();
         let Some(data) = ext.get_mut::<OtelData<T::Span>>() else {
             return;
@@ -221,14 +220,10 @@ where
             data.span.set_attribute(kv);
         }
     }
-
-    fn on_event(&self, event: &Event<'_>, ctx: layer::Context<'_, S>) {
+    pub(super) fn event_in(&self, span: &SpanRef<'_, S>, event: &Event<'_>) {
         if !(self.exports)(event.metadata()) {
             return;
         }
-        let Some(span) = ctx.event_span(event) else {
-            return;
-        };
         let mut ext = span.extensions_mut();
         let Some(data) = ext.get_mut::<OtelData<T::Span>>() else {
             return;
@@ -249,9 +244,7 @@ where
             v.attributes,
         );
     }
-
-    fn on_close(&self, id: Id, ctx: layer::Context<'_, S>) {
-        let Some(span) = ctx.span(&id) else { return };
+    pub(super) fn span_closed(&self, span: &SpanRef<'_, S>) {
         let Some(mut data) = span.extensions_mut().remove::<OtelData<T::Span>>() else {
             return;
         };
@@ -260,6 +253,37 @@ where
         }
         data.span
             .end_with_timestamp(data.end.unwrap_or_else(SystemTime::now));
+    }
+}
+
+impl<S, T> Layer<S> for OtelLayer<S, T>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    T: Tracer + Send + Sync + 'static,
+    T::Span: Send + Sync + 'static,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: layer::Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            self.span_created(&span, attrs);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: layer::Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            self.span_recorded(&span, values);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: layer::Context<'_, S>) {
+        if let Some(span) = ctx.event_span(event) {
+            self.event_in(&span, event);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: layer::Context<'_, S>) {
+        if let Some(span) = ctx.span(&id) {
+            self.span_closed(&span);
+        }
     }
 
     /// Lets [`context_of`] find [`WithContext`] through the subscriber.

@@ -22,7 +22,7 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use tracing_subscriber::Layer;
 
 use super::fields::{debug_equals, from_unix_nanos, seconds};
@@ -203,18 +203,18 @@ impl Visit for EventVisitor {
     }
 }
 
-impl<S> Layer<S> for MetricsLayer
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+/// The layer's work, on spans already looked up (so [`InfermonLayer`](super::InfermonLayer) can
+/// share one lookup with the bridge).
+impl MetricsLayer {
+    pub(super) fn span_created<S>(&self, span: &SpanRef<'_, S>, attrs: &Attributes<'_>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
         let name = attrs.metadata().name();
         if name == names::REQUEST {
-            let Some(span) = ctx.span(id) else { return };
             let state = self.new_request(attrs);
             span.extensions_mut().insert(state);
         } else if let Some(phase) = Phase::of(name) {
-            let Some(span) = ctx.span(id) else { return };
             // Only phases of a request count.
             let is_phase = span
                 .parent()
@@ -234,8 +234,10 @@ where
         }
     }
 
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
+    pub(super) fn span_recorded<S>(&self, span: &SpanRef<'_, S>, values: &Record<'_>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
         let name = span.metadata().name();
         if name == names::REQUEST {
             let mut ext = span.extensions_mut();
@@ -257,11 +259,12 @@ where
         }
     }
 
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let Some(scope) = ctx.event_scope(event) else {
-            return;
-        };
-        for span in scope {
+    /// An event inside `span` (or below it): the `first_token` of the request it belongs to.
+    pub(super) fn event_in<S>(&self, span: &SpanRef<'_, S>, event: &Event<'_>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        for span in span.scope() {
             if span.metadata().name() != names::REQUEST {
                 continue;
             }
@@ -283,8 +286,10 @@ where
         }
     }
 
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(&id) else { return };
+    pub(super) fn span_closed<S>(&self, span: &SpanRef<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
         let name = span.metadata().name();
         if name == names::REQUEST {
             if let Some(state) = span.extensions_mut().remove::<RequestState>() {
@@ -300,6 +305,39 @@ where
                 return;
             };
             end_phase(series, &state);
+        }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let name = attrs.metadata().name();
+        if name != names::REQUEST && Phase::of(name).is_none() {
+            return;
+        }
+        if let Some(span) = ctx.span(id) {
+            self.span_created(&span, attrs);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            self.span_recorded(&span, values);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.event_span(event) {
+            self.event_in(&span, event);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(&id) {
+            self.span_closed(&span);
         }
     }
 }

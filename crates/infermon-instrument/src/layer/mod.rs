@@ -7,15 +7,18 @@
 //!   [`Tracer`](opentelemetry::trace::Tracer), with explicit timestamps through documented
 //!   fields ([`contract::field`](crate::contract::field)).
 //!
-//! Both work with any span: the macros path (a service's own `tracing::info_span!`s named and
+//! [`InfermonLayer`] is the two in one (one registry lookup per callback); `telemetry::init`
+//! installs it. Both work with any span: the macros path (a service's own `tracing::info_span!`s named and
 //! fielded per the contract) and the typed path ([`InferenceRequest`](crate::request)) emit the
 //! same spans and so get the same telemetry.
 
 mod bridge;
+mod combined;
 mod fields;
 mod metrics;
 
 pub use bridge::{context_of, OtelLayer};
+pub use combined::InfermonLayer;
 pub(crate) use fields::seconds;
 pub use fields::{from_unix_nanos, unix_nanos};
 pub use metrics::MetricsLayer;

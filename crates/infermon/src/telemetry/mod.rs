@@ -45,6 +45,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::Layer as _;
 
 use crate::contract::{attr, metric, metric_spec, value, INSTRUMENTATION_SCOPE};
+use crate::layer::InfermonLayer;
 use crate::request::TARGET as REQUEST_TARGET;
 
 pub use config::{
@@ -326,10 +327,10 @@ fn subscriber(
                 .with_filter(fmt_filter),
         }
     });
+    // The bridge and the metrics layer as one layer: one registry lookup per callback.
     tracing_subscriber::registry()
         .with(fmt_layer)
-        .with(otel_layer)
-        .with(metrics_layer(meter))
+        .with(InfermonLayer::new(otel_layer, metrics_layer(meter)))
 }
 
 /// Crates on the export path. Their spans must never be traced (each export would produce
