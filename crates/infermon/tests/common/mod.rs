@@ -4,7 +4,7 @@
 pub mod receiver;
 
 use infermon::instruments::{InferenceMetrics, InferenceMetricsBuilder};
-use infermon::layer::MetricsLayer;
+use infermon::layer::{InfermonLayer, MetricsLayer};
 use opentelemetry::metrics::{Meter, MeterProvider as _};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{Key, KeyValue, Value};
@@ -21,7 +21,8 @@ pub struct Harness {
     pub metric_exporter: InMemoryMetricExporter,
     pub tracer_provider: SdkTracerProvider,
     pub meter_provider: SdkMeterProvider,
-    /// The bridge and the metrics layer, as `telemetry::init` installs them.
+    /// The bridge and the metrics layer (as one `InfermonLayer`, as `telemetry::init` installs
+    /// them).
     pub dispatch: Dispatch,
     metrics: InferenceMetrics,
 }
@@ -44,11 +45,12 @@ impl Harness {
             .with_reader(PeriodicReader::builder(metric_exporter.clone()).build())
             .build();
         let metrics = configure(InferenceMetrics::builder(&meter_provider.meter("test"))).build();
-        let subscriber = tracing_subscriber::registry()
-            .with(infermon::telemetry::tracing_layer(
-                tracer_provider.tracer("test"),
-            ))
-            .with(MetricsLayer::new(metrics.clone()));
+        // The combined layer `telemetry::init` installs (the simulator's tests stack the two
+        // layers separately).
+        let subscriber = tracing_subscriber::registry().with(InfermonLayer::new(
+            infermon::telemetry::tracing_layer(tracer_provider.tracer("test")),
+            MetricsLayer::new(metrics.clone()),
+        ));
         Self {
             span_exporter,
             metric_exporter,
