@@ -21,7 +21,7 @@
 //!
 //! Instruction counts (stable on a noisy machine): with `LIFECYCLE_COUNT=<variant>:<n>` the
 //! binary runs `n` lifecycles of one variant inside `measured_lifecycles` and exits (with
-//! `LIFECYCLE_SUBSCRIBER=bare`: under a registry with only the bridge and the metrics layer), for
+//! `LIFECYCLE_SUBSCRIBER=bare`: under a registry with only `init`'s `InfermonLayer`), for
 //! `valgrind --tool=callgrind --toggle-collect='*measured_lifecycles*'` (see
 //! docs/benchmarks.md for the full command).
 
@@ -448,11 +448,14 @@ fn setup() -> &'static Setup {
             p.meter_provider.meter("bench"),
         );
         if std::env::var("LIFECYCLE_SUBSCRIBER").as_deref() == Ok("bare") {
-            // For the breakdown in docs/benchmarks.md: the two layers alone, no fmt layer.
+            // For the breakdown in docs/benchmarks.md: `init`'s telemetry layer alone, no fmt
+            // layer.
             use tracing_subscriber::layer::SubscriberExt as _;
-            let subscriber = tracing_subscriber::registry()
-                .with(infermon::telemetry::tracing_layer(tracer))
-                .with(infermon::telemetry::metrics_layer(&meter));
+            let subscriber =
+                tracing_subscriber::registry().with(infermon::layer::InfermonLayer::new(
+                    infermon::telemetry::tracing_layer(tracer),
+                    infermon::telemetry::metrics_layer(&meter),
+                ));
             tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
         } else {
             let subscriber = infermon::telemetry::init_subscriber(&config, tracer, &meter)
