@@ -20,6 +20,7 @@
 //!               TrackedRequest: the same with `&mut self` transitions valid in any phase
 //! layer         MetricsLayer::new(InferenceMetrics)  — the contract's metrics from the spans
 //!               OtelLayer::new(tracer)               — spans/events to an OpenTelemetry tracer
+//!               InfermonLayer::new(otel, metrics)    — both in one pass (what `init` installs)
 //!               context_of(&tracing::Span) -> Context
 //! instruments   InferenceMetrics::{new(&meter), with_model_cap(&meter, cap), builder(&meter)}
 //!               EngineMetrics::new(&meter, model).record_step(&EngineSnapshot { .. })

@@ -10,7 +10,8 @@
 //! telemetry     init(TelemetryConfig) -> Result<TelemetryGuard, TelemetryError>   (needs Tokio)
 //!               TelemetryConfig::{new(default_service_name), from_env()} + with_* setters
 //!               TelemetryGuard::{meter(scope), tracer(), stats(), flush(), shutdown()}
-//!               tracing_layer(tracer), metrics_layer(&meter) — the layers init installs
+//!               init_subscriber(&config, tracer, &meter) — the subscriber init installs
+//!               tracing_layer(tracer), metrics_layer(&meter) — its two telemetry layers
 //! ```
 //!
 //! See `docs/instrumenting.md` for the two ways to instrument (typed and `tracing` macros).
