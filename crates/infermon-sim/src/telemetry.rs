@@ -1,18 +1,17 @@
-//! The simulator's use of the `infermon` instrumentation API: which handles it needs, and a
-//! small state machine over the request typestate so the engine can keep every request in one
-//! map whatever its phase.
+//! The simulator's use of the `infermon` instrumentation API: which handles it needs, and the
+//! per-request telemetry the engine keeps in its one map of requests.
 
 use std::time::SystemTime;
 
 use infermon::instruments::{EngineMetrics, InferenceMetrics};
-use infermon::request::{Decoding, InferenceRequest, Prefilling, Queued};
+use infermon::request::{InferenceRequest, Queued, TrackedRequest};
 use opentelemetry::metrics::Meter;
 use opentelemetry_sdk::trace::SdkTracer;
 
-/// Where the simulator's telemetry goes. Request spans are `tracing` spans (so whatever
-/// subscriber the binary installed receives them, e.g. `infermon::telemetry::init`'s); their
-/// child spans go through `tracer` when given, else the global tracer provider; metrics go to
-/// `meter`.
+/// Where the simulator's telemetry goes. Request spans and their phases are `tracing` spans, so
+/// whatever subscriber the binary installed receives them (e.g. `infermon::telemetry::init`'s,
+/// whose bridge exports them and whose metrics layer derives the request metrics from them);
+/// engine-state metrics go to `meter`.
 #[derive(Clone, Debug)]
 pub struct SimTelemetry {
     meter: Meter,
@@ -27,8 +26,9 @@ impl SimTelemetry {
         }
     }
 
-    /// Child spans through this SDK tracer (e.g. `TelemetryGuard::tracer()`, or an in-memory
-    /// provider's tracer in tests) instead of the global provider.
+    /// Kept so callers written against the previous API compile (remove once they are
+    /// migrated): phase spans used to go straight to this tracer; they are now `tracing` spans
+    /// that the subscriber's bridge exports, so the tracer is only held, not used.
     pub fn with_tracer(mut self, tracer: SdkTracer) -> Self {
         self.tracer = Some(tracer);
         self
@@ -47,12 +47,15 @@ impl SimTelemetry {
         &self.meter
     }
 
+    /// The label caps the request spans' names go through (the metrics themselves are
+    /// derived from the spans by the subscriber's metrics layer).
     pub(crate) fn request_metrics(&self) -> InferenceMetrics {
-        let builder = InferenceMetrics::builder(&self.meter);
-        match &self.tracer {
-            Some(tracer) => builder.tracer(tracer.clone()).build(),
-            None => builder.build(),
-        }
+        InferenceMetrics::new(&self.meter)
+    }
+
+    /// The tracer given to [`with_tracer`](Self::with_tracer), if any.
+    pub fn tracer(&self) -> Option<&SdkTracer> {
+        self.tracer.as_ref()
     }
 
     pub(crate) fn engine_metrics(&self, model: &str) -> EngineMetrics {
@@ -60,81 +63,77 @@ impl SimTelemetry {
     }
 }
 
-/// One request's telemetry in whichever phase it is. Transitions that do not apply to the
-/// current phase are ignored (the engine never makes them; this keeps a logic slip from
-/// panicking the engine).
+/// One request's telemetry in whichever phase it is: the engine's map holds this, and every
+/// transition goes to infermon's [`TrackedRequest`], which applies it where it makes sense for
+/// the current phase and ignores it where not (a `finish` before the first token ends the
+/// request normally instead of recording a spurious `dropped` error).
 #[derive(Debug)]
 pub(crate) enum Lifecycle {
+    /// As admitted (the engine builds this from the handler's typed request).
     Queued(InferenceRequest<Queued>),
-    Prefilling(InferenceRequest<Prefilling>),
-    Decoding(InferenceRequest<Decoding>),
-    Ended,
+    Tracked(TrackedRequest),
+    /// Only while converting from `Queued` to `Tracked`.
+    Converting,
 }
 
 impl Lifecycle {
-    fn take(&mut self) -> Lifecycle {
-        std::mem::replace(self, Lifecycle::Ended)
+    fn tracked(&mut self) -> Option<&mut TrackedRequest> {
+        if let Lifecycle::Queued(_) = self {
+            if let Lifecycle::Queued(r) = std::mem::replace(self, Lifecycle::Converting) {
+                *self = Lifecycle::Tracked(r.into_tracked());
+            }
+        }
+        match self {
+            Lifecycle::Tracked(r) => Some(r),
+            _ => None,
+        }
     }
 
     pub fn scheduled(&mut self, queue_position: u64, at: SystemTime) {
-        *self = match self.take() {
-            Lifecycle::Queued(r) => Lifecycle::Prefilling(r.scheduled_at(queue_position, at)),
-            other => other,
-        };
+        if let Some(r) = self.tracked() {
+            r.scheduled_at(queue_position, at);
+        }
     }
 
     pub fn first_token(&mut self, cached_tokens: u64, at: SystemTime) {
-        *self = match self.take() {
-            Lifecycle::Prefilling(r) => Lifecycle::Decoding(r.first_token_at(cached_tokens, at)),
-            other => other,
-        };
+        if let Some(r) = self.tracked() {
+            r.first_token_at(cached_tokens, at);
+        }
     }
 
     pub fn token(&mut self) {
-        if let Lifecycle::Decoding(r) = self {
+        if let Some(r) = self.tracked() {
             r.tokens(1);
         }
     }
 
     pub fn preempted(&mut self, at: SystemTime) {
-        match self {
-            Lifecycle::Queued(r) => r.preempted_at(at),
-            Lifecycle::Prefilling(r) => r.preempted_at(at),
-            Lifecycle::Decoding(r) => r.preempted_at(at),
-            Lifecycle::Ended => {}
+        if let Some(r) = self.tracked() {
+            r.preempted_at(at);
         }
     }
 
     pub fn resumed(&mut self, at: SystemTime) {
-        match self {
-            Lifecycle::Queued(r) => r.resumed_at(at),
-            Lifecycle::Prefilling(r) => r.resumed_at(at),
-            Lifecycle::Decoding(r) => r.resumed_at(at),
-            Lifecycle::Ended => {}
+        if let Some(r) = self.tracked() {
+            r.resumed_at(at);
         }
     }
 
     pub fn finish(&mut self, finish_reason: &str, at: SystemTime) {
-        if let Lifecycle::Decoding(r) = self.take() {
+        if let Some(r) = self.tracked() {
             r.finish_at(finish_reason, at);
         }
     }
 
     pub fn fail(&mut self, error_type: &str, at: SystemTime) {
-        match self.take() {
-            Lifecycle::Queued(r) => r.fail_at(error_type, at),
-            Lifecycle::Prefilling(r) => r.fail_at(error_type, at),
-            Lifecycle::Decoding(r) => r.fail_at(error_type, at),
-            Lifecycle::Ended => {}
+        if let Some(r) = self.tracked() {
+            r.fail_at(error_type, at);
         }
     }
 
     pub fn abort(&mut self, at: SystemTime) {
-        match self.take() {
-            Lifecycle::Queued(r) => r.abort_at(at),
-            Lifecycle::Prefilling(r) => r.abort_at(at),
-            Lifecycle::Decoding(r) => r.abort_at(at),
-            Lifecycle::Ended => {}
+        if let Some(r) = self.tracked() {
+            r.abort_at(at);
         }
     }
 }

@@ -1,23 +1,29 @@
 //! One request lifecycle's telemetry — request span with its attributes, `queue`/`prefill`/
-//! `decode` children, the `first_token` event, and every metric record — through the real SDK
+//! `decode` children, the `first_token` event, and every metric point — through the real SDK
 //! pipeline (batch span processor, no-op exporter; meter provider with a periodic reader),
-//! written two ways:
+//! written four ways:
 //!
-//! * `raw_opentelemetry_api`: the same spans, attributes, event and metric records written
-//!   directly against the OpenTelemetry API, passing attributes on every record;
-//! * `raw_opentelemetry_api_bound`: the same with the metric instruments bound once to the
-//!   benchmark's fixed attribute sets (the floor; infermon binds per model and operation);
-//! * `infermon`: `InferenceRequest` as a server uses it (request span through `tracing` and
-//!   infermon's tracing-opentelemetry layer, children and metrics through the API);
-//! * `infermon_global_tracer`: the same with child spans through the global tracer provider
-//!   (`InferenceMetrics::new`'s default) instead of the SDK tracer.
+//! * `raw_sdk_bound` — **the floor**: the same spans, attributes, event and metric points
+//!   written directly against the OpenTelemetry API with instruments bound once;
+//! * `raw_sdk`: the same, passing the attributes on every metric record (plain API use);
+//! * `typed`: `InferenceRequest` as a server uses it;
+//! * `macros`: the same lifecycle written with `tracing::info_span!`/`info!` only (the macros
+//!   path of docs/instrumenting.md).
 //!
-//! Each is measured twice: in wall-clock time (`request_lifecycle/*`) and in the calling
-//! thread's CPU time (`request_lifecycle_cpu/*`), which other processes on a busy machine do not
-//! inflate.
+//! `typed` and `macros` run under the subscriber `telemetry::init` installs
+//! (`telemetry::init_subscriber`: fmt layer with its filters, the bridge, the metrics layer).
+//!
+//! Each is measured in wall-clock time (`request_lifecycle/*`) and in the calling thread's CPU
+//! time (`request_lifecycle_cpu/*`), which other processes on a busy machine do not inflate.
+//! `tokens/*` measures per-token recording.
 //!
 //! Run: `cargo bench -p infermon --bench request_lifecycle`
-//! (results and the machine they came from: docs/benchmarks.md)
+//!
+//! Instruction counts (stable on a noisy machine): with `LIFECYCLE_COUNT=<variant>:<n>` the
+//! binary runs `n` lifecycles of one variant inside `measured_lifecycles` and exits (with
+//! `LIFECYCLE_SUBSCRIBER=bare`: under a registry with only `init`'s `InfermonLayer`), for
+//! `valgrind --tool=callgrind --toggle-collect='*measured_lifecycles*'` (see
+//! docs/benchmarks.md for the full command).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,10 +31,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::measurement::{Measurement, ValueFormatter};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use infermon::contract::{attr, buckets, metric, span as names, value};
 use infermon::instruments::InferenceMetrics;
 use infermon::request::{InferenceRequest, RequestParams};
+use infermon::telemetry::TelemetryConfig;
 use opentelemetry::metrics::{
     BoundCounter, BoundHistogram, Counter, Histogram, Meter, MeterProvider as _,
 };
@@ -43,7 +50,6 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::trace::{
     BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
 };
-use tracing_subscriber::layer::SubscriberExt as _;
 
 const MODEL: &str = "llama-3-8b";
 
@@ -115,12 +121,59 @@ fn params() -> RequestParams<'static> {
     }
 }
 
-fn infermon_lifecycle(metrics: &InferenceMetrics) {
+/// The typed path.
+fn typed_lifecycle(metrics: &InferenceMetrics) {
     let req = InferenceRequest::start(metrics, params(), None);
     let req = req.scheduled(3);
     let mut req = req.first_token(40);
     req.tokens(9);
     req.finish(value::FINISH_STOP);
+}
+
+/// The macros path: what a service writes with `tracing` alone (no explicit timestamps; the
+/// spans take the moments they are created and closed).
+fn macros_lifecycle() {
+    let request = tracing::info_span!(
+        "inference_request",
+        otel.name = "chat llama-3-8b",
+        otel.kind = "server",
+        gen_ai.operation.name = value::OPERATION_CHAT,
+        gen_ai.provider.name = value::PROVIDER_SIMULATOR,
+        gen_ai.request.model = MODEL,
+        gen_ai.request.stream = true,
+        gen_ai.usage.input_tokens = 100u64,
+        gen_ai.request.max_tokens = 128u64,
+        gen_ai.request.temperature = 0.7,
+        gen_ai.request.top_p = 0.9,
+        gen_ai.response.id = "chatcmpl-1",
+        gen_ai.response.time_to_first_chunk = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        gen_ai.usage.cache_read.input_tokens = tracing::field::Empty,
+        gen_ai.response.finish_reasons = tracing::field::Empty,
+    );
+    let arrived = Instant::now();
+    let queue = tracing::info_span!(parent: &request, "queue", llm.queue.position = 3u64);
+    drop(queue);
+    let prefill = tracing::info_span!(
+        parent: &request,
+        "prefill",
+        llm.prefill.computed_tokens = 60u64,
+        llm.prefill.cached_tokens = 40u64
+    );
+    drop(prefill);
+    let ttft = arrived.elapsed().as_secs_f64();
+    tracing::info!(parent: &request, llm.time_to_first_token = ttft, "first_token");
+    request.record("gen_ai.response.time_to_first_chunk", ttft);
+    let decode = tracing::info_span!(
+        parent: &request,
+        "decode",
+        llm.decode.output_tokens = 10u64,
+        llm.decode.preemptions = 0u64
+    );
+    drop(decode);
+    request.record("gen_ai.response.finish_reasons", value::FINISH_STOP);
+    request.record("gen_ai.usage.output_tokens", 10u64);
+    request.record("gen_ai.usage.cache_read.input_tokens", 40u64);
 }
 
 /// The request instruments, built directly.
@@ -299,7 +352,7 @@ fn secs(from: SystemTime, to: SystemTime) -> f64 {
     to.duration_since(from).map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// What `infermon_lifecycle` emits, spelled out against the OpenTelemetry API.
+/// What `typed_lifecycle` emits, spelled out against the OpenTelemetry API.
 fn raw_lifecycle(tracer: &SdkTracer, m: &impl Records) {
     let p = params();
     let arrived = SystemTime::now();
@@ -379,33 +432,62 @@ struct Setup {
     raw_bound: BoundInstruments,
     raw_tracer: SdkTracer,
     metrics: InferenceMetrics,
-    global_metrics: InferenceMetrics,
 }
 
 fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
     SETUP.get_or_init(|| {
         let p = pipeline();
-        // As in production: the subscriber is the global default.
-        let subscriber = tracing_subscriber::registry().with(infermon::telemetry::tracing_layer(
+        // As in production: the subscriber `init` installs, as the global default; logs at
+        // `info` to a sink (nothing else logs here).
+        let config = TelemetryConfig::new("bench")
+            .with_log_filter("info")
+            .with_log_writer(|| Box::new(std::io::sink()));
+        let (tracer, meter) = (
             p.tracer_provider.tracer("bench"),
-        ));
-        tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
-        opentelemetry::global::set_tracer_provider(p.tracer_provider.clone());
+            p.meter_provider.meter("bench"),
+        );
+        if std::env::var("LIFECYCLE_SUBSCRIBER").as_deref() == Ok("bare") {
+            // For the breakdown in docs/benchmarks.md: `init`'s telemetry layer alone, no fmt
+            // layer.
+            use tracing_subscriber::layer::SubscriberExt as _;
+            let subscriber =
+                tracing_subscriber::registry().with(infermon::layer::InfermonLayer::new(
+                    infermon::telemetry::tracing_layer(tracer),
+                    infermon::telemetry::metrics_layer(&meter),
+                ));
+            tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+        } else {
+            let subscriber = infermon::telemetry::init_subscriber(&config, tracer, &meter)
+                .expect("valid config");
+            tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+        }
 
-        let meter = p.meter_provider.meter("bench");
         Setup {
-            raw: RawInstruments::new(&meter),
+            raw: RawInstruments::new(&p.meter_provider.meter("bench-raw")),
             raw_bound: RawInstruments::new(&p.meter_provider.meter("bench-bound")).bind(),
             raw_tracer: p.tracer_provider.tracer("bench-raw"),
-            metrics: InferenceMetrics::builder(&meter)
-                .tracer(p.tracer_provider.tracer("bench-children"))
-                .build(),
-            global_metrics: InferenceMetrics::new(&p.meter_provider.meter("bench-global")),
+            metrics: InferenceMetrics::new(&p.meter_provider.meter("bench-caps")),
             pipeline: p,
         }
     })
 }
+
+/// The variants by name, as `LIFECYCLE_COUNT` and the criterion groups know them.
+fn variant(name: &str) -> Option<Box<dyn Fn()>> {
+    let s = setup();
+    Some(match name {
+        "raw_sdk_bound" => {
+            Box::new(|| raw_lifecycle(black_box(&s.raw_tracer), black_box(&s.raw_bound)))
+        }
+        "raw_sdk" => Box::new(|| raw_lifecycle(black_box(&s.raw_tracer), black_box(&s.raw))),
+        "typed" => Box::new(|| typed_lifecycle(black_box(&s.metrics))),
+        "macros" => Box::new(macros_lifecycle),
+        _ => return None,
+    })
+}
+
+const VARIANTS: [&str; 4] = ["raw_sdk_bound", "raw_sdk", "typed", "macros"];
 
 /// Lifecycles per measured burst: 4 spans each, so a burst (1,600 spans) fits the batch
 /// processor's default queue of 2,048 and nothing is ever dropped.
@@ -434,7 +516,7 @@ fn bursts(iters: u64, clock: fn() -> Duration, flush: &dyn Fn(), lifecycle: &dyn
     total
 }
 
-/// The four variants as one criterion group, timed with `clock`.
+/// The variants as one criterion group, timed with `clock`.
 fn variants<M: Measurement<Value = Duration>>(
     c: &mut Criterion<M>,
     group: &str,
@@ -449,7 +531,7 @@ fn variants<M: Measurement<Value = Duration>>(
         let _ = s.pipeline.tracer_provider.force_flush();
     };
     let mut g = c.benchmark_group(group);
-    let mut variant = |name: &str, lifecycle: &dyn Fn()| {
+    let mut run = |name: &str, lifecycle: &dyn Fn()| {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 lifecycles.fetch_add(iters, Ordering::Relaxed);
@@ -457,16 +539,10 @@ fn variants<M: Measurement<Value = Duration>>(
             })
         });
     };
-    variant("raw_opentelemetry_api", &|| {
-        raw_lifecycle(black_box(&s.raw_tracer), black_box(&s.raw))
-    });
-    variant("raw_opentelemetry_api_bound", &|| {
-        raw_lifecycle(black_box(&s.raw_tracer), black_box(&s.raw_bound))
-    });
-    variant("infermon", &|| infermon_lifecycle(black_box(&s.metrics)));
-    variant("infermon_global_tracer", &|| {
-        infermon_lifecycle(black_box(&s.global_metrics))
-    });
+    for name in VARIANTS {
+        let lifecycle = variant(name).expect("known variant");
+        run(name, &*lifecycle);
+    }
     g.finish();
 
     flush();
@@ -564,6 +640,18 @@ fn config<M: Measurement>(c: Criterion<M>) -> Criterion<M> {
         .measurement_time(Duration::from_secs(3))
 }
 
+/// Per-token recording on the typed path: `tokens(1)` on a decoding request.
+fn per_token(c: &mut Criterion<ThreadCpuTime>) {
+    let s = setup();
+    let mut req = InferenceRequest::start(&s.metrics, params(), None)
+        .scheduled(0)
+        .first_token(0);
+    c.bench_function("tokens/typed_tokens_1", |b| {
+        b.iter(|| req.tokens(black_box(1)))
+    });
+    req.finish(value::FINISH_STOP);
+}
+
 criterion_group! {
     name = wall;
     config = config(Criterion::default());
@@ -572,6 +660,47 @@ criterion_group! {
 criterion_group! {
     name = cpu;
     config = config(Criterion::default().with_measurement(ThreadCpuTime));
-    targets = thread_cpu
+    targets = thread_cpu, per_token
 }
-criterion_main!(wall, cpu);
+
+/// Runs `n` lifecycles of `lifecycle` in bursts, flushing between bursts outside
+/// [`measured_lifecycles`] (the function callgrind counts).
+fn count(spec: &str) {
+    let (name, n) = spec
+        .split_once(':')
+        .and_then(|(name, n)| Some((name, n.parse::<u64>().ok()?)))
+        .unwrap_or_else(|| {
+            panic!("LIFECYCLE_COUNT={spec}: expected <variant>:<n>, variants {VARIANTS:?}")
+        });
+    let lifecycle =
+        variant(name).unwrap_or_else(|| panic!("unknown variant {name}; one of {VARIANTS:?}"));
+    let s = setup();
+    // One unmeasured lifecycle first: bound series, label caps and lazily built state exist
+    // from then on, as in a server that has served one request of the model.
+    lifecycle();
+    let mut left = n;
+    while left > 0 {
+        let burst = left.min(BURST);
+        let _ = s.pipeline.tracer_provider.force_flush();
+        measured_lifecycles(burst, &*lifecycle);
+        left -= burst;
+    }
+    let _ = s.pipeline.tracer_provider.force_flush();
+    eprintln!("{name}: {n} lifecycles");
+}
+
+#[inline(never)]
+fn measured_lifecycles(n: u64, lifecycle: &dyn Fn()) {
+    for _ in 0..n {
+        lifecycle();
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("LIFECYCLE_COUNT") {
+        return count(&spec);
+    }
+    wall();
+    cpu();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -37,9 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         TelemetryConfig::new("minimal-server").with_service_version(env!("CARGO_PKG_VERSION")),
     )?;
     let meter = guard.meter(INSTRUMENTATION_SCOPE);
-    let metrics = InferenceMetrics::builder(&meter)
-        .tracer(guard.tracer())
-        .build();
+    let metrics = InferenceMetrics::new(&meter);
     let engine = EngineMetrics::new(&meter, MODEL);
 
     let mut waiting: VecDeque<InferenceRequest<Queued>> = VecDeque::new();

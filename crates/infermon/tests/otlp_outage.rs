@@ -92,9 +92,7 @@ async fn collector_outage_is_survived_counted_and_logged_once() {
             .with_log_writer(move || Box::new(sink.clone())),
     )
     .expect("init");
-    let metrics = InferenceMetrics::builder(&guard.meter(INSTRUMENTATION_SCOPE))
-        .tracer(guard.tracer())
-        .build();
+    let metrics = InferenceMetrics::new(&guard.meter(INSTRUMENTATION_SCOPE));
 
     // Healthy: spans flow (10 requests, 40 spans: fewer than the queue holds).
     serve(&metrics, 10).await;

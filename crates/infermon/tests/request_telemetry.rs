@@ -156,8 +156,8 @@ fn request_span_carries_the_gen_ai_attributes() {
         Some(Value::F64(secs(250)))
     );
     assert_eq!(a(attr::ERROR_TYPE), None);
-    // Prompt text is never recorded unless capture is enabled.
-    assert_eq!(a(attr::GEN_AI_PROMPT), None);
+    // Content is never recorded unless capture is enabled.
+    assert_eq!(a(attr::GEN_AI_INPUT_MESSAGES), None);
 }
 
 #[test]
@@ -409,9 +409,8 @@ fn dropping_an_unfinished_request_ends_it_as_dropped() {
 
 #[test]
 fn model_names_past_the_cap_become_other() {
-    let h = Harness::new();
-    let meter = h.meter();
-    let metrics = h.metrics_builder(&meter).model_cap(2).build();
+    let h = Harness::with(|b| b.model_cap(2));
+    let metrics = h.metrics();
     h.run(|| {
         for model in ["a", "b", "c", "d", "a"] {
             let req = InferenceRequest::start_at(&metrics, params(model), None, t(0));
@@ -512,43 +511,82 @@ fn instrumented_user_code_nests_under_the_request_span() {
 }
 
 #[test]
-fn content_is_captured_only_when_enabled() {
+fn instrumented_user_code_nests_under_the_phase_it_runs_in() {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    h.run(|| {
+        let req = InferenceRequest::start(&metrics, params(MODEL), None).scheduled(0);
+        req.phase_span().in_scope(|| tokenize(400));
+        req.fail("test");
+    });
+    let prefill = h.span(names::PREFILL);
+    let user = h.span("tokenize");
+    assert_eq!(user.parent_span_id, prefill.span_context.span_id());
+    assert_eq!(
+        user.span_context.trace_id(),
+        prefill.span_context.trace_id()
+    );
+}
+
+#[test]
+fn content_is_captured_only_when_enabled_and_capped() {
     for enabled in [false, true] {
-        let h = Harness::new();
-        let meter = h.meter();
-        let metrics = h.metrics_builder(&meter).capture_content(enabled).build();
+        let h = Harness::with(|b| b.capture_content(enabled).max_content_len(20));
+        let metrics = h.metrics();
+        let long_answer = format!(
+            r#"[{{"role":"assistant","content":"{}"}}]"#,
+            "x".repeat(100)
+        );
         h.run(|| {
             let req = InferenceRequest::start(&metrics, params(MODEL), None);
-            req.record_prompt("secret prompt");
+            req.record_input_messages(r#"[{"role":"user"}]"#);
             let mut req = req.scheduled(0).first_token(0);
-            req.record_completion("secret answer");
+            req.record_output_messages(&long_answer);
             req.tokens(1);
             req.finish(value::FINISH_STOP);
         });
         let root = h.span(&names::request_span_name(value::OPERATION_CHAT, MODEL));
-        let prompt = attr(&root.attributes, attr::GEN_AI_PROMPT);
-        let completion = attr(&root.attributes, attr::GEN_AI_COMPLETION);
+        let input = attr(&root.attributes, attr::GEN_AI_INPUT_MESSAGES);
+        let output = attr(&root.attributes, attr::GEN_AI_OUTPUT_MESSAGES);
         if enabled {
-            assert_eq!(prompt, Some(&Value::from("secret prompt")));
-            assert_eq!(completion, Some(&Value::from("secret answer")));
+            assert_eq!(input, Some(&Value::from(r#"[{"role":"user"}]"#)));
+            let want = format!("{}…", &long_answer[..20]);
+            assert_eq!(output, Some(&Value::from(want)));
         } else {
-            assert_eq!((prompt, completion), (None, None));
+            assert_eq!((input, output), (None, None));
         }
+        // The deprecated attributes are gone.
+        assert!(attr(&root.attributes, "gen_ai.prompt").is_none());
+        assert!(attr(&root.attributes, "gen_ai.completion").is_none());
     }
 }
 
 #[test]
-fn without_a_tracing_layer_metrics_are_still_recorded() {
+fn without_the_bridge_metrics_are_still_recorded() {
     let h = Harness::new();
     let metrics = h.metrics();
-    // No `h.run`: the thread's subscriber has no OpenTelemetry layer.
+    tracing::dispatcher::with_default(&h.metrics_only_dispatch(), || {
+        let req = InferenceRequest::start_at(&metrics, params(MODEL), None, t(0));
+        req.scheduled_at(0, t(5))
+            .first_token_at(0, t(10))
+            .finish_at(value::FINISH_LENGTH, t(20));
+    });
+    assert!(h.spans().is_empty());
+    let rm = h.collect();
+    assert_eq!(f64_histogram(&rm, metric::REQUEST_DURATION)[0].count(), 1);
+}
+
+#[test]
+fn without_a_subscriber_nothing_is_recorded() {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    // No `h.run`: no layer sees the spans; nothing is recorded and nothing panics.
     let req = InferenceRequest::start_at(&metrics, params(MODEL), None, t(0));
     req.scheduled_at(0, t(5))
         .first_token_at(0, t(10))
         .finish_at(value::FINISH_LENGTH, t(20));
     assert!(h.spans().is_empty());
-    let rm = h.collect();
-    assert_eq!(f64_histogram(&rm, metric::REQUEST_DURATION)[0].count(), 1);
+    assert!(h.try_collect().is_none());
 }
 
 #[test]
@@ -607,4 +645,44 @@ fn engine_metrics_report_the_latest_state_and_running_totals() {
     if let Some(rm) = h.try_collect() {
         assert!(find_metric(&rm, metric::KV_CACHE_USAGE).is_none());
     }
+}
+
+/// An engine keeping requests of every phase in one map: transitions that do not fit the
+/// phase are ignored or completed sensibly, never recorded as a spurious `dropped` error.
+#[test]
+fn tracked_request_finishing_before_its_first_token_is_a_success_not_dropped() {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    h.run(|| {
+        let mut req =
+            InferenceRequest::start_at(&metrics, params(MODEL), None, t(0)).into_tracked();
+        req.first_token_at(0, t(1)); // a queued request is scheduled at the same instant first
+        req.scheduled_at(9, t(2)); // ignored: already past the queue
+        req.finish_at(value::FINISH_LENGTH, t(3));
+        req.finish_at(value::FINISH_STOP, t(4)); // ignored: already ended
+        req.fail_at("late", t(5)); // ignored too
+
+        let mut early =
+            InferenceRequest::start_at(&metrics, params(MODEL), None, t(0)).into_tracked();
+        early.scheduled_at(0, t(1));
+        early.finish_at(value::FINISH_STOP, t(2)); // before any token: no decode phase
+    });
+    let rm = h.collect();
+    let requests = counted(u64_points(&rm, metric::REQUESTS));
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert!(requests.iter().all(|(labels, _)| labels.contains(&format!(
+        "{}={}",
+        attr::LLM_REQUEST_OUTCOME,
+        value::OUTCOME_SUCCESS
+    ))));
+    let names: Vec<String> = h.spans().iter().map(|s| s.name.to_string()).collect();
+    assert_eq!(
+        names.iter().filter(|n| *n == names::DECODE).count(),
+        1,
+        "{names:?}"
+    );
+    assert!(h
+        .spans()
+        .iter()
+        .all(|s| attr(&s.attributes, attr::ERROR_TYPE).is_none()));
 }

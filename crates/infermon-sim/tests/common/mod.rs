@@ -219,9 +219,14 @@ pub mod telemetry {
             let meter_provider = SdkMeterProvider::builder()
                 .with_reader(PeriodicReader::builder(metrics.clone()).build())
                 .build();
-            let subscriber = tracing_subscriber::registry().with(
-                infermon::telemetry::tracing_layer(tracer_provider.tracer("sim-test")),
-            );
+            // The bridge and the metrics layer, as `telemetry::init` installs them.
+            let subscriber = tracing_subscriber::registry()
+                .with(infermon::telemetry::tracing_layer(
+                    tracer_provider.tracer("sim-test"),
+                ))
+                .with(infermon::telemetry::metrics_layer(
+                    &meter_provider.meter("infermon-sim"),
+                ));
             Self {
                 spans,
                 metrics,
@@ -231,10 +236,9 @@ pub mod telemetry {
             }
         }
 
-        /// What the simulator gets: this harness's meter, and its tracer for child spans.
+        /// What the simulator gets: this harness's meter.
         pub fn sim_telemetry(&self) -> SimTelemetry {
             SimTelemetry::new(&self.meter_provider.meter("infermon-sim"))
-                .with_tracer(self.tracer_provider.tracer("sim-test-children"))
         }
 
         pub fn spans(&self) -> Vec<SpanData> {

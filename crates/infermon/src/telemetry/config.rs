@@ -58,6 +58,7 @@ pub struct TelemetryConfig {
     pub(crate) sampler: Option<Sampler>,
     pub(crate) log_filter: Option<String>,
     pub(crate) fmt_layer: bool,
+    pub(crate) log_request_spans: bool,
     pub(crate) log_writer: Option<LogWriter>,
     pub(crate) disabled: Option<bool>,
     pub(crate) max_queue_size: Option<usize>,
@@ -84,6 +85,7 @@ impl TelemetryConfig {
             sampler: None,
             log_filter: None,
             fmt_layer: true,
+            log_request_spans: false,
             log_writer: None,
             disabled: None,
             max_queue_size: None,
@@ -159,6 +161,16 @@ impl TelemetryConfig {
     /// Whether logs are printed to stderr (default true).
     pub fn with_fmt_layer(mut self, enabled: bool) -> Self {
         self.fmt_layer = enabled;
+        self
+    }
+
+    /// Whether the log output also shows the request telemetry spans (`inference_request`,
+    /// `queue`, `prefill`, `decode`) and the typed path's events (default false: they are
+    /// exported as traces, and formatting them would cost about a quarter of a request's
+    /// instrumentation). A log filter that names the `infermon::request` target turns this on
+    /// too.
+    pub fn with_log_request_spans(mut self, enabled: bool) -> Self {
+        self.log_request_spans = enabled;
         self
     }
 

@@ -1,8 +1,10 @@
 //! Telemetry bootstrap: one [`init`] call sets up logs, traces and metrics over OTLP/gRPC.
 //!
 //! * `tracing-subscriber`: a fmt layer to stderr filtered by `RUST_LOG` (or
-//!   [`TelemetryConfig::with_log_filter`]), and the `tracing-opentelemetry` layer
-//!   ([`tracing_layer`]) for spans at INFO and above.
+//!   [`TelemetryConfig::with_log_filter`]) that leaves the request telemetry spans out unless
+//!   asked ([`TelemetryConfig::with_log_request_spans`]); infermon's bridge ([`tracing_layer`])
+//!   for spans at INFO and above; and the [`metrics_layer`] that derives the contract's request
+//!   metrics from the request spans.
 //! * Traces: OTLP/gRPC exporter (tonic) → bounded batch span processor → `SdkTracerProvider`.
 //! * Metrics: OTLP/gRPC exporter → periodic reader (every 5 s by default) → `SdkMeterProvider`
 //!   with a cardinality limit on every instrument.
@@ -36,22 +38,22 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
 };
 use opentelemetry_sdk::Resource;
-use tracing_subscriber::filter::{EnvFilter, FilterFn};
+use tracing_subscriber::filter::{EnvFilter, FilterExt as _, FilterFn};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::Layer as _;
 
 use crate::contract::{attr, metric, metric_spec, value, INSTRUMENTATION_SCOPE};
+use crate::layer::InfermonLayer;
+use crate::request::TARGET as REQUEST_TARGET;
 
 pub use config::{
     TelemetryConfig, DEFAULT_CARDINALITY_LIMIT, DEFAULT_ENDPOINT, DEFAULT_EXPORT_INTERVAL,
     DEFAULT_LOG_FILTER, DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use export::TelemetryStats;
-pub use layer::{tracing_layer, StampingTracer};
-
-pub(crate) use layer::start_span_with;
+pub use layer::{metrics_layer, tracing_layer};
 
 use export::{BoundedSpanProcessor, CountingMetricExporter, CountingSpanExporter, Health};
 
@@ -84,7 +86,8 @@ pub enum TelemetryError {
     Header { key: String },
     #[error(
         "a global tracing subscriber or logger is already installed: call init once per \
-         process, or add infermon::telemetry::tracing_layer to your own subscriber"
+         process, or add infermon::telemetry::tracing_layer and metrics_layer to your own \
+         subscriber"
     )]
     SubscriberAlreadySet,
     #[error(
@@ -247,28 +250,15 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     };
     register_self_metrics(&meter_provider.meter(INSTRUMENTATION_SCOPE), &health);
 
-    let otel_layer =
-        tracing_layer(tracer_provider.tracer_with_scope(scope())).with_filter(FilterFn::new(
-            |meta| meta.level() <= &tracing::Level::INFO && !is_export_stack(meta.target()),
-        ));
-    let fmt_layer = config.fmt_layer.then(|| {
-        let layer = tracing_subscriber::fmt::layer();
-        match config.log_writer.clone() {
-            Some(w) => layer
-                .with_ansi(false)
-                .with_writer(BoxMakeWriter::new(move || (w.0)()))
-                .with_filter(fmt_filter),
-            None => layer
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_writer(BoxMakeWriter::new(std::io::stderr))
-                .with_filter(fmt_filter),
-        }
-    });
-    tracing_subscriber::registry()
-        .with(fmt_layer)
-        .with(otel_layer)
-        .try_init()
-        .map_err(|_| TelemetryError::SubscriberAlreadySet)?;
+    subscriber(
+        &config,
+        fmt_filter,
+        config.log_request_spans || resolved.log_filter.contains(REQUEST_TARGET),
+        tracer_provider.tracer_with_scope(scope()),
+        &meter_provider.meter_with_scope(scope()),
+    )
+    .try_init()
+    .map_err(|_| TelemetryError::SubscriberAlreadySet)?;
 
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(tracer_provider.clone());
@@ -294,6 +284,53 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
         service_name: resolved.service_name,
         shut_down: false,
     })
+}
+
+/// The subscriber [`init`] installs, over the given tracer and meter: the fmt layer (filtered
+/// by the log filter, request telemetry left out unless asked), the bridge (INFO and above, the
+/// export stack left out) and the metrics layer. Public so benchmarks and tests measure exactly
+/// what `init` installs; services call [`init`].
+pub fn init_subscriber(
+    config: &TelemetryConfig,
+    tracer: SdkTracer,
+    meter: &Meter,
+) -> Result<impl tracing::Subscriber + Send + Sync, TelemetryError> {
+    let resolved = config.resolve(&|k| std::env::var(k).ok());
+    let fmt_filter = log_filter(&resolved.log_filter)?;
+    let log_requests = config.log_request_spans || resolved.log_filter.contains(REQUEST_TARGET);
+    Ok(subscriber(config, fmt_filter, log_requests, tracer, meter))
+}
+
+fn subscriber(
+    config: &TelemetryConfig,
+    fmt_filter: EnvFilter,
+    log_requests: bool,
+    tracer: SdkTracer,
+    meter: &Meter,
+) -> impl tracing::Subscriber + Send + Sync {
+    let otel_layer = tracing_layer(tracer).exporting_only(|meta| {
+        meta.level() <= &tracing::Level::INFO && !is_export_stack(meta.target())
+    });
+    let fmt_layer = config.fmt_layer.then(|| {
+        let fmt_filter = fmt_filter.and(FilterFn::new(move |meta| {
+            log_requests || !layer::is_request_telemetry(meta)
+        }));
+        let layer = tracing_subscriber::fmt::layer();
+        match config.log_writer.clone() {
+            Some(w) => layer
+                .with_ansi(false)
+                .with_writer(BoxMakeWriter::new(move || (w.0)()))
+                .with_filter(fmt_filter),
+            None => layer
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(BoxMakeWriter::new(std::io::stderr))
+                .with_filter(fmt_filter),
+        }
+    });
+    // The bridge and the metrics layer as one layer: one registry lookup per callback.
+    tracing_subscriber::registry()
+        .with(fmt_layer)
+        .with(InfermonLayer::new(otel_layer, metrics_layer(meter)))
 }
 
 /// Crates on the export path. Their spans must never be traced (each export would produce

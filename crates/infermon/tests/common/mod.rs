@@ -4,6 +4,7 @@
 pub mod receiver;
 
 use infermon::instruments::{InferenceMetrics, InferenceMetricsBuilder};
+use infermon::layer::{InfermonLayer, MetricsLayer};
 use opentelemetry::metrics::{Meter, MeterProvider as _};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{Key, KeyValue, Value};
@@ -20,11 +21,21 @@ pub struct Harness {
     pub metric_exporter: InMemoryMetricExporter,
     pub tracer_provider: SdkTracerProvider,
     pub meter_provider: SdkMeterProvider,
+    /// The bridge and the metrics layer (as one `InfermonLayer`, as `telemetry::init` installs
+    /// them).
     pub dispatch: Dispatch,
+    metrics: InferenceMetrics,
 }
 
 impl Harness {
     pub fn new() -> Self {
+        Self::with(|b| b)
+    }
+
+    /// A harness whose metrics layer (and [`metrics`](Self::metrics)) are built by `configure`.
+    pub fn with(
+        configure: impl FnOnce(InferenceMetricsBuilder<'_>) -> InferenceMetricsBuilder<'_>,
+    ) -> Self {
         let span_exporter = InMemorySpanExporter::default();
         let tracer_provider = SdkTracerProvider::builder()
             .with_simple_exporter(span_exporter.clone())
@@ -33,8 +44,12 @@ impl Harness {
         let meter_provider = SdkMeterProvider::builder()
             .with_reader(PeriodicReader::builder(metric_exporter.clone()).build())
             .build();
-        let subscriber = tracing_subscriber::registry().with(infermon::telemetry::tracing_layer(
-            tracer_provider.tracer("test"),
+        let metrics = configure(InferenceMetrics::builder(&meter_provider.meter("test"))).build();
+        // The combined layer `telemetry::init` installs (the simulator's tests stack the two
+        // layers separately).
+        let subscriber = tracing_subscriber::registry().with(InfermonLayer::new(
+            infermon::telemetry::tracing_layer(tracer_provider.tracer("test")),
+            MetricsLayer::new(metrics.clone()),
         ));
         Self {
             span_exporter,
@@ -42,6 +57,7 @@ impl Harness {
             tracer_provider,
             meter_provider,
             dispatch: Dispatch::new(subscriber),
+            metrics,
         }
     }
 
@@ -49,13 +65,14 @@ impl Harness {
         self.meter_provider.meter("test")
     }
 
-    /// Request instruments whose child spans go to this harness.
+    /// The request instruments (and caps) the harness's metrics layer records into.
     pub fn metrics(&self) -> InferenceMetrics {
-        self.metrics_builder(&self.meter()).build()
+        self.metrics.clone()
     }
 
-    pub fn metrics_builder<'m>(&self, meter: &'m Meter) -> InferenceMetricsBuilder<'m> {
-        InferenceMetrics::builder(meter).tracer(self.tracer_provider.tracer("test-children"))
+    /// A dispatch with only the metrics layer (no spans exported).
+    pub fn metrics_only_dispatch(&self) -> Dispatch {
+        Dispatch::new(tracing_subscriber::registry().with(MetricsLayer::new(self.metrics())))
     }
 
     /// Runs `f` with this harness's subscriber as the thread's default.

@@ -13,8 +13,18 @@
 /// The instrumentation scope (meter and tracer name) of everything the `infermon` crate emits.
 pub const INSTRUMENTATION_SCOPE: &str = "infermon";
 
+use opentelemetry_semantic_conventions::attribute as semconv;
+
 /// Span names and span events.
+///
+/// The request and its phases are `tracing` spans: the request span's `tracing` name is
+/// [`REQUEST`] (its exported name comes from the `otel.name` field, see
+/// [`request_span_name`]); the phases are `tracing` spans named [`QUEUE`], [`PREFILL`] and
+/// [`DECODE`], children of the request span; the events are `tracing` events whose message is
+/// the event name.
 pub mod span {
+    /// The `tracing` name of the request span (the metrics layer recognises the request by it).
+    pub const REQUEST: &str = "inference_request";
     /// Child span: arrival → first scheduled.
     pub const QUEUE: &str = "queue";
     /// Child span: scheduled → first token.
@@ -30,6 +40,11 @@ pub mod span {
     /// Load generator's client span name (followed by the model, like the server span).
     pub const CLIENT_PREFIX: &str = "chat";
 
+    /// Whether a `tracing` span name is one of the contract's request or phase spans.
+    pub fn is_contract_span(name: &str) -> bool {
+        matches!(name, REQUEST | QUEUE | PREFILL | DECODE)
+    }
+
     /// The SERVER span's name: `{gen_ai.operation.name} {gen_ai.request.model}`.
     pub fn request_span_name(operation: &str, model: &str) -> String {
         let mut name = String::with_capacity(operation.len() + 1 + model.len());
@@ -41,34 +56,45 @@ pub mod span {
 }
 
 /// Attribute keys (span attributes, metric attributes and event attributes).
+///
+/// Keys that `opentelemetry-semantic-conventions` 0.33 defines come from it; the rest are
+/// ours. That crate marks its `gen_ai.*` constants deprecated only because the GenAI
+/// conventions moved to their own repository — the keys themselves are current.
+#[allow(deprecated)]
 pub mod attr {
     // --- GenAI semantic conventions ---
-    pub const GEN_AI_OPERATION_NAME: &str = "gen_ai.operation.name";
-    pub const GEN_AI_PROVIDER_NAME: &str = "gen_ai.provider.name";
-    pub const GEN_AI_REQUEST_MODEL: &str = "gen_ai.request.model";
-    pub const GEN_AI_REQUEST_MAX_TOKENS: &str = "gen_ai.request.max_tokens";
-    pub const GEN_AI_REQUEST_TEMPERATURE: &str = "gen_ai.request.temperature";
-    pub const GEN_AI_REQUEST_TOP_P: &str = "gen_ai.request.top_p";
-    pub const GEN_AI_REQUEST_STREAM: &str = "gen_ai.request.stream";
-    pub const GEN_AI_RESPONSE_ID: &str = "gen_ai.response.id";
-    pub const GEN_AI_RESPONSE_MODEL: &str = "gen_ai.response.model";
-    pub const GEN_AI_RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
+    pub const GEN_AI_OPERATION_NAME: &str = super::semconv::GEN_AI_OPERATION_NAME;
+    pub const GEN_AI_PROVIDER_NAME: &str = super::semconv::GEN_AI_PROVIDER_NAME;
+    pub const GEN_AI_REQUEST_MODEL: &str = super::semconv::GEN_AI_REQUEST_MODEL;
+    pub const GEN_AI_REQUEST_MAX_TOKENS: &str = super::semconv::GEN_AI_REQUEST_MAX_TOKENS;
+    pub const GEN_AI_REQUEST_TEMPERATURE: &str = super::semconv::GEN_AI_REQUEST_TEMPERATURE;
+    pub const GEN_AI_REQUEST_TOP_P: &str = super::semconv::GEN_AI_REQUEST_TOP_P;
+    pub const GEN_AI_REQUEST_STREAM: &str = super::semconv::GEN_AI_REQUEST_STREAM;
+    pub const GEN_AI_RESPONSE_ID: &str = super::semconv::GEN_AI_RESPONSE_ID;
+    pub const GEN_AI_RESPONSE_MODEL: &str = super::semconv::GEN_AI_RESPONSE_MODEL;
+    pub const GEN_AI_RESPONSE_FINISH_REASONS: &str = super::semconv::GEN_AI_RESPONSE_FINISH_REASONS;
     /// Metric attribute: the single finish reason of one request.
     pub const GEN_AI_RESPONSE_FINISH_REASON: &str = "gen_ai.response.finish_reason";
-    pub const GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.response.time_to_first_chunk";
-    pub const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
-    pub const GEN_AI_USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
-    pub const GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: &str = "gen_ai.usage.cache_read.input_tokens";
-    pub const GEN_AI_TOKEN_TYPE: &str = "gen_ai.token.type";
-    pub const GEN_AI_PROMPT: &str = "gen_ai.prompt";
-    pub const GEN_AI_COMPLETION: &str = "gen_ai.completion";
+    pub const GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: &str =
+        super::semconv::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK;
+    pub const GEN_AI_USAGE_INPUT_TOKENS: &str = super::semconv::GEN_AI_USAGE_INPUT_TOKENS;
+    pub const GEN_AI_USAGE_OUTPUT_TOKENS: &str = super::semconv::GEN_AI_USAGE_OUTPUT_TOKENS;
+    pub const GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: &str =
+        super::semconv::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS;
+    pub const GEN_AI_TOKEN_TYPE: &str = super::semconv::GEN_AI_TOKEN_TYPE;
+    /// Opt-in content capture: the input messages as JSON (replaces the deprecated
+    /// `gen_ai.prompt`).
+    pub const GEN_AI_INPUT_MESSAGES: &str = super::semconv::GEN_AI_INPUT_MESSAGES;
+    /// Opt-in content capture: the output messages as JSON (replaces the deprecated
+    /// `gen_ai.completion`).
+    pub const GEN_AI_OUTPUT_MESSAGES: &str = super::semconv::GEN_AI_OUTPUT_MESSAGES;
 
     // --- General semantic conventions ---
-    pub const ERROR_TYPE: &str = "error.type";
-    pub const SERVER_ADDRESS: &str = "server.address";
-    pub const SERVER_PORT: &str = "server.port";
-    pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
-    pub const NETWORK_IO_DIRECTION: &str = "network.io.direction";
+    pub const ERROR_TYPE: &str = super::semconv::ERROR_TYPE;
+    pub const SERVER_ADDRESS: &str = super::semconv::SERVER_ADDRESS;
+    pub const SERVER_PORT: &str = super::semconv::SERVER_PORT;
+    pub const HTTP_RESPONSE_STATUS_CODE: &str = super::semconv::HTTP_RESPONSE_STATUS_CODE;
+    pub const NETWORK_IO_DIRECTION: &str = super::semconv::NETWORK_IO_DIRECTION;
 
     // --- llm.* (engine concepts the GenAI conventions do not cover) ---
     pub const LLM_QUEUE_POSITION: &str = "llm.queue.position";
@@ -87,27 +113,52 @@ pub mod attr {
     pub const LLM_SIMULATED: &str = "llm.simulated";
 
     // --- Hardware semantic conventions (GPUs) ---
-    pub const HW_ID: &str = "hw.id";
-    pub const HW_NAME: &str = "hw.name";
-    pub const HW_VENDOR: &str = "hw.vendor";
-    pub const HW_TYPE: &str = "hw.type";
-    pub const HW_GPU_TASK: &str = "hw.gpu.task";
-    pub const HW_SENSOR_LOCATION: &str = "hw.sensor_location";
+    pub const HW_ID: &str = super::semconv::HW_ID;
+    pub const HW_NAME: &str = super::semconv::HW_NAME;
+    pub const HW_VENDOR: &str = super::semconv::HW_VENDOR;
+    pub const HW_TYPE: &str = super::semconv::HW_TYPE;
+    pub const HW_GPU_TASK: &str = super::semconv::HW_GPU_TASK;
+    pub const HW_SENSOR_LOCATION: &str = super::semconv::HW_SENSOR_LOCATION;
     pub const HW_GPU_CLOCK_TYPE: &str = "hw.gpu.clock.type";
     pub const HW_GPU_THROTTLE_REASON: &str = "hw.gpu.throttle.reason";
     pub const HW_GPU_XID: &str = "hw.gpu.xid";
     pub const GPU_INDEX: &str = "gpu.index";
-    pub const PROCESS_PID: &str = "process.pid";
-    pub const PROCESS_EXECUTABLE_NAME: &str = "process.executable.name";
+    pub const PROCESS_PID: &str = super::semconv::PROCESS_PID;
+    pub const PROCESS_EXECUTABLE_NAME: &str = super::semconv::PROCESS_EXECUTABLE_NAME;
 
     // --- Pipeline self-telemetry ---
     pub const INFERMON_SIGNAL: &str = "infermon.signal";
 
     // --- Resource (service and host semantic conventions) ---
-    pub const SERVICE_NAME: &str = "service.name";
-    pub const SERVICE_VERSION: &str = "service.version";
-    pub const SERVICE_INSTANCE_ID: &str = "service.instance.id";
-    pub const HOST_NAME: &str = "host.name";
+    pub const SERVICE_NAME: &str = super::semconv::SERVICE_NAME;
+    pub const SERVICE_VERSION: &str = super::semconv::SERVICE_VERSION;
+    pub const SERVICE_INSTANCE_ID: &str = super::semconv::SERVICE_INSTANCE_ID;
+    pub const HOST_NAME: &str = super::semconv::HOST_NAME;
+}
+
+/// `tracing` field names the bridge and the metrics layer interpret rather than export.
+///
+/// The `otel.*` names follow tracing-opentelemetry's conventions so code written for it keeps
+/// working; the timestamp fields are infermon's own (nanoseconds since the Unix epoch, `u64`).
+pub mod field {
+    /// The exported span name (default: the `tracing` span name).
+    pub const OTEL_NAME: &str = "otel.name";
+    /// The span kind: `server`, `client`, `producer`, `consumer` or `internal` (default).
+    pub const OTEL_KIND: &str = "otel.kind";
+    /// `error` sets the span status to ERROR (`ok` to OK).
+    pub const OTEL_STATUS_CODE: &str = "otel.status_code";
+    /// The status description that goes with an ERROR status.
+    pub const OTEL_STATUS_DESCRIPTION: &str = "otel.status_description";
+    /// On a span, at creation: its start time (default: when the `tracing` span was created).
+    pub const START_TIME: &str = "infermon.start_time_unix_nano";
+    /// On a span, recorded before it closes: its end time (default: when it closed).
+    pub const END_TIME: &str = "infermon.end_time_unix_nano";
+    /// On an event: its timestamp (default: when it was emitted).
+    pub const EVENT_TIME: &str = "infermon.time_unix_nano";
+    /// `otel.kind` of the request span.
+    pub const KIND_SERVER: &str = "server";
+    /// `otel.status_code` of a failed request.
+    pub const STATUS_ERROR: &str = "error";
 }
 
 /// Well-known attribute values.
@@ -188,6 +239,9 @@ pub mod value {
     /// error.type of a request whose lifecycle object was dropped before it finished, failed or
     /// was aborted (a bug in the caller, reported rather than leaked as an open span).
     pub const ERROR_DROPPED: &str = "dropped";
+    /// error.type of a request span whose status is ERROR but that names no error type (the
+    /// semantic conventions' fallback value).
+    pub const ERROR_OTHER: &str = "_OTHER";
     // error.type of requests the engine simulator rejects or fails: admission control, engine
     // shutdown, and the fault-injection types a scenario file names (`type = "server_error"`).
     pub const ERROR_QUEUE_FULL: &str = "queue_full";

@@ -14,14 +14,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
-use opentelemetry::global::{BoxedSpan, BoxedTracer};
 use opentelemetry::metrics::{BoundCounter, BoundHistogram, Counter, Histogram, Meter};
-use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
-use opentelemetry::{Context, KeyValue, StringValue};
-use opentelemetry_sdk::trace::SdkTracer;
+use opentelemetry::{KeyValue, StringValue};
 
 use crate::cardinality::{FastHash, LabelCap};
-use crate::contract::{attr, buckets, metric, metric_spec, value, INSTRUMENTATION_SCOPE};
+use crate::contract::{attr, buckets, metric, metric_spec, value};
 
 /// How many distinct model names [`InferenceMetrics::new`] admits before mapping newcomers to
 /// `other`.
@@ -32,8 +29,14 @@ const OPERATION_CAP: usize = 16;
 const FINISH_REASON_CAP: usize = 16;
 /// Distinct error types admitted.
 const ERROR_TYPE_CAP: usize = 32;
+/// Captured prompt or completion content is cut past this many bytes.
+pub const DEFAULT_MAX_CONTENT_LEN: usize = 16 * 1024;
 
-/// The request-level instruments of the contract, plus the tracer for the request's child spans.
+/// The request-level instruments of the contract and the label caps.
+///
+/// The [`MetricsLayer`](crate::layer::MetricsLayer) records into them from the request's
+/// `tracing` spans and events; the typed [`InferenceRequest`](crate::request::InferenceRequest)
+/// uses the caps so its span names agree with the metric labels.
 ///
 /// Cheap to clone (one `Arc`); create one per process (or per engine) and share it.
 #[derive(Clone, Debug)]
@@ -58,8 +61,8 @@ pub(crate) struct Inner {
     pub operations: LabelCap,
     pub finish_reasons: LabelCap,
     pub error_types: LabelCap,
-    pub tracer: ChildTracer,
     pub capture_content: bool,
+    pub max_content_len: usize,
     /// Bound instruments per (capped model, operation); bounded by the two caps.
     series: RwLock<HashMap<(StringValue, StringValue), Arc<Series>, FastHash>>,
 }
@@ -127,10 +130,10 @@ impl Series {
 }
 
 impl Inner {
-    /// The bound instruments for a request's model and operation (capped), created on first
-    /// use.
-    pub(crate) fn series(&self, model: &str, operation: &str) -> Arc<Series> {
-        let key = (self.models.get(model), self.operations.get(operation));
+    /// The bound instruments for a request's model and operation (already passed through the
+    /// caps), created on first use.
+    pub(crate) fn series(&self, model: StringValue, operation: StringValue) -> Arc<Series> {
+        let key = (model, operation);
         let existing = self.series.read().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = existing.get(&key) {
             return s.clone();
@@ -182,9 +185,7 @@ impl Inner {
 }
 
 impl InferenceMetrics {
-    /// The contract's request instruments on `meter`, with [`DEFAULT_MODEL_CAP`] and child spans
-    /// through the global tracer provider (which [`telemetry::init`](crate::telemetry::init)
-    /// sets).
+    /// The contract's request instruments on `meter`, with [`DEFAULT_MODEL_CAP`].
     pub fn new(meter: &Meter) -> Self {
         Self::builder(meter).build()
     }
@@ -194,13 +195,13 @@ impl InferenceMetrics {
         Self::builder(meter).model_cap(cap).build()
     }
 
-    /// Full control: model cap, the tracer for child spans, prompt/completion capture.
+    /// Full control: model cap, content capture.
     pub fn builder(meter: &Meter) -> InferenceMetricsBuilder<'_> {
         InferenceMetricsBuilder {
             meter,
             model_cap: DEFAULT_MODEL_CAP,
-            tracer: None,
             capture_content: false,
+            max_content_len: DEFAULT_MAX_CONTENT_LEN,
         }
     }
 
@@ -214,8 +215,8 @@ impl InferenceMetrics {
 pub struct InferenceMetricsBuilder<'m> {
     meter: &'m Meter,
     model_cap: usize,
-    tracer: Option<SdkTracer>,
     capture_content: bool,
+    max_content_len: usize,
 }
 
 impl InferenceMetricsBuilder<'_> {
@@ -226,31 +227,24 @@ impl InferenceMetricsBuilder<'_> {
         self
     }
 
-    /// The tracer that creates the `queue`/`prefill`/`decode` child spans. Default: the global
-    /// tracer provider's. Pass the SDK tracer (e.g.
-    /// [`TelemetryGuard::tracer`](crate::telemetry::TelemetryGuard::tracer)) to skip the global
-    /// provider's dynamic dispatch, or an in-memory provider's tracer in tests.
-    pub fn tracer(mut self, tracer: SdkTracer) -> Self {
-        self.tracer = Some(tracer);
-        self
-    }
-
-    /// Whether [`InferenceRequest::record_prompt`](crate::request::InferenceRequest::record_prompt)
-    /// and `record_completion` put text on the span. Off by default: prompts and completions
-    /// can hold personal data and are large.
+    /// Whether [`InferenceRequest::record_input_messages`](crate::request::InferenceRequest::record_input_messages)
+    /// and `record_output_messages` put content on the span (`gen_ai.input.messages`,
+    /// `gen_ai.output.messages`). Off by default: prompts and completions can hold personal
+    /// data and are large.
     pub fn capture_content(mut self, enabled: bool) -> Self {
         self.capture_content = enabled;
         self
     }
 
+    /// Captured content longer than this many bytes is cut (at a character boundary) and
+    /// marked with a trailing `…` (default [`DEFAULT_MAX_CONTENT_LEN`]).
+    pub fn max_content_len(mut self, bytes: usize) -> Self {
+        self.max_content_len = bytes;
+        self
+    }
+
     pub fn build(self) -> InferenceMetrics {
         let m = self.meter;
-        let tracer = match self.tracer {
-            Some(t) => ChildTracer::Sdk(t),
-            None => ChildTracer::Global(
-                opentelemetry::global::tracer_provider().tracer(INSTRUMENTATION_SCOPE),
-            ),
-        };
         InferenceMetrics {
             inner: Arc::new(Inner {
                 request_duration: f64_histogram(
@@ -291,8 +285,8 @@ impl InferenceMetricsBuilder<'_> {
                 operations: LabelCap::new(OPERATION_CAP),
                 finish_reasons: LabelCap::new(FINISH_REASON_CAP),
                 error_types: LabelCap::new(ERROR_TYPE_CAP),
-                tracer,
                 capture_content: self.capture_content,
+                max_content_len: self.max_content_len,
                 series: RwLock::new(HashMap::default()),
             }),
         }
@@ -322,66 +316,6 @@ fn u64_counter(meter: &Meter, name: &'static str) -> Counter<u64> {
         .with_unit(spec.unit)
         .with_description(spec.description)
         .build()
-}
-
-/// The tracer for child spans: the SDK's directly (static dispatch) or whatever the global
-/// provider holds.
-#[derive(Debug)]
-pub(crate) enum ChildTracer {
-    Sdk(SdkTracer),
-    Global(BoxedTracer),
-}
-
-/// A child span from either kind of tracer.
-// Boxing the SDK span to even out the variants would cost an allocation per child span on the
-// request hot path; the enum lives inline in one request's state, so its size does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub(crate) enum ChildSpan {
-    Sdk(opentelemetry_sdk::trace::Span),
-    Global(BoxedSpan),
-}
-
-impl ChildTracer {
-    pub(crate) fn start(
-        &self,
-        name: &'static str,
-        start: std::time::SystemTime,
-        attributes: Vec<KeyValue>,
-        parent: &Context,
-    ) -> ChildSpan {
-        match self {
-            ChildTracer::Sdk(t) => ChildSpan::Sdk(
-                t.span_builder(name)
-                    .with_kind(SpanKind::Internal)
-                    .with_start_time(start)
-                    .with_attributes(attributes)
-                    .start_with_context(t, parent),
-            ),
-            ChildTracer::Global(t) => ChildSpan::Global(
-                t.span_builder(name)
-                    .with_kind(SpanKind::Internal)
-                    .with_start_time(start)
-                    .with_attributes(attributes)
-                    .start_with_context(t, parent),
-            ),
-        }
-    }
-}
-
-impl ChildSpan {
-    pub(crate) fn end(mut self, at: std::time::SystemTime, attributes: Vec<KeyValue>) {
-        match &mut self {
-            ChildSpan::Sdk(s) => {
-                s.set_attributes(attributes);
-                s.end_with_timestamp(at);
-            }
-            ChildSpan::Global(s) => {
-                s.set_attributes(attributes);
-                s.end_with_timestamp(at);
-            }
-        }
-    }
 }
 
 /// One engine step's view of the scheduler and KV cache, passed to

@@ -1,0 +1,466 @@
+//! [`OtelLayer`]: `tracing` spans and events to an OpenTelemetry API tracer.
+//!
+//! Each `tracing` span becomes one OpenTelemetry span, started when the `tracing` span is
+//! created and ended when it closes:
+//!
+//! * name: the `otel.name` field, else the `tracing` name; kind: `otel.kind` (default
+//!   INTERNAL); status ERROR when `otel.status_code` is `error`, described by
+//!   `otel.status_description`;
+//! * parent: the nearest exported `tracing` ancestor's span; for a root span, the OpenTelemetry
+//!   context current when it is created (attach a context extracted from `traceparent` around
+//!   the creation to join the caller's trace);
+//! * start/end: `infermon.start_time_unix_nano` given at creation and
+//!   `infermon.end_time_unix_nano` recorded before close (u64, nanoseconds since the Unix epoch),
+//!   else the moments of creation and close;
+//! * attributes: every other field, as recorded (`u64` as `i64`; `Debug` values formatted);
+//!   `gen_ai.response.finish_reasons`, recorded as one string, is exported as a one-element
+//!   string array as the semantic conventions define it;
+//! * events: each `tracing` event inside a span becomes a span event named by its message,
+//!   at `infermon.time_unix_nano` if given, with its other fields as attributes.
+//!
+//! What it leaves out, on purpose: code location, thread, target, busy/idle time (attributes
+//! no operator needs, and the bulk of a bridged span's cost).
+//!
+//! These rules are this crate's documented behaviour, pinned by tests
+//! (`crates/infermon/tests/bridge.rs`, `two_paths.rs`), not an accident of a dependency.
+
+use std::borrow::Cow;
+use std::marker::PhantomData;
+use std::time::SystemTime;
+
+use opentelemetry::trace::{
+    Span as _, SpanBuilder, SpanKind, Status, TraceContextExt as _, Tracer,
+};
+use opentelemetry::{Array, Context, Key, KeyValue, StringValue, Value};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Dispatch, Event, Metadata, Subscriber};
+use tracing_subscriber::layer;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
+use tracing_subscriber::Layer;
+
+use super::fields::from_unix_nanos;
+use crate::contract::{attr, field, span as names};
+
+/// Bridges spans and events to `tracer`; see the [module docs](self).
+pub struct OtelLayer<S, T> {
+    tracer: T,
+    exports: fn(&Metadata<'_>) -> bool,
+    get_context: WithContext,
+    _subscriber: PhantomData<fn(S)>,
+}
+
+impl<S, T> std::fmt::Debug for OtelLayer<S, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtelLayer").finish_non_exhaustive()
+    }
+}
+
+/// Reached through [`Dispatch::downcast_ref`] by [`context_of`]: reads a span's context out of
+/// the subscriber the layer is part of.
+struct WithContext(fn(&Dispatch, &Id) -> Option<Context>);
+
+/// The OpenTelemetry context of `span` (its span context, to parent or
+/// [`inject`](crate::propagation::inject_context) into downstream calls). An empty context when
+/// the span is disabled or the current subscriber has no [`OtelLayer`].
+pub fn context_of(span: &tracing::Span) -> Context {
+    span.with_subscriber(|(id, dispatch)| {
+        dispatch
+            .downcast_ref::<WithContext>()
+            .and_then(|get| (get.0)(dispatch, id))
+    })
+    .flatten()
+    .unwrap_or_default()
+}
+
+/// What the layer keeps per span: the OpenTelemetry span until it ends.
+struct OtelData<Sp> {
+    span: Sp,
+    /// A context holding this span's span context, made on first use (children, `context_of`).
+    cx: Option<Context>,
+    end: Option<SystemTime>,
+    status: Option<Status>,
+}
+
+impl<Sp: opentelemetry::trace::Span> OtelData<Sp> {
+    fn context(&mut self) -> &Context {
+        let span = &self.span;
+        self.cx.get_or_insert_with(|| {
+            Context::new().with_remote_span_context(span.span_context().clone())
+        })
+    }
+}
+
+impl<S, T> OtelLayer<S, T>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    T: Tracer + Send + Sync + 'static,
+    T::Span: Send + Sync + 'static,
+{
+    /// Spans and events go to `tracer`.
+    pub fn new(tracer: T) -> Self {
+        Self {
+            tracer,
+            exports: |_| true,
+            get_context: WithContext(Self::get_context),
+            _subscriber: PhantomData,
+        }
+    }
+
+    /// Exports only the spans and events for which `exports` is true; a span left out is
+    /// skipped in the exported tree (its children hang under its nearest exported ancestor).
+    ///
+    /// Prefer this to wrapping the layer in a per-layer filter (`Layer::with_filter`): the
+    /// decision is made once per span here, where a per-layer filter looks the span up again
+    /// on every record, event and close — about a tenth of a request's cost.
+    pub fn exporting_only(mut self, exports: fn(&Metadata<'_>) -> bool) -> Self {
+        self.exports = exports;
+        self
+    }
+
+    fn get_context(dispatch: &Dispatch, id: &Id) -> Option<Context> {
+        let subscriber = dispatch.downcast_ref::<S>()?;
+        let span = subscriber.span(id)?;
+        let mut ext = span.extensions_mut();
+        ext.get_mut::<OtelData<T::Span>>()
+            .map(|d| d.context().clone())
+    }
+}
+
+/// The layer's work, on a span already looked up (so [`InfermonLayer`](super::InfermonLayer)
+/// can share one lookup with the metrics layer).
+impl<S, T> OtelLayer<S, T>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    T: Tracer + Send + Sync + 'static,
+    T::Span: Send + Sync + 'static,
+{
+    pub(super) fn span_created(&self, span: &SpanRef<'_, S>, attrs: &Attributes<'_>) {
+        let meta = attrs.metadata();
+        if !(self.exports)(meta) {
+            return;
+        }
+        let mut v = SpanVisitor {
+            name: None,
+            kind: None,
+            start: None,
+            end: None,
+            status_code: None,
+            status_description: None,
+            attributes: Vec::with_capacity(attrs.fields().len()),
+            single: None,
+        };
+        attrs.record(&mut v);
+
+        // The nearest exported ancestor, else (a root) the current OpenTelemetry context.
+        let parent_cx = span
+            .scope()
+            .skip(1)
+            .find_map(|ancestor| {
+                ancestor
+                    .extensions_mut()
+                    .get_mut::<OtelData<T::Span>>()
+                    .map(|d| d.context().clone())
+            })
+            .unwrap_or_else(Context::current);
+
+        let mut builder =
+            SpanBuilder::from_name(v.name.take().unwrap_or(Cow::Borrowed(meta.name())));
+        builder.span_kind = Some(v.kind.clone().unwrap_or(SpanKind::Internal));
+        builder.start_time = Some(v.start.unwrap_or_else(SystemTime::now));
+        let status = v.status();
+        builder.attributes = Some(v.attributes);
+        let otel_span = self.tracer.build_with_context(builder, &parent_cx);
+
+        span.extensions_mut().insert(OtelData {
+            span: otel_span,
+            cx: None,
+            end: v.end,
+            status,
+        });
+    }
+    pub(super) fn span_recorded(&self, span: &SpanRef<'_, S>, values: &Record<'_>) {
+        let mut ext = span.extensions_mut();
+        let Some(data) = ext.get_mut::<OtelData<T::Span>>() else {
+            return;
+        };
+        if !data.span.is_recording() {
+            return;
+        }
+        // Usually one field per record: its attribute goes straight onto the span.
+        let mut v = SpanVisitor {
+            name: None,
+            kind: None,
+            start: None,
+            end: None,
+            status_code: None,
+            status_description: None,
+            attributes: Vec::new(),
+            single: None,
+        };
+        values.record(&mut v);
+        if let Some(name) = v.name.take() {
+            data.span.update_name(name);
+        }
+        if v.end.is_some() {
+            data.end = v.end;
+        }
+        if let Some(status) = v.status() {
+            data.status = Some(status);
+        } else if let Some(description) = v.status_description.take() {
+            // The description alone, after the code: keep the code, take the description.
+            if let Some(Status::Error { .. }) = data.status {
+                data.status = Some(Status::error(description));
+            }
+        }
+        if let Some(kv) = v.single.take() {
+            data.span.set_attribute(kv);
+        }
+        for kv in v.attributes {
+            data.span.set_attribute(kv);
+        }
+    }
+    pub(super) fn event_in(&self, span: &SpanRef<'_, S>, event: &Event<'_>) {
+        if !(self.exports)(event.metadata()) {
+            return;
+        }
+        let mut ext = span.extensions_mut();
+        let Some(data) = ext.get_mut::<OtelData<T::Span>>() else {
+            return;
+        };
+        if !data.span.is_recording() {
+            return;
+        }
+        let mut v = EventVisitor {
+            name: None,
+            at: None,
+            attributes: Vec::new(),
+        };
+        event.record(&mut v);
+        let name = v.name.unwrap_or(Cow::Borrowed(event.metadata().name()));
+        data.span.add_event_with_timestamp(
+            name,
+            v.at.unwrap_or_else(SystemTime::now),
+            v.attributes,
+        );
+    }
+    pub(super) fn span_closed(&self, span: &SpanRef<'_, S>) {
+        let Some(mut data) = span.extensions_mut().remove::<OtelData<T::Span>>() else {
+            return;
+        };
+        if let Some(status) = data.status.take() {
+            data.span.set_status(status);
+        }
+        data.span
+            .end_with_timestamp(data.end.unwrap_or_else(SystemTime::now));
+    }
+}
+
+impl<S, T> Layer<S> for OtelLayer<S, T>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    T: Tracer + Send + Sync + 'static,
+    T::Span: Send + Sync + 'static,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: layer::Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            self.span_created(&span, attrs);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: layer::Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            self.span_recorded(&span, values);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: layer::Context<'_, S>) {
+        if let Some(span) = ctx.event_span(event) {
+            self.event_in(&span, event);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: layer::Context<'_, S>) {
+        if let Some(span) = ctx.span(&id) {
+            self.span_closed(&span);
+        }
+    }
+
+    /// Lets [`context_of`] find [`WithContext`] through the subscriber.
+    unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
+        if id == std::any::TypeId::of::<Self>() {
+            Some(self as *const Self as *const ())
+        } else if id == std::any::TypeId::of::<WithContext>() {
+            Some(&self.get_context as *const WithContext as *const ())
+        } else {
+            None
+        }
+    }
+}
+
+/// Collects a span's fields: the `otel.*` and time fields steer the span, the rest become
+/// attributes.
+struct SpanVisitor {
+    name: Option<Cow<'static, str>>,
+    kind: Option<SpanKind>,
+    start: Option<SystemTime>,
+    end: Option<SystemTime>,
+    status_code: Option<bool>,
+    status_description: Option<String>,
+    attributes: Vec<KeyValue>,
+    /// With `attributes` left unallocated (recording, usually one field): the first attribute,
+    /// so a one-field record allocates no vector.
+    single: Option<KeyValue>,
+}
+
+impl SpanVisitor {
+    /// The status the `otel.status_*` fields ask for, if any.
+    fn status(&mut self) -> Option<Status> {
+        match self.status_code? {
+            true => Some(Status::error(
+                self.status_description.take().unwrap_or_default(),
+            )),
+            false => Some(Status::Ok),
+        }
+    }
+
+    fn attribute(&mut self, f: &Field, value: Value) {
+        let kv = KeyValue::new(Key::from_static_str(f.name()), value);
+        if self.attributes.capacity() == 0 && self.single.is_none() {
+            self.single = Some(kv);
+        } else {
+            self.attributes.push(kv);
+        }
+    }
+}
+
+impl Visit for SpanVisitor {
+    fn record_str(&mut self, f: &Field, v: &str) {
+        match f.name() {
+            field::OTEL_NAME => self.name = Some(Cow::Owned(v.to_owned())),
+            field::OTEL_KIND => self.kind = span_kind(v),
+            field::OTEL_STATUS_CODE => {
+                self.status_code = match v.to_ascii_lowercase().as_str() {
+                    "error" => Some(true),
+                    "ok" => Some(false),
+                    _ => None,
+                };
+            }
+            field::OTEL_STATUS_DESCRIPTION => self.status_description = Some(v.to_owned()),
+            attr::GEN_AI_RESPONSE_FINISH_REASONS => self.attribute(
+                f,
+                Value::Array(Array::String(vec![StringValue::from(v.to_owned())])),
+            ),
+            _ => self.attribute(f, Value::from(v.to_owned())),
+        }
+    }
+
+    fn record_u64(&mut self, f: &Field, v: u64) {
+        match f.name() {
+            field::START_TIME => self.start = Some(from_unix_nanos(v)),
+            field::END_TIME => self.end = Some(from_unix_nanos(v)),
+            _ => self.attribute(f, Value::I64(i64::try_from(v).unwrap_or(i64::MAX))),
+        }
+    }
+
+    fn record_i64(&mut self, f: &Field, v: i64) {
+        self.attribute(f, Value::I64(v));
+    }
+
+    fn record_f64(&mut self, f: &Field, v: f64) {
+        self.attribute(f, Value::F64(v));
+    }
+
+    fn record_bool(&mut self, f: &Field, v: bool) {
+        self.attribute(f, Value::Bool(v));
+    }
+
+    fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+        match f.name() {
+            field::OTEL_NAME
+            | field::OTEL_KIND
+            | field::OTEL_STATUS_CODE
+            | field::OTEL_STATUS_DESCRIPTION => self.record_str(f, &format!("{v:?}")),
+            _ => self.attribute(f, Value::from(format!("{v:?}"))),
+        }
+    }
+}
+
+fn span_kind(v: &str) -> Option<SpanKind> {
+    Some(match v {
+        "server" | "SERVER" => SpanKind::Server,
+        "client" | "CLIENT" => SpanKind::Client,
+        "producer" | "PRODUCER" => SpanKind::Producer,
+        "consumer" | "CONSUMER" => SpanKind::Consumer,
+        "internal" | "INTERNAL" => SpanKind::Internal,
+        _ => return None,
+    })
+}
+
+/// Collects an event's fields: the message names it, the time field dates it.
+struct EventVisitor {
+    name: Option<Cow<'static, str>>,
+    at: Option<SystemTime>,
+    attributes: Vec<KeyValue>,
+}
+
+/// The contract's event names, so a contract event's name is borrowed, not formatted.
+const KNOWN_EVENTS: [&str; 3] = [
+    names::EVENT_FIRST_TOKEN,
+    names::EVENT_PREEMPTED,
+    names::EVENT_RESUMED,
+];
+
+impl Visit for EventVisitor {
+    fn record_str(&mut self, f: &Field, v: &str) {
+        if f.name() == "message" {
+            self.name = Some(match KNOWN_EVENTS.iter().find(|k| **k == v) {
+                Some(known) => Cow::Borrowed(*known),
+                None => Cow::Owned(v.to_owned()),
+            });
+        } else {
+            self.attributes
+                .push(KeyValue::new(Key::from_static_str(f.name()), v.to_owned()));
+        }
+    }
+
+    fn record_u64(&mut self, f: &Field, v: u64) {
+        if f.name() == field::EVENT_TIME {
+            self.at = Some(from_unix_nanos(v));
+        } else {
+            self.record_i64(f, i64::try_from(v).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn record_i64(&mut self, f: &Field, v: i64) {
+        self.attributes
+            .push(KeyValue::new(Key::from_static_str(f.name()), v));
+    }
+
+    fn record_f64(&mut self, f: &Field, v: f64) {
+        self.attributes
+            .push(KeyValue::new(Key::from_static_str(f.name()), v));
+    }
+
+    fn record_bool(&mut self, f: &Field, v: bool) {
+        self.attributes
+            .push(KeyValue::new(Key::from_static_str(f.name()), v));
+    }
+
+    fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+        if f.name() == "message" {
+            let known = KNOWN_EVENTS
+                .iter()
+                .find(|k| super::fields::debug_equals(v, k));
+            self.name = Some(match known {
+                Some(k) => Cow::Borrowed(*k),
+                None => Cow::Owned(format!("{v:?}")),
+            });
+        } else {
+            self.attributes.push(KeyValue::new(
+                Key::from_static_str(f.name()),
+                format!("{v:?}"),
+            ));
+        }
+    }
+}

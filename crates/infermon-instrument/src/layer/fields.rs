@@ -1,0 +1,74 @@
+//! Helpers both layers share: explicit timestamps and matching a formatted value without
+//! allocating.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `at` as the `u64` nanoseconds since the Unix epoch that the timestamp fields
+/// ([`contract::field::START_TIME`](crate::contract::field::START_TIME), …) carry. Times before
+/// the epoch become 0; times past year 2554 saturate.
+pub fn unix_nanos(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The inverse of [`unix_nanos`].
+pub fn from_unix_nanos(nanos: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(nanos)
+}
+
+/// Seconds from `from` to `to`; 0 if the clock stepped backwards in between.
+pub(crate) fn seconds(from: SystemTime, to: SystemTime) -> f64 {
+    to.duration_since(from).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Whether `value`'s `Debug` output is exactly `expected`, without formatting it into a
+/// `String` (a `tracing` message arrives as `format_args!`, only visible through `Debug`).
+pub(crate) fn debug_equals(value: &dyn fmt::Debug, expected: &str) -> bool {
+    struct Compare<'a> {
+        rest: &'a str,
+        equal: bool,
+    }
+    impl fmt::Write for Compare<'_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            match self.rest.strip_prefix(s) {
+                Some(rest) => {
+                    self.rest = rest;
+                    Ok(())
+                }
+                None => {
+                    self.equal = false;
+                    Err(fmt::Error)
+                }
+            }
+        }
+    }
+    let mut c = Compare {
+        rest: expected,
+        equal: true,
+    };
+    let _ = fmt::write(&mut c, format_args!("{value:?}"));
+    c.equal && c.rest.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nanos_round_trip() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        assert_eq!(from_unix_nanos(unix_nanos(t)), t);
+    }
+
+    #[test]
+    fn debug_equals_compares_the_whole_output() {
+        assert!(debug_equals(&format_args!("first_token"), "first_token"));
+        assert!(debug_equals(
+            &format_args!("{}_{}", "first", "token"),
+            "first_token"
+        ));
+        assert!(!debug_equals(&format_args!("first"), "first_token"));
+        assert!(!debug_equals(&format_args!("first_token!"), "first_token"));
+    }
+}

@@ -1,0 +1,442 @@
+//! [`MetricsLayer`]: the contract's request metrics, derived from `tracing` spans and events.
+//!
+//! What it reads (every name from [`contract`](crate::contract)):
+//!
+//! | span / event | fields read | metrics recorded |
+//! |---|---|---|
+//! | request span `inference_request` | `gen_ai.request.model`, `gen_ai.operation.name` (at creation), `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`, `gen_ai.response.finish_reasons`, `error.type`, `otel.status_code`, start/end time fields | at close: request duration, `llm.requests`, `llm.request.tokens` (successes), TPOT (successes with > 1 output token), output `llm.tokens` |
+//! | `first_token` event (in the request span or below it) | its time field | TTFT, input `llm.tokens` |
+//! | `queue` / `prefill` / `decode` span (child of the request span) | start/end time fields; on `prefill`: `llm.prefill.cached_tokens`, `llm.prefill.computed_tokens` | at close: the phase's duration; prefix-cache queries and hits |
+//!
+//! A request span that closes with an `error.type` (or status ERROR) counts as outcome `error`;
+//! finish reason `abort` as `aborted`; any other finish reason as `success`; neither as an error
+//! of type `dropped`. Every other span, field and event is ignored (and still exported by the
+//! bridge). Labels pass through the [`InferenceMetrics`] caps; instruments are bound per
+//! (model, operation).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use opentelemetry::{KeyValue, StringValue};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
+use tracing_subscriber::Layer;
+
+use super::fields::{debug_equals, from_unix_nanos, seconds};
+use crate::contract::{attr, field, span as names, value};
+use crate::instruments::{InferenceMetrics, Inner, Series};
+
+/// Derives the contract's request metrics from spans and events; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct MetricsLayer {
+    metrics: InferenceMetrics,
+}
+
+impl MetricsLayer {
+    /// Records into `metrics` (its instruments, bucket sets and label caps).
+    pub fn new(metrics: InferenceMetrics) -> Self {
+        Self { metrics }
+    }
+
+    fn inner(&self) -> &Inner {
+        &self.metrics.inner
+    }
+}
+
+/// What the layer keeps about a request span until it closes.
+struct RequestState {
+    series: Option<Arc<Series>>,
+    start: SystemTime,
+    end: Option<SystemTime>,
+    input_tokens: u64,
+    output_tokens: u64,
+    first_token: Option<SystemTime>,
+    finish_reason: Option<StringValue>,
+    error_type: Option<StringValue>,
+    status_error: bool,
+}
+
+/// What the layer keeps about a phase span until it closes.
+struct PhaseState {
+    phase: Phase,
+    start: SystemTime,
+    end: Option<SystemTime>,
+    cached: Option<u64>,
+    computed: Option<u64>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Queue,
+    Prefill,
+    Decode,
+}
+
+impl Phase {
+    fn of(name: &str) -> Option<Self> {
+        match name {
+            names::QUEUE => Some(Phase::Queue),
+            names::PREFILL => Some(Phase::Prefill),
+            names::DECODE => Some(Phase::Decode),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the request span's fields.
+struct RequestVisitor<'a> {
+    state: &'a mut RequestState,
+    inner: &'a Inner,
+    model: Option<StringValue>,
+    operation: Option<StringValue>,
+}
+
+impl RequestVisitor<'_> {
+    /// Binds the request to its (model, operation) series once both are known.
+    fn resolve(self) {
+        if self.state.series.is_none() {
+            if let (Some(model), Some(op)) = (self.model, self.operation) {
+                self.state.series = Some(self.inner.series(model, op));
+            }
+        }
+    }
+}
+
+impl Visit for RequestVisitor<'_> {
+    fn record_str(&mut self, f: &Field, v: &str) {
+        match f.name() {
+            attr::GEN_AI_RESPONSE_FINISH_REASONS => {
+                self.state.finish_reason = Some(self.inner.finish_reasons.get(v));
+            }
+            attr::ERROR_TYPE => self.state.error_type = Some(self.inner.error_types.get(v)),
+            field::OTEL_STATUS_CODE => {
+                self.state.status_error = v.eq_ignore_ascii_case(field::STATUS_ERROR);
+            }
+            attr::GEN_AI_REQUEST_MODEL => self.model = Some(self.inner.models.get(v)),
+            attr::GEN_AI_OPERATION_NAME => self.operation = Some(self.inner.operations.get(v)),
+            _ => {}
+        }
+    }
+
+    fn record_u64(&mut self, f: &Field, v: u64) {
+        match f.name() {
+            attr::GEN_AI_USAGE_INPUT_TOKENS => self.state.input_tokens = v,
+            attr::GEN_AI_USAGE_OUTPUT_TOKENS => self.state.output_tokens = v,
+            field::START_TIME => self.state.start = from_unix_nanos(v),
+            field::END_TIME => self.state.end = Some(from_unix_nanos(v)),
+            _ => {}
+        }
+    }
+
+    fn record_i64(&mut self, f: &Field, v: i64) {
+        if let Ok(v) = u64::try_from(v) {
+            self.record_u64(f, v);
+        }
+    }
+
+    /// Label fields recorded with `%` or `?` instead of as `&str`: formatted, then read as
+    /// strings (every other field is ignored without formatting).
+    fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+        if matches!(
+            f.name(),
+            attr::GEN_AI_REQUEST_MODEL
+                | attr::GEN_AI_OPERATION_NAME
+                | attr::GEN_AI_RESPONSE_FINISH_REASONS
+                | attr::ERROR_TYPE
+                | field::OTEL_STATUS_CODE
+        ) {
+            self.record_str(f, format!("{v:?}").trim_matches('"'));
+        }
+    }
+}
+
+/// Reads a phase span's fields.
+struct PhaseVisitor<'a>(&'a mut PhaseState);
+
+impl Visit for PhaseVisitor<'_> {
+    fn record_u64(&mut self, f: &Field, v: u64) {
+        match f.name() {
+            field::START_TIME => self.0.start = from_unix_nanos(v),
+            field::END_TIME => self.0.end = Some(from_unix_nanos(v)),
+            attr::LLM_PREFILL_CACHED_TOKENS => self.0.cached = Some(v),
+            attr::LLM_PREFILL_COMPUTED_TOKENS => self.0.computed = Some(v),
+            _ => {}
+        }
+    }
+
+    fn record_i64(&mut self, f: &Field, v: i64) {
+        if let Ok(v) = u64::try_from(v) {
+            self.record_u64(f, v);
+        }
+    }
+
+    fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+}
+
+/// Reads an event: whether it is `first_token`, and its time.
+#[derive(Default)]
+struct EventVisitor {
+    first_token: bool,
+    at: Option<SystemTime>,
+}
+
+impl Visit for EventVisitor {
+    fn record_str(&mut self, f: &Field, v: &str) {
+        if f.name() == "message" && v == names::EVENT_FIRST_TOKEN {
+            self.first_token = true;
+        }
+    }
+
+    fn record_u64(&mut self, f: &Field, v: u64) {
+        if f.name() == field::EVENT_TIME {
+            self.at = Some(from_unix_nanos(v));
+        }
+    }
+
+    fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+        if f.name() == "message" && debug_equals(v, names::EVENT_FIRST_TOKEN) {
+            self.first_token = true;
+        }
+    }
+}
+
+/// The layer's work, on spans already looked up (so [`InfermonLayer`](super::InfermonLayer) can
+/// share one lookup with the bridge).
+impl MetricsLayer {
+    pub(super) fn span_created<S>(&self, span: &SpanRef<'_, S>, attrs: &Attributes<'_>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let name = attrs.metadata().name();
+        if name == names::REQUEST {
+            let state = self.new_request(attrs);
+            span.extensions_mut().insert(state);
+        } else if let Some(phase) = Phase::of(name) {
+            // Only phases of a request count.
+            let is_phase = span
+                .parent()
+                .is_some_and(|p| p.extensions().get::<RequestState>().is_some());
+            if !is_phase {
+                return;
+            }
+            let mut state = PhaseState {
+                phase,
+                start: SystemTime::now(),
+                end: None,
+                cached: None,
+                computed: None,
+            };
+            attrs.record(&mut PhaseVisitor(&mut state));
+            span.extensions_mut().insert(state);
+        }
+    }
+
+    pub(super) fn span_recorded<S>(&self, span: &SpanRef<'_, S>, values: &Record<'_>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let name = span.metadata().name();
+        if name == names::REQUEST {
+            let mut ext = span.extensions_mut();
+            if let Some(state) = ext.get_mut::<RequestState>() {
+                let mut v = RequestVisitor {
+                    state,
+                    inner: self.inner(),
+                    model: None,
+                    operation: None,
+                };
+                values.record(&mut v);
+                v.resolve();
+            }
+        } else if Phase::of(name).is_some() {
+            let mut ext = span.extensions_mut();
+            if let Some(state) = ext.get_mut::<PhaseState>() {
+                values.record(&mut PhaseVisitor(state));
+            }
+        }
+    }
+
+    /// An event inside `span` (or below it): the `first_token` of the request it belongs to.
+    pub(super) fn event_in<S>(&self, span: &SpanRef<'_, S>, event: &Event<'_>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        for span in span.scope() {
+            if span.metadata().name() != names::REQUEST {
+                continue;
+            }
+            let mut ext = span.extensions_mut();
+            let Some(state) = ext.get_mut::<RequestState>() else {
+                return;
+            };
+            let mut v = EventVisitor::default();
+            event.record(&mut v);
+            if v.first_token && state.first_token.is_none() {
+                let at = v.at.unwrap_or_else(SystemTime::now);
+                state.first_token = Some(at);
+                if let Some(series) = &state.series {
+                    series.time_to_first_token.record(seconds(state.start, at));
+                    series.input_tokens.add(state.input_tokens);
+                }
+            }
+            return;
+        }
+    }
+
+    pub(super) fn span_closed<S>(&self, span: &SpanRef<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let name = span.metadata().name();
+        if name == names::REQUEST {
+            if let Some(state) = span.extensions_mut().remove::<RequestState>() {
+                self.end_request(state);
+            }
+        } else if Phase::of(name).is_some() {
+            let Some(state) = span.extensions_mut().remove::<PhaseState>() else {
+                return;
+            };
+            let Some(parent) = span.parent() else { return };
+            let ext = parent.extensions();
+            let Some(series) = ext.get::<RequestState>().and_then(|r| r.series.as_ref()) else {
+                return;
+            };
+            end_phase(series, &state);
+        }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let name = attrs.metadata().name();
+        if name != names::REQUEST && Phase::of(name).is_none() {
+            return;
+        }
+        if let Some(span) = ctx.span(id) {
+            self.span_created(&span, attrs);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            self.span_recorded(&span, values);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.event_span(event) {
+            self.event_in(&span, event);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(&id) {
+            self.span_closed(&span);
+        }
+    }
+}
+
+impl MetricsLayer {
+    fn new_request(&self, attrs: &Attributes<'_>) -> RequestState {
+        let mut state = RequestState {
+            series: None,
+            start: SystemTime::now(),
+            end: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            first_token: None,
+            finish_reason: None,
+            error_type: None,
+            status_error: false,
+        };
+        let mut v = RequestVisitor {
+            state: &mut state,
+            inner: self.inner(),
+            model: None,
+            operation: None,
+        };
+        attrs.record(&mut v);
+        v.resolve();
+        state
+    }
+
+    fn end_request(&self, state: RequestState) {
+        let Some(series) = &state.series else { return };
+        let end = state.end.unwrap_or_else(SystemTime::now);
+        let duration = seconds(state.start, end);
+        let failed = state.error_type.clone().or_else(|| {
+            let no_ending = state.finish_reason.is_none();
+            (state.status_error || no_ending).then(|| {
+                StringValue::from(if state.status_error {
+                    value::ERROR_OTHER
+                } else {
+                    value::ERROR_DROPPED
+                })
+            })
+        });
+        match (failed, &state.finish_reason) {
+            (Some(error_type), _) => {
+                let [model, op] = series.model_op();
+                let error = KeyValue::new(attr::ERROR_TYPE, error_type);
+                let m = self.inner();
+                m.request_duration
+                    .record(duration, &[model.clone(), op.clone(), error.clone()]);
+                m.requests.add(
+                    1,
+                    &[
+                        model,
+                        op,
+                        KeyValue::new(attr::LLM_REQUEST_OUTCOME, value::OUTCOME_ERROR),
+                        KeyValue::new(attr::GEN_AI_RESPONSE_FINISH_REASON, value::FINISH_ERROR),
+                        error,
+                    ],
+                );
+            }
+            (None, Some(reason)) if reason.as_str() == value::FINISH_ABORT => {
+                series.request_duration.record(duration);
+                series.aborted.add(1);
+            }
+            (None, Some(reason)) => {
+                series.request_duration.record(duration);
+                series.count_success(reason);
+                if let Some(first) = state.first_token {
+                    if state.output_tokens > 1 {
+                        let decode = seconds(first, end);
+                        series
+                            .time_per_output_token
+                            .record(decode / (state.output_tokens - 1) as f64);
+                    }
+                }
+                series.request_input_tokens.record(state.input_tokens);
+                series.request_output_tokens.record(state.output_tokens);
+            }
+            (None, None) => unreachable!("a request without an ending counts as dropped"),
+        }
+        if state.output_tokens > 0 {
+            series.output_tokens.add(state.output_tokens);
+        }
+    }
+}
+
+fn end_phase(series: &Series, state: &PhaseState) {
+    let duration = seconds(state.start, state.end.unwrap_or_else(SystemTime::now));
+    match state.phase {
+        Phase::Queue => series.queue_duration.record(duration),
+        Phase::Prefill => {
+            series.prefill_duration.record(duration);
+            if let (Some(cached), Some(computed)) = (state.cached, state.computed) {
+                series
+                    .prefix_cache_queries
+                    .add(cached.saturating_add(computed));
+                series.prefix_cache_hits.add(cached);
+            }
+        }
+        Phase::Decode => series.decode_duration.record(duration),
+    }
+}

@@ -1,0 +1,181 @@
+//! What the bridge (`infermon::layer::OtelLayer`) promises, pinned so that a change in it — or
+//! in a dependency under it — fails here: explicit timestamps through the documented fields,
+//! `traceparent` parenting a request span written with macros, and the fmt layer of `init`'s
+//! subscriber leaving request spans out unless asked.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use http::HeaderMap;
+use infermon::contract::{field, span as names, value};
+use infermon::layer::{context_of, unix_nanos};
+use infermon::propagation::extract_context;
+use infermon::request::{InferenceRequest, RequestParams};
+use infermon::telemetry::TelemetryConfig;
+use opentelemetry::trace::{SpanKind, Status, TracerProvider as _};
+use opentelemetry::Value;
+
+fn t(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000) + Duration::from_millis(ms)
+}
+
+/// A relay rebuilding a span from another system's data: every time comes from the fields.
+#[test]
+fn explicit_start_end_and_event_times_are_exported_exactly() {
+    let h = Harness::new();
+    h.run(|| {
+        let span = tracing::info_span!(
+            "imported",
+            otel.name = "imported step",
+            otel.kind = "client",
+            { field::START_TIME } = unix_nanos(t(10)),
+            { field::END_TIME } = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+            step = 7u64,
+        );
+        tracing::info!(parent: &span, infermon.time_unix_nano = unix_nanos(t(15)), detail = "x", "checkpoint");
+        span.record(field::END_TIME, unix_nanos(t(20)));
+        span.record("otel.status_code", "error");
+        span.record("otel.status_description", "boom");
+    });
+    let s = h.span("imported step");
+    assert_eq!((s.start_time, s.end_time), (t(10), t(20)));
+    assert_eq!(s.span_kind, SpanKind::Client);
+    assert_eq!(s.status, Status::error("boom"));
+    assert_eq!(attr(&s.attributes, "step"), Some(&Value::I64(7)));
+    // The steering fields are not exported as attributes.
+    for f in [
+        field::START_TIME,
+        field::END_TIME,
+        field::OTEL_NAME,
+        field::OTEL_KIND,
+    ] {
+        assert!(attr(&s.attributes, f).is_none(), "{f}");
+    }
+    let event = &s.events.iter().collect::<Vec<_>>()[0];
+    assert_eq!(event.name, "checkpoint");
+    assert_eq!(event.timestamp, t(15));
+    assert_eq!(attr(&event.attributes, "detail"), Some(&Value::from("x")));
+}
+
+/// Without the time fields, spans take the moments they are created and closed.
+#[test]
+fn without_time_fields_spans_take_creation_and_close_times() {
+    let h = Harness::new();
+    let before = SystemTime::now();
+    h.run(|| tracing::info_span!("plain").in_scope(|| {}));
+    let after = SystemTime::now();
+    let s = h.span("plain");
+    assert!(before <= s.start_time && s.start_time <= s.end_time && s.end_time <= after);
+    assert_eq!(s.span_kind, SpanKind::Internal);
+}
+
+/// The macros path joins the caller's trace: the context extracted from `traceparent` is
+/// current while the request span is created.
+#[test]
+fn traceparent_parents_a_request_span_written_with_macros() {
+    let h = Harness::new();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    let mut own_context = None;
+    h.run(|| {
+        let _caller = extract_context(&headers).attach();
+        let span = tracing::info_span!(
+            "inference_request",
+            otel.name = "chat m",
+            otel.kind = "server"
+        );
+        own_context = Some(context_of(&span));
+    });
+    let root = h.span("chat m");
+    assert_eq!(root.span_kind, SpanKind::Server);
+    assert_eq!(
+        root.span_context.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(root.parent_span_id.to_string(), "00f067aa0ba902b7");
+    assert!(root.parent_span_is_remote);
+    use opentelemetry::trace::TraceContextExt as _;
+    assert_eq!(
+        own_context.unwrap().span().span_context().span_id(),
+        root.span_context.span_id()
+    );
+}
+
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One request under `init`'s subscriber (with an in-memory tracer) whose logs go to a buffer.
+fn logged_request(config: TelemetryConfig) -> (String, usize) {
+    let h = Harness::new();
+    let logs = Logs::default();
+    let sink = logs.clone();
+    let config = config.with_log_writer(move || Box::new(sink.clone()));
+    let subscriber =
+        infermon::telemetry::init_subscriber(&config, h.tracer_provider.tracer("init"), &h.meter())
+            .unwrap();
+    let metrics = h.metrics();
+    tracing::subscriber::with_default(subscriber, || {
+        let params = RequestParams {
+            operation: value::OPERATION_CHAT,
+            model: "m",
+            provider: value::PROVIDER_SIMULATOR,
+            max_tokens: None,
+            temperature: None,
+            top_p: None,
+            stream: false,
+            input_tokens: 3,
+            response_id: None,
+        };
+        let req = InferenceRequest::start(&metrics, params, None).scheduled(0);
+        req.phase_span()
+            .in_scope(|| tracing::info!("user log line"));
+        let mut req = req.first_token(0);
+        req.tokens(1);
+        req.finish(value::FINISH_STOP);
+    });
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    (text, h.spans().len())
+}
+
+#[test]
+fn fmt_layer_leaves_request_spans_out_unless_asked() {
+    let (quiet, spans) = logged_request(TelemetryConfig::new("t").with_log_filter("info"));
+    // Exported all the same.
+    assert_eq!(spans, 4);
+    assert!(quiet.contains("user log line"), "{quiet}");
+    for name in [names::REQUEST, names::PREFILL, names::EVENT_FIRST_TOKEN] {
+        assert!(!quiet.contains(name), "{name} formatted in {quiet}");
+    }
+
+    let (shown, _) = logged_request(
+        TelemetryConfig::new("t")
+            .with_log_filter("info")
+            .with_log_request_spans(true),
+    );
+    // The user's line now shows the request and phase it ran in, and the typed path's events
+    // are logged.
+    assert!(shown.contains(names::REQUEST), "{shown}");
+    assert!(shown.contains(names::PREFILL), "{shown}");
+    assert!(shown.contains(names::EVENT_FIRST_TOKEN), "{shown}");
+}

@@ -1,0 +1,234 @@
+//! The macros path and the typed path produce identical telemetry: the same lifecycle driven
+//! through each gives the same spans (names, kinds, parents, attributes, events, timestamps,
+//! status) and the same metric points.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use infermon::contract::value;
+use infermon::layer::unix_nanos;
+use infermon::request::{InferenceRequest, RequestParams};
+use opentelemetry::trace::SpanId;
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
+use opentelemetry_sdk::trace::SpanData;
+
+const MODEL: &str = "llama-3-8b";
+
+fn t(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_millis(ms)
+}
+
+fn ns(ms: u64) -> u64 {
+    unix_nanos(t(ms))
+}
+
+/// Arrive at 0, scheduled at 50 ms (queue position 3), first token at 250 ms (40 of 100 prompt
+/// tokens cached), preempted at 300 and resumed at 400 ms, 10 tokens, finish at 1250 ms.
+fn typed() -> Telemetry {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    h.run(|| {
+        let params = RequestParams {
+            operation: value::OPERATION_CHAT,
+            model: MODEL,
+            provider: value::PROVIDER_SIMULATOR,
+            max_tokens: Some(128),
+            temperature: Some(0.7),
+            top_p: Some(0.9),
+            stream: true,
+            input_tokens: 100,
+            response_id: Some("chatcmpl-1"),
+        };
+        let req = InferenceRequest::start_at(&metrics, params, None, t(0));
+        let req = req.scheduled_at(3, t(50));
+        let mut req = req.first_token_at(40, t(250));
+        req.preempted_at(t(300));
+        req.resumed_at(t(400));
+        req.tokens(9);
+        req.finish_at(value::FINISH_STOP, t(1250));
+    });
+    Telemetry::of(&h)
+}
+
+/// The same lifecycle as a service writes it with `tracing` macros only: no infermon type, the
+/// contract's names spelled out, explicit times in the contract's time fields.
+fn macros() -> Telemetry {
+    let h = Harness::new();
+    h.run(|| {
+        let request = tracing::info_span!(
+            "inference_request",
+            otel.name = "chat llama-3-8b",
+            otel.kind = "server",
+            infermon.start_time_unix_nano = ns(0),
+            gen_ai.operation.name = "chat",
+            gen_ai.provider.name = "infermon.simulator",
+            gen_ai.request.model = MODEL,
+            gen_ai.request.stream = true,
+            gen_ai.usage.input_tokens = 100u64,
+            gen_ai.request.max_tokens = 128u64,
+            gen_ai.request.temperature = 0.7,
+            gen_ai.request.top_p = 0.9,
+            gen_ai.response.id = "chatcmpl-1",
+            gen_ai.response.time_to_first_chunk = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            gen_ai.usage.cache_read.input_tokens = tracing::field::Empty,
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+            infermon.end_time_unix_nano = tracing::field::Empty,
+        );
+        tracing::info_span!(
+            parent: &request,
+            "queue",
+            infermon.start_time_unix_nano = ns(0),
+            llm.queue.position = 3u64,
+            infermon.end_time_unix_nano = ns(50),
+        )
+        .in_scope(|| {});
+        tracing::info_span!(
+            parent: &request,
+            "prefill",
+            infermon.start_time_unix_nano = ns(50),
+            llm.prefill.computed_tokens = 60u64,
+            llm.prefill.cached_tokens = 40u64,
+            infermon.end_time_unix_nano = ns(250),
+        )
+        .in_scope(|| {});
+        tracing::info!(
+            parent: &request,
+            llm.time_to_first_token = 0.25,
+            infermon.time_unix_nano = ns(250),
+            "first_token"
+        );
+        request.record("gen_ai.response.time_to_first_chunk", 0.25);
+        let decode = tracing::info_span!(
+            parent: &request,
+            "decode",
+            infermon.start_time_unix_nano = ns(250),
+            llm.decode.output_tokens = tracing::field::Empty,
+            llm.decode.preemptions = tracing::field::Empty,
+            infermon.end_time_unix_nano = tracing::field::Empty,
+        );
+        tracing::info!(parent: &request, llm.preemption.count = 1u64, infermon.time_unix_nano = ns(300), "preempted");
+        tracing::info!(parent: &request, llm.preemption.count = 1u64, infermon.time_unix_nano = ns(400), "resumed");
+        decode.record("llm.decode.output_tokens", 10u64);
+        decode.record("llm.decode.preemptions", 1u64);
+        decode.record("infermon.end_time_unix_nano", ns(1250));
+        drop(decode);
+        request.record("gen_ai.response.finish_reasons", "stop");
+        request.record("gen_ai.usage.output_tokens", 10u64);
+        request.record("gen_ai.usage.cache_read.input_tokens", 40u64);
+        request.record("infermon.end_time_unix_nano", ns(1250));
+    });
+    Telemetry::of(&h)
+}
+
+/// What one path produced, in comparable form.
+struct Telemetry {
+    spans: Vec<String>,
+    points: Vec<String>,
+}
+
+impl Telemetry {
+    fn of(h: &Harness) -> Self {
+        Self {
+            spans: canonical_spans(&h.spans()),
+            points: canonical_points(&h.collect()),
+        }
+    }
+}
+
+/// Each span as one line: name, kind, parent's name, times, status, sorted attributes, events.
+fn canonical_spans(spans: &[SpanData]) -> Vec<String> {
+    let name_of = |id: SpanId| {
+        spans
+            .iter()
+            .find(|s| s.span_context.span_id() == id)
+            .map_or("-".to_owned(), |s| s.name.to_string())
+    };
+    let mut out: Vec<String> = spans
+        .iter()
+        .map(|s| {
+            let mut attrs: Vec<String> =
+                s.attributes.iter().map(|kv| format!("{}={:?}", kv.key, kv.value)).collect();
+            attrs.sort();
+            let events: Vec<String> = s
+                .events
+                .iter()
+                .map(|e| {
+                    let mut a: Vec<String> =
+                        e.attributes.iter().map(|kv| format!("{}={:?}", kv.key, kv.value)).collect();
+                    a.sort();
+                    format!("{}@{:?}{a:?}", e.name, e.timestamp)
+                })
+                .collect();
+            format!(
+                "{} kind={:?} parent={} start={:?} end={:?} status={:?} attrs={attrs:?} events={events:?}",
+                s.name,
+                s.span_kind,
+                name_of(s.parent_span_id),
+                s.start_time,
+                s.end_time,
+                s.status,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Each metric point as one line: name, unit, sorted attributes, value (histograms: count, sum,
+/// bounds and bucket counts).
+fn canonical_points(rm: &ResourceMetrics) -> Vec<String> {
+    fn attrs<'a>(it: impl Iterator<Item = &'a opentelemetry::KeyValue>) -> Vec<String> {
+        let mut v: Vec<String> = it.map(|kv| format!("{}={}", kv.key, kv.value)).collect();
+        v.sort();
+        v
+    }
+    let mut out = Vec::new();
+    for m in rm.scope_metrics().flat_map(|s| s.metrics()) {
+        let head = format!("{} [{}]", m.name(), m.unit());
+        match m.data() {
+            AggregatedMetrics::F64(MetricData::Histogram(h)) => {
+                out.extend(h.data_points().map(|p| {
+                    format!(
+                        "{head} {:?} count={} sum={:.9} bounds={:?} buckets={:?}",
+                        attrs(p.attributes()),
+                        p.count(),
+                        p.sum(),
+                        p.bounds().collect::<Vec<_>>(),
+                        p.bucket_counts().collect::<Vec<_>>()
+                    )
+                }))
+            }
+            AggregatedMetrics::U64(MetricData::Histogram(h)) => {
+                out.extend(h.data_points().map(|p| {
+                    format!(
+                        "{head} {:?} count={} sum={} bounds={:?} buckets={:?}",
+                        attrs(p.attributes()),
+                        p.count(),
+                        p.sum(),
+                        p.bounds().collect::<Vec<_>>(),
+                        p.bucket_counts().collect::<Vec<_>>()
+                    )
+                }))
+            }
+            AggregatedMetrics::U64(MetricData::Sum(s)) => out.extend(
+                s.data_points()
+                    .map(|p| format!("{head} {:?} value={}", attrs(p.attributes()), p.value())),
+            ),
+            other => panic!("{}: unexpected data {other:?}", m.name()),
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn macros_and_typed_paths_produce_identical_spans_and_metrics() {
+    let (typed, macros) = (typed(), macros());
+    assert_eq!(typed.spans.len(), 4, "{:#?}", typed.spans);
+    assert_eq!(typed.points.len(), 14, "{:#?}", typed.points);
+    assert_eq!(typed.spans, macros.spans);
+    assert_eq!(typed.points, macros.points);
+}
