@@ -194,10 +194,7 @@ impl EngineArgs {
     ) -> anyhow::Result<SimHandle> {
         let config = self.sim_config()?;
         let meter = telemetry.meter(INSTRUMENTATION_SCOPE);
-        let sim = Simulator::start(
-            config,
-            SimTelemetry::new(&meter).with_tracer(telemetry.tracer()),
-        )?;
+        let sim = Simulator::start(config, SimTelemetry::new(&meter))?;
         Ok(sim)
     }
 }

@@ -48,11 +48,7 @@ async fn one_trace_from_client_span_to_engine_spans() {
         ..SimConfig::default()
     };
     let meter = opentelemetry::global::meter("test");
-    let sim = Simulator::start(
-        sim_config,
-        SimTelemetry::new(&meter).with_tracer(provider.tracer("engine-children")),
-    )
-    .unwrap();
+    let sim = Simulator::start(sim_config, SimTelemetry::new(&meter)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(infermon_sim::serve(

@@ -39,10 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         time_scale,
         ..SimConfig::default()
     };
-    let sim = Simulator::start(
-        config,
-        SimTelemetry::new(&telemetry.meter("infermon-sim")).with_tracer(telemetry.tracer()),
-    )?;
+    let sim = Simulator::start(config, SimTelemetry::new(&telemetry.meter("infermon-sim")))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/v1/chat/completions", listener.local_addr()?);
     tokio::spawn(infermon_sim::serve(

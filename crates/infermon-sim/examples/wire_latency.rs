@@ -100,8 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok("vllm") => config.metrics = MetricsFormat::Vllm,
             _ => {}
         }
-        let telemetry = SimTelemetry::new(&meter_provider.meter("infermon-sim"))
-            .with_tracer(tracer_provider.tracer("wire-latency-children"));
+        let telemetry = SimTelemetry::new(&meter_provider.meter("infermon-sim"));
         let sim = Simulator::start(config, telemetry).expect("simulator starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/v1/completions", listener.local_addr().unwrap());

@@ -6,7 +6,6 @@ use std::time::SystemTime;
 use infermon::instruments::{EngineMetrics, InferenceMetrics};
 use infermon::request::{InferenceRequest, Queued, TrackedRequest};
 use opentelemetry::metrics::Meter;
-use opentelemetry_sdk::trace::SdkTracer;
 
 /// Where the simulator's telemetry goes. Request spans and their phases are `tracing` spans, so
 /// whatever subscriber the binary installed receives them (e.g. `infermon::telemetry::init`'s,
@@ -15,23 +14,13 @@ use opentelemetry_sdk::trace::SdkTracer;
 #[derive(Clone, Debug)]
 pub struct SimTelemetry {
     meter: Meter,
-    tracer: Option<SdkTracer>,
 }
 
 impl SimTelemetry {
     pub fn new(meter: &Meter) -> Self {
         Self {
             meter: meter.clone(),
-            tracer: None,
         }
-    }
-
-    /// Kept so callers written against the previous API compile (remove once they are
-    /// migrated): phase spans used to go straight to this tracer; they are now `tracing` spans
-    /// that the subscriber's bridge exports, so the tracer is only held, not used.
-    pub fn with_tracer(mut self, tracer: SdkTracer) -> Self {
-        self.tracer = Some(tracer);
-        self
     }
 
     /// No metrics are recorded (a no-op meter); spans still follow the `tracing` subscriber.
@@ -51,11 +40,6 @@ impl SimTelemetry {
     /// derived from the spans by the subscriber's metrics layer).
     pub(crate) fn request_metrics(&self) -> InferenceMetrics {
         InferenceMetrics::new(&self.meter)
-    }
-
-    /// The tracer given to [`with_tracer`](Self::with_tracer), if any.
-    pub fn tracer(&self) -> Option<&SdkTracer> {
-        self.tracer.as_ref()
     }
 
     pub(crate) fn engine_metrics(&self, model: &str) -> EngineMetrics {
