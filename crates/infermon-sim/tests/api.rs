@@ -348,15 +348,7 @@ async fn a_too_long_prompt_blames_the_prompt_not_max_tokens() {
 #[tokio::test]
 async fn utility_routes_answer_like_vllms() {
     let server = Server::start(test_config()).await;
-    let version = ok_json(
-        server
-            .client
-            .get(server.url("/version"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let version = ok_json(server.get("/version").await).await;
     assert_eq!(version["version"], "0.33.0");
     for ping in [
         server.client.get(server.url("/ping")),
@@ -396,12 +388,7 @@ async fn utility_routes_answer_like_vllms() {
         "the role marker counts too"
     );
     // /metrics is served by default, as vLLM always serves it.
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let metrics = server.get("/metrics").await;
     assert_eq!(metrics.status(), 200);
     assert!(metrics.text().await.unwrap().contains("vllm:"));
 }

@@ -80,12 +80,7 @@ async fn completion_stops_at_its_natural_length_below_max_tokens() {
 #[tokio::test]
 async fn models_and_health() {
     let server = Server::start(test_config()).await;
-    let response = server
-        .client
-        .get(server.url("/v1/models"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/v1/models").await;
     assert_eq!(response.status().as_u16(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["object"], "list");
@@ -93,21 +88,11 @@ async fn models_and_health() {
     assert_eq!(body["data"][0]["object"], "model");
     assert_eq!(body["data"][0]["max_model_len"], 4096);
 
-    let health = server
-        .client
-        .get(server.url("/health"))
-        .send()
-        .await
-        .unwrap();
+    let health = server.get("/health").await;
     assert_eq!(health.status().as_u16(), 200);
 
     server.sim.shutdown().await;
-    let health = server
-        .client
-        .get(server.url("/health"))
-        .send()
-        .await
-        .unwrap();
+    let health = server.get("/health").await;
     expect_error(health, 503).await;
     let after = server
         .post_json("/v1/chat/completions", &chat_body("late", 4))
@@ -349,30 +334,15 @@ async fn oversized_body_is_413() {
 #[tokio::test]
 async fn unknown_routes_and_methods_get_json_errors() {
     let server = Server::start(test_config()).await;
-    let response = server
-        .client
-        .get(server.url("/v2/nothing"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/v2/nothing").await;
     expect_error(response, 404).await;
-    let response = server
-        .client
-        .get(server.url("/v1/chat/completions"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/v1/chat/completions").await;
     expect_error(response, 405).await;
     // /metrics is served unless turned off.
     let mut config = test_config();
     config.metrics = infermon_sim::MetricsFormat::None;
     let server = Server::start(config).await;
-    let response = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/metrics").await;
     expect_error(response, 404).await;
 }
 
@@ -447,15 +417,7 @@ async fn disconnect_mid_stream_aborts_and_frees_blocks() {
     assert_eq!(stats.finished, 0);
     assert_eq!(stats.kv_blocks_used, 0, "every KV block freed");
 
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.get("/metrics").await.text().await.unwrap();
     let abort = format!(
         "vllm:request_success_total{{model_name=\"{MODEL}\",engine=\"0\",finished_reason=\"abort\"}} 1.0"
     );
@@ -592,12 +554,7 @@ async fn vllm_metrics_count_what_was_served() {
             .await;
         assert_eq!(response.status().as_u16(), 200);
     }
-    let response = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/metrics").await;
     assert_eq!(response.status().as_u16(), 200);
     assert!(response.headers()["content-type"]
         .to_str()

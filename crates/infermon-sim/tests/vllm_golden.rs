@@ -171,12 +171,7 @@ async fn scrape_after_some_traffic(max_model_len: u32) -> String {
         let response = server.post_json("/v1/chat/completions", &body).await;
         assert_eq!(response.status().as_u16(), 200);
     }
-    let response = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/metrics").await;
     assert_eq!(response.status().as_u16(), 200);
     response.text().await.unwrap()
 }
@@ -337,15 +332,7 @@ async fn per_request_and_per_step_series_count_what_was_served() {
         let response = server.post_json("/v1/chat/completions", &body).await;
         assert_eq!(response.status().as_u16(), 200);
     }
-    let text = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.get("/metrics").await.text().await.unwrap();
     let l = format!("model_name=\"{MODEL}\",engine=\"0\"");
     let get = |series: &str| sample(&text, series);
     // "<|user|>\ncount me\n" = 5 tokens (less than a block: nothing cached), 5 generated,

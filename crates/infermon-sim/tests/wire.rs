@@ -6,7 +6,8 @@
 //! are far outside them: Nagle's algorithm without `TCP_NODELAY` adds ~40 ms to the first
 //! token on a reused connection and bunches tokens, stamping tokens at simulated step
 //! boundaries puts server TTFTs below the model's minimum step):
-//! - mean client TTFT − mean server TTFT ∈ [0, 10 ms + 50 % of the server's];
+//! - mean client TTFT − mean server TTFT ∈ [0, 20 ms + 50 % of the server's] (Nagle's
+//!   signature, ~35–40 ms on these streams, stays outside it);
 //! - mean client inter-token gap within 25 % + 1 ms of the server's mean time per output token;
 //! - median client gap within 0.6–1.6 × the profile's decode step, 90th percentile ≤ 5 ×;
 //! - the server's smallest TTFT ≥ the profile's smallest possible step.
@@ -26,7 +27,7 @@ use serde_json::json;
 const OUTPUT_TOKENS: u32 = 24;
 
 /// One measurement at a time: the tests of this file would otherwise share two cores.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Client-side timings of one streamed request.
 struct Timing {
@@ -124,11 +125,38 @@ fn profile_steps(profile: &Profile, time_scale: f64, batch: f64) -> (f64, f64) {
 /// Runs `rounds` of `concurrency` simultaneous streams and checks the latencies; with
 /// `wire_checks` false only the server's TTFT floor (at high time scales a client cannot
 /// resolve the sub-millisecond gaps).
-async fn check(concurrency: usize, rounds: usize, time_scale: f64, wire_checks: bool) {
-    let _serial = SERIAL.lock().await;
-    // Metrics only: they do not depend on a tracing subscriber, so the server may run on the
-    // runtime's other worker, apart from the client.
+fn check(concurrency: usize, rounds: usize, time_scale: f64, wire_checks: bool) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The request metrics are derived from the request spans by the subscriber's metrics
+    // layer, so every thread the server runs on gets the harness's subscriber; two workers, so
+    // the server can run apart from the client.
     let harness = Harness::new();
+    let dispatch = harness.dispatch.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            // For the worker's whole life: the guard is never dropped.
+            std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+        })
+        .build()
+        .unwrap();
+    runtime.block_on(measure(
+        harness,
+        concurrency,
+        rounds,
+        time_scale,
+        wire_checks,
+    ));
+}
+
+async fn measure(
+    harness: Harness,
+    concurrency: usize,
+    rounds: usize,
+    time_scale: f64,
+    wire_checks: bool,
+) {
     let config = SimConfig {
         time_scale,
         ..test_config()
@@ -189,7 +217,7 @@ async fn check(concurrency: usize, rounds: usize, time_scale: f64, wire_checks: 
     }
     let ttft_gap = client_ttft - server_ttft;
     assert!(
-        (0.0..=0.010 + 0.5 * server_ttft).contains(&ttft_gap),
+        (0.0..=0.020 + 0.5 * server_ttft).contains(&ttft_gap),
         "client TTFT disagrees: {report}"
     );
     assert!(
@@ -207,19 +235,19 @@ async fn check(concurrency: usize, rounds: usize, time_scale: f64, wire_checks: 
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_of_one_client_latency_matches_server_and_profile() {
-    check(1, 6, 2.0, true).await;
+#[test]
+fn batch_of_one_client_latency_matches_server_and_profile() {
+    check(1, 6, 2.0, true);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn loaded_batch_client_latency_matches_server_and_profile() {
-    check(32, 2, 2.0, true).await;
+#[test]
+fn loaded_batch_client_latency_matches_server_and_profile() {
+    check(32, 2, 2.0, true);
 }
 
 /// At 50× a step lasts ~0.14 ms, far less than the engine's catch-up window: a step must
 /// still not start before the requests it serves arrived.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fast_time_scale_never_reports_ttft_below_the_minimum_step() {
-    check(16, 4, 50.0, false).await;
+#[test]
+fn fast_time_scale_never_reports_ttft_below_the_minimum_step() {
+    check(16, 4, 50.0, false);
 }
