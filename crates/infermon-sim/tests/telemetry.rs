@@ -377,7 +377,19 @@ async fn requests_rejected_before_the_engine_leave_a_span_and_a_count() {
         .filter(|s| s.span_kind == SpanKind::Server)
         .collect();
     assert_eq!(roots.len(), count, "one SERVER span per rejected request");
+    assert_eq!(
+        spans.len(),
+        count,
+        "no phase spans: nothing reached the engine"
+    );
     let m = harness.collect();
+    for phase in [
+        metric::QUEUE_DURATION,
+        metric::PREFILL_DURATION,
+        metric::DECODE_DURATION,
+    ] {
+        assert_eq!(f64_histogram_count(&m, phase, &[]), 0, "{phase}");
+    }
     for (root, (_, _, error_type, model)) in roots.iter().zip(&cases) {
         assert!(
             matches!(root.status, Status::Error { .. }),

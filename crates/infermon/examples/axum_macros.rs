@@ -15,11 +15,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
 use futures::StreamExt as _;
 use tokio::sync::Semaphore;
@@ -44,15 +45,13 @@ pub fn app() -> Router {
         })
 }
 
-async fn chat(
-    State(engine): State<Engine>,
-    headers: HeaderMap,
-    Json(body): Json<serde_json::Value>,
-) -> Response {
+async fn chat(State(engine): State<Engine>, headers: HeaderMap, body: Bytes) -> Response {
+    let body: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return reject(&headers, "unknown", &format!("invalid JSON body: {e}")),
+    };
     let Some(model) = body["model"].as_str().map(str::to_owned) else {
-        let error = serde_json::json!({"error": {"message": "`model` is required",
-            "type": "invalid_request_error"}});
-        return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+        return reject(&headers, "unknown", "`model` is required");
     };
     let max_tokens = body["max_tokens"].as_u64().unwrap_or(16).clamp(1, 64);
     let prompt = body["messages"].to_string();
@@ -143,6 +142,26 @@ async fn chat(
         .into_response()
 }
 
+/// A request turned away before it reaches the engine still becomes a trace and a count: a
+/// SERVER span whose `error.type` the metrics layer counts in `llm.requests` (outcome `error`).
+fn reject(headers: &HeaderMap, model: &str, message: &str) -> Response {
+    let caller = infermon::propagation::extract_context(headers).attach();
+    let _request = info_span!(
+        "inference_request",
+        otel.name = format!("chat {model}").as_str(),
+        otel.kind = "server",
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = "axum-example",
+        gen_ai.request.model = model,
+        error.type = "invalid_request",
+        otel.status_code = "error",
+    );
+    drop(caller);
+    let error = serde_json::json!({"error": {"message": message,
+        "type": "invalid_request_error"}});
+    (StatusCode::BAD_REQUEST, Json(error)).into_response()
+}
+
 fn chunk(model: &str, text: &str) -> Result<String, Infallible> {
     let data = serde_json::json!({"object": "chat.completion.chunk", "model": model,
         "choices": [{"index": 0, "delta": {"content": text}}]});
@@ -194,6 +213,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:8088").await?;
     tracing::info!("listening on {}", listener.local_addr()?);
+    // Streamed tokens leave at once instead of waiting for the previous segment's ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app()).await?;
     Ok(())
 }

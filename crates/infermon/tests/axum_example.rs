@@ -111,14 +111,36 @@ async fn streaming_request_gets_every_contract_span_and_metric() {
 }
 
 #[tokio::test]
-async fn a_bad_request_is_an_openai_style_400() {
-    let response = example::app()
-        .oneshot(chat_request(r#"{"messages":[]}"#))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    assert!(String::from_utf8_lossy(&body).contains("invalid_request_error"));
+async fn bad_requests_are_openai_style_400s_and_still_a_trace_and_a_count() {
+    let h = Harness::new();
+    let _subscriber = tracing::dispatcher::set_default(&h.dispatch);
+    for body in [r#"{"messages":[]}"#, "{not json"] {
+        let response = example::app().oneshot(chat_request(body)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("invalid_request_error"));
+    }
+
+    let rejected: Vec<_> = h
+        .spans()
+        .into_iter()
+        .filter(|s| s.name == "chat unknown")
+        .collect();
+    assert_eq!(rejected.len(), 2);
+    for span in &rejected {
+        assert_eq!(span.span_kind, SpanKind::Server);
+        assert_eq!(span.parent_span_id.to_string(), "00f067aa0ba902b7");
+        assert_eq!(
+            attr(&span.attributes, attr::ERROR_TYPE),
+            Some(&Value::from("invalid_request"))
+        );
+    }
+    let errors: u64 = u64_points(&h.collect(), metric::REQUESTS)
+        .into_iter()
+        .filter(|(labels, _)| labels.iter().any(|l| l == "error.type=invalid_request"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(errors, 2);
 }

@@ -7,9 +7,9 @@
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use infermon::contract::value;
+use infermon::contract::{attr, field, span as names, value};
 use infermon::propagation::extract_context;
-use infermon::request::{InferenceRequest, RequestParams};
+use infermon::request::TARGET;
 
 use crate::api::error::ApiError;
 use crate::api::stream::Api;
@@ -43,31 +43,38 @@ impl Rejection {
     }
 
     /// Records the request span and metric point, then answers with the error.
+    ///
+    /// The request span alone, opened with its `error.type` and closed at once: a request that
+    /// never reached the engine has no queue, prefill or decode phase, so it adds nothing to
+    /// the phase-duration histograms; the subscriber's metrics layer counts it in
+    /// `llm.requests` with outcome `error` (docs/instrumenting.md, "The request span").
     pub fn respond(self, sim: &SimHandle, headers: &HeaderMap, api: Api) -> Response {
-        let parent = extract_context(headers);
         let operation = match api {
             Api::Chat => value::OPERATION_CHAT,
             Api::Completion => value::OPERATION_TEXT_COMPLETION,
         };
-        // A body too broken to name its model is attributed to the served one's label slot
-        // for "other", so it neither vanishes nor invents a model name.
-        let model = self.model.as_deref().unwrap_or(value::OVERFLOW);
-        let request = InferenceRequest::start(
-            &sim.request_metrics,
-            RequestParams {
-                operation,
-                model,
-                provider: value::PROVIDER_SIMULATOR,
-                max_tokens: None,
-                temperature: None,
-                top_p: None,
-                stream: self.stream,
-                input_tokens: 0,
-                response_id: None,
-            },
-            Some(&parent),
+        // A body too broken to name its model is attributed to "other", so it neither
+        // vanishes nor invents a model name; a named one goes through the model cap, as the
+        // span name and the metric label both carry it.
+        let model = sim
+            .request_metrics
+            .model_label(self.model.as_deref().unwrap_or(value::OVERFLOW));
+        let error_type = error_type(&self.error);
+        let caller = extract_context(headers).attach();
+        let _request = tracing::info_span!(
+            target: TARGET,
+            names::REQUEST,
+            { field::OTEL_NAME } = names::request_span_name(operation, model.as_str()).as_str(),
+            { field::OTEL_KIND } = field::KIND_SERVER,
+            { attr::GEN_AI_OPERATION_NAME } = operation,
+            { attr::GEN_AI_PROVIDER_NAME } = value::PROVIDER_SIMULATOR,
+            { attr::GEN_AI_REQUEST_MODEL } = model.as_str(),
+            { attr::GEN_AI_REQUEST_STREAM } = self.stream,
+            { attr::ERROR_TYPE } = error_type,
+            { field::OTEL_STATUS_CODE } = field::STATUS_ERROR,
+            { field::OTEL_STATUS_DESCRIPTION } = error_type,
         );
-        request.fail(error_type(&self.error));
+        drop(caller);
         self.error.into_response()
     }
 }
