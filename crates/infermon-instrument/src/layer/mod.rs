@@ -22,3 +22,4 @@ pub use combined::InfermonLayer;
 pub(crate) use fields::seconds;
 pub use fields::{from_unix_nanos, unix_nanos};
 pub use metrics::MetricsLayer;
+pub(crate) use metrics::{Phase as MetricPhase, PhaseState, RequestState, TypedMetrics};
