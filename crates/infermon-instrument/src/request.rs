@@ -784,18 +784,17 @@ fn record_fields<const N: usize>(
         return;
     };
     let fields = meta.fields();
-    let found = values.map(|(name, value)| (fields.field(name), value));
-    if found.iter().any(|(f, _)| f.is_none()) {
-        for (name, value) in values {
-            if let Some(value) = value {
-                span.record(name, value);
-            }
-        }
+    // Only the fields with a value are looked up (each lookup compares names); an entry
+    // without a value repeats any field of the set with `None`, which records nothing.
+    let found = values.map(|(name, value)| (value.and_then(|_| fields.field(name)), value));
+    let Some(any) = found.iter().find_map(|(f, _)| f.clone()) else {
         return;
-    }
-    let found = found.map(|(f, value)| (f.expect("checked above"), value));
+    };
     let pairs: [(&tracing::field::Field, Option<&dyn Value>); N] =
-        std::array::from_fn(|i| (&found[i].0, found[i].1));
+        std::array::from_fn(|i| match &found[i] {
+            (Some(f), value) => (f, *value),
+            (None, _) => (&any, None),
+        });
     let value_set = fields.value_set(&pairs);
     span.with_subscriber(|(id, dispatch)| {
         dispatch.record(id, &tracing::span::Record::new(&value_set));
