@@ -243,7 +243,8 @@ where
         let mut v = EventVisitor {
             name: None,
             at: None,
-            attributes: Vec::new(),
+            // Sized once: the message and time fields take no slot, so this is room to spare.
+            attributes: Vec::with_capacity(event.metadata().fields().len()),
         };
         event.record(&mut v);
         let name = v.name.unwrap_or(Cow::Borrowed(event.metadata().name()));
