@@ -709,7 +709,10 @@ impl TrackedRequest {
         record_fields(
             &self.span,
             [
-                (attr::GEN_AI_RESPONSE_FINISH_REASONS, Some(&reason as &dyn Value)),
+                (
+                    attr::GEN_AI_RESPONSE_FINISH_REASONS,
+                    Some(&reason as &dyn Value),
+                ),
                 (attr::GEN_AI_USAGE_OUTPUT_TOKENS, Some(&self.output_tokens)),
                 (
                     attr::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
@@ -719,7 +722,10 @@ impl TrackedRequest {
                     attr::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
                     cached.as_ref().map(|v| v as &dyn Value),
                 ),
-                (attr::ERROR_TYPE, error_type.as_ref().map(|v| v as &dyn Value)),
+                (
+                    attr::ERROR_TYPE,
+                    error_type.as_ref().map(|v| v as &dyn Value),
+                ),
                 (
                     field::OTEL_STATUS_CODE,
                     error_type.map(|_| &field::STATUS_ERROR as &dyn Value),
@@ -735,9 +741,10 @@ impl TrackedRequest {
             // Labelled as the layer labels the span's fields: through its caps.
             let caps = &self.metrics;
             let (finish_reason, error_type) = match &ending {
-                Ending::Finished(reason) => {
-                    (recorder.label(Some(caps), reason, |m| &m.finish_reasons), None)
-                }
+                Ending::Finished(reason) => (
+                    recorder.label(Some(caps), reason, |m| &m.finish_reasons),
+                    None,
+                ),
                 Ending::Aborted => (
                     recorder.label(None, &value::FINISH_ABORT.into(), |m| &m.finish_reasons),
                     None,

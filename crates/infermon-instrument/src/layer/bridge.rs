@@ -201,8 +201,12 @@ where
             attributes: AttributeSink::Span(&mut data.span),
         };
         values.record(&mut v);
-        let (name, end, status, description) =
-            (v.name.take(), v.end, v.status(), v.status_description.take());
+        let (name, end, status, description) = (
+            v.name.take(),
+            v.end,
+            v.status(),
+            v.status_description.take(),
+        );
         self.apply_record(data, name, end, status, description);
     }
 

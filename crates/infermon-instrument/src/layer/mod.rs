@@ -10,7 +10,8 @@
 //! [`InfermonLayer`] is the two in one (one registry lookup per callback); `telemetry::init`
 //! installs it. Both work with any span: the macros path (a service's own `tracing::info_span!`s named and
 //! fielded per the contract) and the typed path ([`InferenceRequest`](crate::request)) emit the
-//! same spans and so get the same telemetry.
+//! same spans and so get the same telemetry (the typed path records its metrics itself, by the
+//! metrics layer's rules, into the metrics layer's instruments: see [`MetricsLayer`]).
 
 mod bridge;
 mod combined;

@@ -314,10 +314,9 @@ fn subscriber(
     let fmt_layer = config.fmt_layer.then(|| {
         // The request-telemetry check first: a string comparison that rejects the contract's
         // spans and events before `EnvFilter` matches them against its directives.
-        let fmt_filter = FilterFn::new(move |meta| {
-            log_requests || !layer::is_request_telemetry(meta)
-        })
-        .and(fmt_filter);
+        let fmt_filter =
+            FilterFn::new(move |meta| log_requests || !layer::is_request_telemetry(meta))
+                .and(fmt_filter);
         let layer = tracing_subscriber::fmt::layer();
         match config.log_writer.clone() {
             Some(w) => layer
