@@ -35,8 +35,9 @@ pub const DEFAULT_MAX_CONTENT_LEN: usize = 16 * 1024;
 /// The request-level instruments of the contract and the label caps.
 ///
 /// The [`MetricsLayer`](crate::layer::MetricsLayer) records into them from the request's
-/// `tracing` spans and events; the typed [`InferenceRequest`](crate::request::InferenceRequest)
-/// uses the caps so its span names agree with the metric labels.
+/// `tracing` spans and events (the typed path records into the layer's instance itself, by the
+/// same rules); the typed [`InferenceRequest`](crate::request::InferenceRequest) uses the caps
+/// of the instance it is given so its span names agree with the metric labels.
 ///
 /// Cheap to clone (one `Arc`); create one per process (or per engine) and share it.
 #[derive(Clone, Debug)]

@@ -50,8 +50,11 @@
 //!
 //! Every transition has an `_at(SystemTime)` twin for engines that process a whole step at once
 //! or run on a simulated clock; the times travel in the contract's time fields. A subscriber
-//! filter that disables the request span turns the whole request's telemetry off (metrics
-//! included: they are derived from the spans by [`MetricsLayer`](crate::layer::MetricsLayer)).
+//! filter that disables the request span turns the whole request's telemetry off, metrics
+//! included. The metrics are the ones [`MetricsLayer`](crate::layer::MetricsLayer) derives from
+//! these spans, but recorded by the request itself into that layer's instruments (it knows every
+//! value already; the layer leaves spans of [`TARGET`] to it) — see
+//! [`layer::metrics`](crate::layer::MetricsLayer).
 //! Dropping a request that never ended ends it as failed with `error.type` = `dropped` rather
 //! than leaking an open span.
 
@@ -59,14 +62,19 @@ use std::marker::PhantomData;
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
-use opentelemetry::Context;
-use tracing::field::Empty;
+use opentelemetry::{Context, StringValue};
+use tracing::field::{Empty, Value};
 
 use crate::contract::{attr, field, span as names, value};
 use crate::instruments::InferenceMetrics;
-use crate::layer::{context_of, seconds, unix_nanos};
+use crate::layer::{
+    context_of, from_unix_nanos, seconds, unix_nanos, MetricPhase, PhaseState, RequestState,
+    TypedMetrics,
+};
 
-/// The `tracing` target of the typed path's spans and events.
+/// The `tracing` target of the typed path's spans and events. The
+/// [`MetricsLayer`](crate::layer::MetricsLayer) leaves spans and events of this target to the
+/// typed path, which records their metrics itself: do not use it for hand-written spans.
 pub const TARGET: &str = "infermon::request";
 
 /// What the request asked for, as received. Borrowed: nothing is copied unless recorded.
@@ -119,6 +127,9 @@ pub enum Phase {
 #[derive(Debug)]
 pub struct TrackedRequest {
     metrics: InferenceMetrics,
+    /// Where this request's metrics go: the subscriber's metrics layer (`None` without one,
+    /// or when the request span is disabled).
+    recorder: Option<TypedMetrics>,
     span: tracing::Span,
     /// The open phase's span, made when [`phase_span`](Self::phase_span) asks for it (so work
     /// can nest under it); otherwise the phase span is emitted whole when the phase ends, all
@@ -389,8 +400,10 @@ impl TrackedRequest {
             }
             None => request_span!()(&name, operation.as_str(), model.as_str(), &params, start),
         };
+        let recorder = TypedMetrics::of(&span, metrics, &model, &operation);
         Self {
             metrics: metrics.clone(),
+            recorder,
             span,
             phase_span: OnceLock::new(),
             phase_start: start,
@@ -458,18 +471,18 @@ impl TrackedRequest {
     /// [`finish_at`](Self::finish_at) now.
     pub fn finish(&mut self, finish_reason: &str) {
         let reason = self.metrics.inner.finish_reasons.get(finish_reason);
-        self.end(When::now(), reason.as_str(), None);
+        self.end(When::now(), Ending::Finished(reason));
     }
 
     /// [`fail_at`](Self::fail_at) now.
     pub fn fail(&mut self, error_type: &str) {
         let error_type = self.metrics.inner.error_types.get(error_type);
-        self.end(When::now(), value::FINISH_ERROR, Some(error_type.as_str()));
+        self.end(When::now(), Ending::Failed(error_type));
     }
 
     /// [`abort_at`](Self::abort_at) now.
     pub fn abort(&mut self) {
-        self.end(When::now(), value::FINISH_ABORT, None);
+        self.end(When::now(), Ending::Aborted);
     }
 
     /// Queued → prefilling. Ignored in any other phase.
@@ -520,6 +533,9 @@ impl TrackedRequest {
             { attr::LLM_TTFT } = ttft,
             { field::EVENT_TIME } = end,
         );
+        if let Some(recorder) = &self.recorder {
+            recorder.first_token(ttft, self.input_tokens);
+        }
     }
 
     /// `n` more output tokens. Counted in any phase before the end.
@@ -547,18 +563,18 @@ impl TrackedRequest {
     /// its first token simply has no decode phase). Ignored once ended.
     pub fn finish_at(&mut self, finish_reason: &str, at: SystemTime) {
         let reason = self.metrics.inner.finish_reasons.get(finish_reason);
-        self.end(When::At(at), reason.as_str(), None);
+        self.end(When::At(at), Ending::Finished(reason));
     }
 
     /// The request failed. Ignored once ended.
     pub fn fail_at(&mut self, error_type: &str, at: SystemTime) {
         let error_type = self.metrics.inner.error_types.get(error_type);
-        self.end(When::At(at), value::FINISH_ERROR, Some(error_type.as_str()));
+        self.end(When::At(at), Ending::Failed(error_type));
     }
 
     /// The client went away. Ignored once ended.
     pub fn abort_at(&mut self, at: SystemTime) {
-        self.end(When::At(at), value::FINISH_ABORT, None);
+        self.end(When::At(at), Ending::Aborted);
     }
 
     /// See [`InferenceRequest::record_input_messages`].
@@ -589,6 +605,7 @@ impl TrackedRequest {
         if self.span.is_disabled() {
             return;
         }
+        self.record_phase(&end, start, when.time());
         match live {
             Some(span) => {
                 match end {
@@ -623,6 +640,30 @@ impl TrackedRequest {
         }
     }
 
+    /// The metrics the layer would record when the open phase's span closes.
+    fn record_phase(&self, end: &PhaseEnd, start: u64, at: SystemTime) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let phase = match self.phase {
+            Phase::Queued => MetricPhase::Queue,
+            Phase::Prefilling => MetricPhase::Prefill,
+            Phase::Decoding => MetricPhase::Decode,
+            Phase::Ended => return,
+        };
+        let (cached, computed) = match *end {
+            PhaseEnd::Prefill { computed, cached } => (Some(cached), Some(computed)),
+            _ => (None, None),
+        };
+        recorder.phase_ended(&PhaseState {
+            phase,
+            start: from_unix_nanos(start),
+            end: Some(at),
+            cached,
+            computed,
+        });
+    }
+
     fn event(&self, name: &'static str, at: SystemTime) {
         tracing::info!(
             target: TARGET,
@@ -634,8 +675,9 @@ impl TrackedRequest {
     }
 
     /// Ends the open phase and the request span: usage, finish reason, error type and status,
-    /// end times. The spans close when dropped here (or when the last clone of them is).
-    fn end(&mut self, when: When, finish_reason: &str, error_type: Option<&str>) {
+    /// end times, and the request's metrics. The spans close when dropped here (or when the last
+    /// clone of them is).
+    fn end(&mut self, when: When, ending: Ending) {
         if self.phase == Phase::Ended {
             return;
         }
@@ -655,30 +697,115 @@ impl TrackedRequest {
             When::Now(_) => None,
         };
 
-        let s = &self.span;
-        s.record(attr::GEN_AI_RESPONSE_FINISH_REASONS, finish_reason);
-        s.record(attr::GEN_AI_USAGE_OUTPUT_TOKENS, self.output_tokens);
-        if let Some(first) = self.first_token {
-            // Recorded with the rest at the end: one dispatch fewer on the first token.
-            s.record(
-                attr::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
-                seconds(self.arrived, first),
-            );
-            s.record(
-                attr::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
-                self.cached_input_tokens,
-            );
-        }
-        if let Some(error_type) = error_type {
-            s.record(attr::ERROR_TYPE, error_type);
-            s.record(field::OTEL_STATUS_CODE, field::STATUS_ERROR);
-            s.record(field::OTEL_STATUS_DESCRIPTION, error_type);
-        }
-        if let Some(end) = end {
-            s.record(field::END_TIME, end);
+        let (reason, error_type) = match &ending {
+            Ending::Finished(reason) => (reason.as_str(), None),
+            Ending::Aborted => (value::FINISH_ABORT, None),
+            Ending::Failed(error_type) => (value::FINISH_ERROR, Some(error_type.as_str())),
+        };
+        // TTFT and cached tokens are recorded with the rest at the end: one dispatch fewer on
+        // the first token.
+        let ttft = self.first_token.map(|first| seconds(self.arrived, first));
+        let cached = self.first_token.map(|_| self.cached_input_tokens);
+        record_fields(
+            &self.span,
+            [
+                (
+                    attr::GEN_AI_RESPONSE_FINISH_REASONS,
+                    Some(&reason as &dyn Value),
+                ),
+                (attr::GEN_AI_USAGE_OUTPUT_TOKENS, Some(&self.output_tokens)),
+                (
+                    attr::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+                    ttft.as_ref().map(|v| v as &dyn Value),
+                ),
+                (
+                    attr::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+                    cached.as_ref().map(|v| v as &dyn Value),
+                ),
+                (
+                    attr::ERROR_TYPE,
+                    error_type.as_ref().map(|v| v as &dyn Value),
+                ),
+                (
+                    field::OTEL_STATUS_CODE,
+                    error_type.map(|_| &field::STATUS_ERROR as &dyn Value),
+                ),
+                (
+                    field::OTEL_STATUS_DESCRIPTION,
+                    error_type.as_ref().map(|v| v as &dyn Value),
+                ),
+                (field::END_TIME, end.as_ref().map(|v| v as &dyn Value)),
+            ],
+        );
+        if let Some(recorder) = &self.recorder {
+            // Labelled as the layer labels the span's fields: through its caps.
+            let caps = &self.metrics;
+            let (finish_reason, error_type) = match &ending {
+                Ending::Finished(reason) => (
+                    recorder.label(Some(caps), reason, |m| &m.finish_reasons),
+                    None,
+                ),
+                Ending::Aborted => (
+                    recorder.label(None, &value::FINISH_ABORT.into(), |m| &m.finish_reasons),
+                    None,
+                ),
+                Ending::Failed(error_type) => (
+                    recorder.label(None, &value::FINISH_ERROR.into(), |m| &m.finish_reasons),
+                    Some(recorder.label(Some(caps), error_type, |m| &m.error_types)),
+                ),
+            };
+            recorder.request_ended(RequestState {
+                series: None,
+                start: self.arrived,
+                end: Some(when.time()),
+                input_tokens: self.input_tokens,
+                output_tokens: self.output_tokens,
+                first_token: self.first_token,
+                finish_reason: Some(finish_reason),
+                status_error: error_type.is_some(),
+                error_type,
+            });
         }
         self.span = tracing::Span::none();
     }
+}
+
+/// How a request ended; labels already capped by the request's own caps.
+enum Ending {
+    Finished(StringValue),
+    Aborted,
+    Failed(StringValue),
+}
+
+/// Records `values` on `span` in one dispatch. `Span::record` dispatches once per field, and
+/// every dispatch costs each layer a registry lookup; the end of a request records up to eight
+/// fields. `None` values are left unrecorded, as are names the span does not declare.
+///
+/// `FieldSet::value_set` is hidden from tracing-core's docs but is what every `tracing` macro
+/// expands to; were it to change, this would stop compiling rather than misbehave.
+fn record_fields<const N: usize>(
+    span: &tracing::Span,
+    values: [(&'static str, Option<&dyn Value>); N],
+) {
+    let Some(meta) = span.metadata() else {
+        return;
+    };
+    let fields = meta.fields();
+    // Only the fields with a value are looked up (each lookup compares names); an entry
+    // without a value repeats any field of the set with `None`, which records nothing.
+    let found = values.map(|(name, value)| (value.and_then(|_| fields.field(name)), value));
+    let Some(any) = found.iter().find_map(|(f, _)| f.clone()) else {
+        return;
+    };
+    let pairs: [(&tracing::field::Field, Option<&dyn Value>); N] =
+        std::array::from_fn(|i| match &found[i] {
+            (Some(f), value) => (f, *value),
+            (None, _) => (&any, None),
+        });
+    let value_set = fields.value_set(&pairs);
+    span.with_subscriber(|(id, dispatch)| {
+        dispatch.record(id, &tracing::span::Record::new(&value_set));
+    });
 }
 
 impl Drop for TrackedRequest {

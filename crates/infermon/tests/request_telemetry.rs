@@ -577,6 +577,37 @@ fn without_the_bridge_metrics_are_still_recorded() {
 }
 
 #[test]
+fn typed_requests_record_into_the_subscribers_metrics_layer_once() {
+    // The caller's own instruments (on another meter) only cap the span's labels: the typed
+    // path records its points into the metrics layer of its span's subscriber, and the layer
+    // does not count the typed spans a second time.
+    let h = Harness::new();
+    let callers = InferenceMetrics::new(&opentelemetry::metrics::MeterProvider::meter(
+        &h.meter_provider,
+        "caller",
+    ));
+    h.run(|| full_lifecycle(&callers));
+    let rm = h.collect();
+    let scopes_with_points: Vec<&str> = rm
+        .scope_metrics()
+        .filter(|sm| sm.metrics().next().is_some())
+        .map(|sm| sm.scope().name())
+        .collect();
+    assert_eq!(scopes_with_points, ["test"]);
+    for name in [
+        metric::REQUEST_DURATION,
+        metric::TIME_TO_FIRST_TOKEN,
+        metric::QUEUE_DURATION,
+        metric::PREFILL_DURATION,
+        metric::DECODE_DURATION,
+    ] {
+        let points = f64_histogram(&rm, name);
+        assert_eq!(points.len(), 1, "{name}");
+        assert_eq!(points[0].count(), 1, "{name}");
+    }
+}
+
+#[test]
 fn without_a_subscriber_nothing_is_recorded() {
     let h = Harness::new();
     let metrics = h.metrics();

@@ -59,10 +59,14 @@ where
         }
     }
 
-    /// Forwards to the bridge, so `context_of` finds span contexts through this layer too.
+    /// Answers for the metrics layer, and forwards to the bridge so `context_of` finds span
+    /// contexts through this layer too.
     unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
         if id == std::any::TypeId::of::<Self>() {
             Some(self as *const Self as *const ())
+        } else if id == std::any::TypeId::of::<MetricsLayer>() {
+            // The typed path finds the metrics layer to record into (see `layer::metrics`).
+            Some(&self.metrics as *const MetricsLayer as *const ())
         } else {
             // SAFETY: the bridge upholds `downcast_raw`'s contract for the types it answers.
             unsafe { self.bridge.downcast_raw(id) }

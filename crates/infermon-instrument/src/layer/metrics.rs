@@ -13,6 +13,16 @@
 //! of type `dropped`. Every other span, field and event is ignored (and still exported by the
 //! bridge). Labels pass through the [`InferenceMetrics`] caps; instruments are bound per
 //! (model, operation).
+//!
+//! The typed path records its own metrics. [`InferenceRequest`](crate::request) knows every
+//! value the layer would read back out of its spans, so it records the same points (same
+//! instruments, same caps, same rules — the functions below) straight into this layer's bound
+//! series, found through [`Dispatch::downcast_ref`](tracing::Dispatch::downcast_ref); the layer
+//! leaves spans and events with the typed path's target
+//! ([`request::TARGET`](crate::request::TARGET)) alone. That saves visiting every field of
+//! four spans and an event a second time (with batching the request's end fields, a sixth of a
+//! typed request's cost; see docs/benchmarks.md). Consequence: one `MetricsLayer` per subscriber, and a per-layer filter
+//! on it does not filter typed requests (filter the request span itself instead).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -28,6 +38,7 @@ use tracing_subscriber::Layer;
 use super::fields::{debug_equals, from_unix_nanos, seconds};
 use crate::contract::{attr, field, span as names, value};
 use crate::instruments::{InferenceMetrics, Inner, Series};
+use crate::request::TARGET as TYPED_TARGET;
 
 /// Derives the contract's request metrics from spans and events; see the [module docs](self).
 #[derive(Clone, Debug)]
@@ -46,30 +57,32 @@ impl MetricsLayer {
     }
 }
 
-/// What the layer keeps about a request span until it closes.
-struct RequestState {
-    series: Option<Arc<Series>>,
-    start: SystemTime,
-    end: Option<SystemTime>,
-    input_tokens: u64,
-    output_tokens: u64,
-    first_token: Option<SystemTime>,
-    finish_reason: Option<StringValue>,
-    error_type: Option<StringValue>,
-    status_error: bool,
+/// What the layer keeps about a request span until it closes (and what the typed path hands
+/// to [`TypedMetrics::request_ended`]).
+pub(crate) struct RequestState {
+    pub series: Option<Arc<Series>>,
+    pub start: SystemTime,
+    pub end: Option<SystemTime>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub first_token: Option<SystemTime>,
+    pub finish_reason: Option<StringValue>,
+    pub error_type: Option<StringValue>,
+    pub status_error: bool,
 }
 
-/// What the layer keeps about a phase span until it closes.
-struct PhaseState {
-    phase: Phase,
-    start: SystemTime,
-    end: Option<SystemTime>,
-    cached: Option<u64>,
-    computed: Option<u64>,
+/// What the layer keeps about a phase span until it closes (and what the typed path hands to
+/// [`TypedMetrics::phase_ended`]).
+pub(crate) struct PhaseState {
+    pub phase: Phase,
+    pub start: SystemTime,
+    pub end: Option<SystemTime>,
+    pub cached: Option<u64>,
+    pub computed: Option<u64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(crate) enum Phase {
     Queue,
     Prefill,
     Decode,
@@ -210,7 +223,11 @@ impl MetricsLayer {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let name = attrs.metadata().name();
+        let meta = attrs.metadata();
+        if meta.target() == TYPED_TARGET {
+            return; // the typed path records its own metrics
+        }
+        let name = meta.name();
         if name == names::REQUEST {
             let state = self.new_request(attrs);
             span.extensions_mut().insert(state);
@@ -238,7 +255,11 @@ impl MetricsLayer {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let name = span.metadata().name();
+        let meta = span.metadata();
+        if meta.target() == TYPED_TARGET {
+            return;
+        }
+        let name = meta.name();
         if name == names::REQUEST {
             let mut ext = span.extensions_mut();
             if let Some(state) = ext.get_mut::<RequestState>() {
@@ -264,6 +285,9 @@ impl MetricsLayer {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
+        if event.metadata().target() == TYPED_TARGET {
+            return;
+        }
         for span in span.scope() {
             if span.metadata().name() != names::REQUEST {
                 continue;
@@ -290,10 +314,14 @@ impl MetricsLayer {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let name = span.metadata().name();
+        let meta = span.metadata();
+        if meta.target() == TYPED_TARGET {
+            return;
+        }
+        let name = meta.name();
         if name == names::REQUEST {
             if let Some(state) = span.extensions_mut().remove::<RequestState>() {
-                self.end_request(state);
+                end_request(self.inner(), state);
             }
         } else if Phase::of(name).is_some() {
             let Some(state) = span.extensions_mut().remove::<PhaseState>() else {
@@ -314,8 +342,9 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let name = attrs.metadata().name();
-        if name != names::REQUEST && Phase::of(name).is_none() {
+        let meta = attrs.metadata();
+        let name = meta.name();
+        if meta.target() == TYPED_TARGET || (name != names::REQUEST && Phase::of(name).is_none()) {
             return;
         }
         if let Some(span) = ctx.span(id) {
@@ -365,65 +394,67 @@ impl MetricsLayer {
         v.resolve();
         state
     }
+}
 
-    fn end_request(&self, state: RequestState) {
-        let Some(series) = &state.series else { return };
-        let end = state.end.unwrap_or_else(SystemTime::now);
-        let duration = seconds(state.start, end);
-        let failed = state.error_type.clone().or_else(|| {
-            let no_ending = state.finish_reason.is_none();
-            (state.status_error || no_ending).then(|| {
-                StringValue::from(if state.status_error {
-                    value::ERROR_OTHER
-                } else {
-                    value::ERROR_DROPPED
-                })
+/// A request span has closed: its duration, outcome count, token histograms, TPOT and output
+/// tokens, from `state`.
+fn end_request(m: &Inner, state: RequestState) {
+    let Some(series) = &state.series else { return };
+    let end = state.end.unwrap_or_else(SystemTime::now);
+    let duration = seconds(state.start, end);
+    let failed = state.error_type.clone().or_else(|| {
+        let no_ending = state.finish_reason.is_none();
+        (state.status_error || no_ending).then(|| {
+            StringValue::from(if state.status_error {
+                value::ERROR_OTHER
+            } else {
+                value::ERROR_DROPPED
             })
-        });
-        match (failed, &state.finish_reason) {
-            (Some(error_type), _) => {
-                let [model, op] = series.model_op();
-                let error = KeyValue::new(attr::ERROR_TYPE, error_type);
-                let m = self.inner();
-                m.request_duration
-                    .record(duration, &[model.clone(), op.clone(), error.clone()]);
-                m.requests.add(
-                    1,
-                    &[
-                        model,
-                        op,
-                        KeyValue::new(attr::LLM_REQUEST_OUTCOME, value::OUTCOME_ERROR),
-                        KeyValue::new(attr::GEN_AI_RESPONSE_FINISH_REASON, value::FINISH_ERROR),
-                        error,
-                    ],
-                );
-            }
-            (None, Some(reason)) if reason.as_str() == value::FINISH_ABORT => {
-                series.request_duration.record(duration);
-                series.aborted.add(1);
-            }
-            (None, Some(reason)) => {
-                series.request_duration.record(duration);
-                series.count_success(reason);
-                if let Some(first) = state.first_token {
-                    if state.output_tokens > 1 {
-                        let decode = seconds(first, end);
-                        series
-                            .time_per_output_token
-                            .record(decode / (state.output_tokens - 1) as f64);
-                    }
+        })
+    });
+    match (failed, &state.finish_reason) {
+        (Some(error_type), _) => {
+            let [model, op] = series.model_op();
+            let error = KeyValue::new(attr::ERROR_TYPE, error_type);
+            m.request_duration
+                .record(duration, &[model.clone(), op.clone(), error.clone()]);
+            m.requests.add(
+                1,
+                &[
+                    model,
+                    op,
+                    KeyValue::new(attr::LLM_REQUEST_OUTCOME, value::OUTCOME_ERROR),
+                    KeyValue::new(attr::GEN_AI_RESPONSE_FINISH_REASON, value::FINISH_ERROR),
+                    error,
+                ],
+            );
+        }
+        (None, Some(reason)) if reason.as_str() == value::FINISH_ABORT => {
+            series.request_duration.record(duration);
+            series.aborted.add(1);
+        }
+        (None, Some(reason)) => {
+            series.request_duration.record(duration);
+            series.count_success(reason);
+            if let Some(first) = state.first_token {
+                if state.output_tokens > 1 {
+                    let decode = seconds(first, end);
+                    series
+                        .time_per_output_token
+                        .record(decode / (state.output_tokens - 1) as f64);
                 }
-                series.request_input_tokens.record(state.input_tokens);
-                series.request_output_tokens.record(state.output_tokens);
             }
-            (None, None) => unreachable!("a request without an ending counts as dropped"),
+            series.request_input_tokens.record(state.input_tokens);
+            series.request_output_tokens.record(state.output_tokens);
         }
-        if state.output_tokens > 0 {
-            series.output_tokens.add(state.output_tokens);
-        }
+        (None, None) => unreachable!("a request without an ending counts as dropped"),
+    }
+    if state.output_tokens > 0 {
+        series.output_tokens.add(state.output_tokens);
     }
 }
 
+/// A phase span has closed: its duration, and for `prefill` the prefix-cache counts.
 fn end_phase(series: &Series, state: &PhaseState) {
     let duration = seconds(state.start, state.end.unwrap_or_else(SystemTime::now));
     match state.phase {
@@ -438,5 +469,79 @@ fn end_phase(series: &Series, state: &PhaseState) {
             }
         }
         Phase::Decode => series.decode_duration.record(duration),
+    }
+}
+
+/// A typed request's metrics, recorded by the typed path itself into the subscriber's
+/// [`MetricsLayer`] (see the [module docs](self)): the same points the layer would derive from
+/// the typed path's spans, through the same functions.
+#[derive(Debug)]
+pub(crate) struct TypedMetrics {
+    /// The layer's instruments and caps.
+    metrics: InferenceMetrics,
+    series: Arc<Series>,
+}
+
+impl TypedMetrics {
+    /// The recorder for the typed request whose span is `span`, with model and operation
+    /// already capped by `caps` (the typed path's own [`InferenceMetrics`]). `None` when the
+    /// span is disabled or its subscriber has no `MetricsLayer`: then nothing is recorded, as
+    /// on the macros path.
+    pub(crate) fn of(
+        span: &tracing::Span,
+        caps: &InferenceMetrics,
+        model: &StringValue,
+        operation: &StringValue,
+    ) -> Option<Self> {
+        let metrics = span
+            .with_subscriber(|(_, dispatch)| {
+                dispatch
+                    .downcast_ref::<MetricsLayer>()
+                    .map(|layer| layer.metrics.clone())
+            })
+            .flatten()?;
+        let inner = &metrics.inner;
+        // The layer caps the labels the span carries; with the same caps that is a no-op.
+        let series = if Arc::ptr_eq(&caps.inner, inner) {
+            inner.series(model.clone(), operation.clone())
+        } else {
+            inner.series(
+                inner.models.get(model.as_str()),
+                inner.operations.get(operation.as_str()),
+            )
+        };
+        Some(Self { metrics, series })
+    }
+
+    /// A finish reason or error type as the layer labels it: through the layer's `cap`. A
+    /// value that came out of that very cap (`capped_by` is the layer's own instruments) is
+    /// passed through unchanged.
+    pub(crate) fn label(
+        &self,
+        capped_by: Option<&InferenceMetrics>,
+        value: &StringValue,
+        cap: fn(&Inner) -> &crate::cardinality::LabelCap,
+    ) -> StringValue {
+        match capped_by {
+            Some(caps) if Arc::ptr_eq(&caps.inner, &self.metrics.inner) => value.clone(),
+            _ => cap(&self.metrics.inner).get(value.as_str()),
+        }
+    }
+
+    /// What the layer records when the `first_token` event arrives.
+    pub(crate) fn first_token(&self, ttft: f64, input_tokens: u64) {
+        self.series.time_to_first_token.record(ttft);
+        self.series.input_tokens.add(input_tokens);
+    }
+
+    /// What the layer records when a phase span closes.
+    pub(crate) fn phase_ended(&self, state: &PhaseState) {
+        end_phase(&self.series, state);
+    }
+
+    /// What the layer records when the request span closes (`state.series` is filled in here).
+    pub(crate) fn request_ended(&self, mut state: RequestState) {
+        state.series = Some(self.series.clone());
+        end_request(&self.metrics.inner, state);
     }
 }

@@ -10,7 +10,8 @@
 //! [`InfermonLayer`] is the two in one (one registry lookup per callback); `telemetry::init`
 //! installs it. Both work with any span: the macros path (a service's own `tracing::info_span!`s named and
 //! fielded per the contract) and the typed path ([`InferenceRequest`](crate::request)) emit the
-//! same spans and so get the same telemetry.
+//! same spans and so get the same telemetry (the typed path records its metrics itself, by the
+//! metrics layer's rules, into the metrics layer's instruments: see [`MetricsLayer`]).
 
 mod bridge;
 mod combined;
@@ -22,3 +23,4 @@ pub use combined::InfermonLayer;
 pub(crate) use fields::seconds;
 pub use fields::{from_unix_nanos, unix_nanos};
 pub use metrics::MetricsLayer;
+pub(crate) use metrics::{Phase as MetricPhase, PhaseState, RequestState, TypedMetrics};

@@ -312,9 +312,11 @@ fn subscriber(
         meta.level() <= &tracing::Level::INFO && !is_export_stack(meta.target())
     });
     let fmt_layer = config.fmt_layer.then(|| {
-        let fmt_filter = fmt_filter.and(FilterFn::new(move |meta| {
-            log_requests || !layer::is_request_telemetry(meta)
-        }));
+        // The request-telemetry check first: a string comparison that rejects the contract's
+        // spans and events before `EnvFilter` matches them against its directives.
+        let fmt_filter =
+            FilterFn::new(move |meta| log_requests || !layer::is_request_telemetry(meta))
+                .and(fmt_filter);
         let layer = tracing_subscriber::fmt::layer();
         match config.log_writer.clone() {
             Some(w) => layer
