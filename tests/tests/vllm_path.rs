@@ -37,30 +37,33 @@ errors = [{ type = "mid_stream_error", rate = 0.03 }]
 const ABORTED_REQUESTS: u64 = 3;
 
 /// What the scrape proxy appends: vLLM 0.33.0's speculative-decoding counters
-/// (vllm/v1/spec_decode/metrics.py SpecDecodingProm), as prometheus_client writes them.
-const SPEC_DRAFTS: f64 = 40.0;
-const SPEC_DRAFT_TOKENS: f64 = 160.0;
-const SPEC_ACCEPTED_TOKENS: f64 = 100.0;
+/// (vllm/v1/spec_decode/metrics.py SpecDecodingProm), as prometheus_client writes them. They
+/// grow by these amounts at every scrape, as a drafter proposing 4 tokens per draft with 10 of
+/// every 16 accepted would: acceptance rate 0.625, mean acceptance length 1 + 10 / 4.
+const SPEC_DRAFTS_PER_SCRAPE: u64 = 4;
+const SPEC_DRAFT_TOKENS_PER_SCRAPE: u64 = 16;
+const SPEC_ACCEPTED_TOKENS_PER_SCRAPE: u64 = 10;
 
-fn spec_decode_exposition(model: &str) -> String {
+fn spec_decode_exposition(model: &str, scrapes: u64) -> String {
     let mut out = String::new();
-    for (name, help, v) in [
+    for (name, help, per_scrape) in [
         (
             "vllm:spec_decode_num_drafts",
             "Number of spec decoding drafts.",
-            SPEC_DRAFTS,
+            SPEC_DRAFTS_PER_SCRAPE,
         ),
         (
             "vllm:spec_decode_num_draft_tokens",
             "Number of draft tokens.",
-            SPEC_DRAFT_TOKENS,
+            SPEC_DRAFT_TOKENS_PER_SCRAPE,
         ),
         (
             "vllm:spec_decode_num_accepted_tokens",
             "Number of accepted tokens.",
-            SPEC_ACCEPTED_TOKENS,
+            SPEC_ACCEPTED_TOKENS_PER_SCRAPE,
         ),
     ] {
+        let v = (per_scrape * scrapes) as f64;
         out.push_str(&format!(
             "# HELP {name}_total {help}\n# TYPE {name}_total counter\n\
              {name}_total{{model_name=\"{model}\",engine=\"0\"}} {v:?}\n"
@@ -70,13 +73,17 @@ fn spec_decode_exposition(model: &str) -> String {
 }
 
 /// Serves `GET /metrics` as the simulator's exposition plus the speculative-decoding counters.
-async fn spawn_scrape_proxy(listen: u16, upstream: String, extra: String) {
+async fn spawn_scrape_proxy(listen: u16, upstream: String, model: String) {
     use axum::{routing::get, Router};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let scrapes = Arc::new(AtomicU64::new(0));
     let app = Router::new().route(
         "/metrics",
         get(move || {
             let upstream = upstream.clone();
-            let extra = extra.clone();
+            let model = model.clone();
+            let n = scrapes.fetch_add(1, Ordering::Relaxed) + 1;
             async move {
                 let body = match reqwest::get(&upstream).await {
                     Ok(r) => r.text().await.unwrap_or_default(),
@@ -84,7 +91,7 @@ async fn spawn_scrape_proxy(listen: u16, upstream: String, extra: String) {
                 };
                 (
                     [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-                    format!("{body}{extra}"),
+                    format!("{body}{}", spec_decode_exposition(&model, n)),
                 )
             }
         }),
@@ -166,7 +173,9 @@ async fn vllm_metrics_arrive_normalised_and_every_panel_is_accounted_for() {
     let bin = infermon_bin();
     let proxy_port = free_port();
     let stack = Stack::start(
-        &["prometheus", "jaeger", "otelcol"],
+        // Alertmanager too: without it, its own TelemetryComponentDown alert would fill the
+        // alert panels, which are judged here on a healthy stack.
+        &["prometheus", "alertmanager", "jaeger", "otelcol"],
         &[("INFERMON_VLLM_TARGET", format!("127.0.0.1:{proxy_port}"))],
     );
     let prom = Prometheus::new(stack.prometheus_url());
@@ -203,12 +212,7 @@ async fn vllm_metrics_arrive_normalised_and_every_panel_is_accounted_for() {
         .expect("metrics body");
     let model = exposed_label(&first, "vllm:num_requests_running", "model_name")
         .expect("model_name label on vllm:num_requests_running");
-    spawn_scrape_proxy(
-        proxy_port,
-        metrics_url.clone(),
-        spec_decode_exposition(&model),
-    )
-    .await;
+    spawn_scrape_proxy(proxy_port, metrics_url.clone(), model.clone()).await;
 
     // The workload: steady traffic (with the scenario's mid-stream failures), then a few
     // requests the client abandons long before their last token.
@@ -227,10 +231,12 @@ async fn vllm_metrics_arrive_normalised_and_every_panel_is_accounted_for() {
         "--concurrency",
         &aborted,
         "--output-tokens",
-        "6000",
+        "20000",
         "--ignore-eos",
+        // Longer than a scrape interval (5 s), so that a scrape sees their KV blocks in use;
+        // far shorter than 20000 tokens take even at time scale 10.
         "--timeout",
-        "1s",
+        "7s",
     ]);
 
     // The engine's own account, once it is idle (aborted sequences leave at its next step).
@@ -403,21 +409,6 @@ async fn vllm_metrics_arrive_normalised_and_every_panel_is_accounted_for() {
             series(metric::DECODE_DURATION),
             v("vllm:request_decode_time_seconds_count"),
         ),
-        (
-            "speculative drafts",
-            series(metric::SPEC_DECODE_DRAFTS),
-            SPEC_DRAFTS,
-        ),
-        (
-            "speculative draft tokens",
-            series(metric::SPEC_DECODE_DRAFT_TOKENS),
-            SPEC_DRAFT_TOKENS,
-        ),
-        (
-            "speculative accepted tokens",
-            series(metric::SPEC_DECODE_ACCEPTED_TOKENS),
-            SPEC_ACCEPTED_TOKENS,
-        ),
     ];
     for (what, promql, expected) in one_for_one {
         let promql = if promql.ends_with('}') {
@@ -434,6 +425,45 @@ async fn vllm_metrics_arrive_normalised_and_every_panel_is_accounted_for() {
             );
         }
     }
+    // Speculative decoding: the counters arrive under the contract's names, and the ratios an
+    // operator reads (acceptance rate, tokens per draft) are the drafter's.
+    let spec = |m: &str| format!("sum({}{{{model_sel}}})", series(m));
+    arrives(
+        &prom,
+        "speculative acceptance rate",
+        format!(
+            "{} / {}",
+            spec(metric::SPEC_DECODE_ACCEPTED_TOKENS),
+            spec(metric::SPEC_DECODE_DRAFT_TOKENS)
+        ),
+        SPEC_ACCEPTED_TOKENS_PER_SCRAPE as f64 / SPEC_DRAFT_TOKENS_PER_SCRAPE as f64,
+    )
+    .await;
+    arrives(
+        &prom,
+        "speculative draft tokens per draft",
+        format!(
+            "{} / {}",
+            spec(metric::SPEC_DECODE_DRAFT_TOKENS),
+            spec(metric::SPEC_DECODE_DRAFTS)
+        ),
+        SPEC_DRAFT_TOKENS_PER_SCRAPE as f64 / SPEC_DRAFTS_PER_SCRAPE as f64,
+    )
+    .await;
+    let drafts = prom
+        .query(&format!(
+            "{}{{{model_sel}}}",
+            series(metric::SPEC_DECODE_DRAFTS)
+        ))
+        .await
+        .expect("query");
+    assert!(
+        drafts
+            .iter()
+            .all(|s| s.label("job") == Some("vllm") && s.value > 0.0),
+        "{drafts:?}"
+    );
+
     // The histograms' sums too: the phases are vLLM's own measurements, not re-derived.
     arrives(
         &prom,
@@ -482,6 +512,20 @@ async fn vllm_metrics_arrive_normalised_and_every_panel_is_accounted_for() {
         .await
         .expect("query");
     assert!(peak_used > 0.0, "no KV block was ever used under load");
+    // used = usage × (num_gpu_blocks − 1) at every instant, not only when both are 0.
+    let worst = prom
+        .query_sum(&format!(
+            "max_over_time((abs(sum({blocks}{{{model_sel}, {}}}) - sum({}{{{model_sel}}}) * {}))[10m:1s])",
+            state(value::BLOCK_USED),
+            series(metric::KV_CACHE_USAGE),
+            num_gpu_blocks - 1.0
+        ))
+        .await
+        .expect("query");
+    assert!(
+        worst < 1e-6,
+        "used blocks and usage disagree by up to {worst} blocks"
+    );
     let running = prom
         .query(&format!(
             "{}{{{model_sel}}}",
@@ -529,15 +573,21 @@ async fn vllm_metrics_arrive_normalised_and_every_panel_is_accounted_for() {
             (None, _) => problems.push(format!(
                 "{dashboard} / {panel} is not in the docs/vllm.md panel table"
             )),
-            (Some(None), false) => problems.push(format!(
+            (Some(Documented::Data), false) => problems.push(format!(
                 "{dashboard} / {panel} has no data on the vLLM path, and docs/vllm.md gives no reason"
             )),
-            (Some(Some(reason)), true) => problems.push(format!(
+            (Some(Documented::NoData(reason)), true) => problems.push(format!(
                 "{dashboard} / {panel} has data on the vLLM path, but docs/vllm.md says it has not: {reason}"
             )),
             _ => {}
         }
     }
+    // Which alerts the alert panels saw, should they have data.
+    let alerts = prom
+        .query("max_over_time(ALERTS[15m])")
+        .await
+        .expect("query ALERTS");
+    println!("VLLM-PATH alerts pending or firing during the run: {alerts:?}");
     for key in documented.keys() {
         if !measured.contains_key(key) {
             problems.push(format!(
@@ -572,9 +622,17 @@ fn panels_with_data(report: &CoverageReport) -> BTreeMap<(String, String), bool>
     panels
 }
 
-/// The panel table of docs/vllm.md: (dashboard, panel) → `None` where the panel has data on
-/// the vLLM path, `Some(reason)` where it has none.
-fn documented_panels() -> BTreeMap<(String, String), Option<String>> {
+/// What docs/vllm.md says of one panel on the vLLM path.
+#[derive(Debug)]
+enum Documented {
+    /// "yes": it has data.
+    Data,
+    /// "no", with the reason.
+    NoData(String),
+}
+
+/// The panel table of docs/vllm.md: (dashboard, panel) → what it says.
+fn documented_panels() -> BTreeMap<(String, String), Documented> {
     let path = repo_root().join("docs/vllm.md");
     let doc = std::fs::read_to_string(&path).expect("read docs/vllm.md");
     let start = doc
@@ -594,20 +652,22 @@ fn documented_panels() -> BTreeMap<(String, String), Option<String>> {
         if cells.len() != 4 || cells[0] == "Dashboard" || cells[0].starts_with("---") {
             continue;
         }
-        let reason = match cells[2] {
-            "yes" => None,
-            "no" => {
-                assert!(
-                    !cells[3].is_empty(),
-                    "docs/vllm.md: {} / {} says no without a reason",
-                    cells[0],
-                    cells[1]
-                );
-                Some(cells[3].to_string())
-            }
+        let reason = || {
+            assert!(
+                !cells[3].is_empty(),
+                "docs/vllm.md: {} / {} says {} without a reason",
+                cells[0],
+                cells[1],
+                cells[2]
+            );
+            cells[3].to_string()
+        };
+        let said = match cells[2] {
+            "yes" => Documented::Data,
+            "no" => Documented::NoData(reason()),
             other => panic!("docs/vllm.md: data column must be yes or no, not {other:?}"),
         };
-        table.insert((cells[0].to_string(), cells[1].to_string()), reason);
+        table.insert((cells[0].to_string(), cells[1].to_string()), said);
     }
     table
 }
