@@ -134,6 +134,13 @@ pub const MAY_BE_EMPTY: &[EmptyAllowed] = &[
         "queue_full rejections happen only when the waiting queue reaches its limit",
     ),
     empty(
+        "infermon-performance",
+        "Speculative decoding acceptance rate",
+        None,
+        "only engines that decode speculatively report it (vLLM with --speculative-config); \
+         the simulator does not, and the vLLM path test (tests/tests/vllm_path.rs) covers it",
+    ),
+    empty(
         "infermon-errors",
         "Telemetry pipeline errors",
         Some("A"),

@@ -297,6 +297,13 @@ pub mod metric {
     pub const PREFIX_CACHE_QUERIES: &str = "llm.prefix_cache.queries";
     /// Prompt tokens found in the prefix cache (vLLM: `vllm:prefix_cache_hits`).
     pub const PREFIX_CACHE_HITS: &str = "llm.prefix_cache.hits";
+    /// Speculative decoding: draft proposals (vLLM: `vllm:spec_decode_num_drafts`).
+    pub const SPEC_DECODE_DRAFTS: &str = "llm.spec_decode.drafts";
+    /// Speculative decoding: tokens proposed by the drafter (`vllm:spec_decode_num_draft_tokens`).
+    pub const SPEC_DECODE_DRAFT_TOKENS: &str = "llm.spec_decode.draft_tokens";
+    /// Speculative decoding: draft tokens the target model accepted
+    /// (`vllm:spec_decode_num_accepted_tokens`).
+    pub const SPEC_DECODE_ACCEPTED_TOKENS: &str = "llm.spec_decode.accepted_tokens";
 
     pub const GPU_UTILIZATION: &str = "hw.gpu.utilization";
     pub const GPU_MEMORY_UTILIZATION: &str = "hw.gpu.memory.utilization";
@@ -330,6 +337,7 @@ pub mod unit {
     pub const REQUESTS: &str = "{request}";
     pub const ITERATIONS: &str = "{iteration}";
     pub const PREEMPTIONS: &str = "{preemption}";
+    pub const DRAFTS: &str = "{draft}";
     pub const BLOCKS: &str = "{block}";
     pub const RATIO: &str = "1";
     pub const BYTES: &str = "By";
@@ -553,6 +561,34 @@ pub const METRICS: &[MetricSpec] = &[
         attributes: MODEL_OP,
         prometheus: "llm_prefix_cache_hits_total",
         description: "Prompt tokens served from the prefix cache instead of being computed.",
+    },
+    // Speculative decoding, as vLLM counts it (vllm/v1/spec_decode/metrics.py, 0.33.0):
+    // acceptance rate = accepted / draft tokens; mean acceptance length = 1 + accepted / drafts.
+    MetricSpec {
+        name: metric::SPEC_DECODE_DRAFTS,
+        instrument: Counter,
+        unit: unit::DRAFTS,
+        attributes: MODEL_ONLY,
+        prometheus: "llm_spec_decode_drafts_total",
+        description:
+            "Speculative decoding drafts proposed (one per sequence per step that drafts).",
+    },
+    MetricSpec {
+        name: metric::SPEC_DECODE_DRAFT_TOKENS,
+        instrument: Counter,
+        unit: unit::TOKENS,
+        attributes: MODEL_ONLY,
+        prometheus: "llm_spec_decode_draft_tokens_total",
+        description: "Tokens proposed by the speculative drafter.",
+    },
+    MetricSpec {
+        name: metric::SPEC_DECODE_ACCEPTED_TOKENS,
+        instrument: Counter,
+        unit: unit::TOKENS,
+        attributes: MODEL_ONLY,
+        prometheus: "llm_spec_decode_accepted_tokens_total",
+        description:
+            "Draft tokens the target model accepted (acceptance rate = accepted / draft tokens).",
     },
     MetricSpec {
         name: metric::GPU_UTILIZATION,

@@ -254,7 +254,11 @@ impl Shared {
             prefix_cache_hits: s.prefix_cache_hits,
             cache: CacheInfo {
                 block_size: self.resolved.config.kv_cache.block_size,
-                num_gpu_blocks: self.resolved.num_blocks,
+                // vLLM's pool counts the null block, which is never allocated and which its
+                // usage gauge leaves out: usage = 1 - free / (num_gpu_blocks - 1)
+                // (vllm/v1/core/block_pool.py BlockPool.get_usage, 0.33.0). The simulator's
+                // blocks are all allocatable, so the vLLM-equivalent pool is one larger.
+                num_gpu_blocks: self.resolved.num_blocks + 1,
                 gpu_memory_utilization: self.resolved.config.kv_cache.gpu_memory_utilization,
                 enable_prefix_caching: self.resolved.config.kv_cache.prefix_caching,
             },
