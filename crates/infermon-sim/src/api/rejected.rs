@@ -9,7 +9,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use infermon::contract::{attr, field, span as names, value};
 use infermon::propagation::extract_context;
-use infermon::request::TARGET;
 
 use crate::api::error::ApiError;
 use crate::api::stream::Api;
@@ -61,8 +60,9 @@ impl Rejection {
             .model_label(self.model.as_deref().unwrap_or(value::OVERFLOW));
         let error_type = error_type(&self.error);
         let caller = extract_context(headers).attach();
+        // Not the typed path's target: that one the metrics layer leaves to the typed path,
+        // which records its own metrics; this span is counted by the layer like any other.
         let _request = tracing::info_span!(
-            target: TARGET,
             names::REQUEST,
             { field::OTEL_NAME } = names::request_span_name(operation, model.as_str()).as_str(),
             { field::OTEL_KIND } = field::KIND_SERVER,
