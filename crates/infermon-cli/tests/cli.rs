@@ -80,7 +80,7 @@ fn bad_flags_give_one_clear_line_and_a_failing_exit() {
         ),
         (&["sim", "--profile", "nope"], "unknown simulator profile"),
         (&["demo", "--time-scale", "0"], "time_scale"),
-        (&["sim", "--time-scale", "1e-310"], "time_scale"),
+        (&["sim", "--time-scale", "1e-310"], "(got 1e-310)"),
         (&["sim", "--time-scale", "1e300"], "time_scale"),
         (&["sim", "--time-scale", "NaN"], "time_scale"),
         (&["sim", "--max-connections", "0"], "--max-connections"),

@@ -185,7 +185,8 @@ impl SimConfig {
             return Err(invalid(
                 "time_scale",
                 format!(
-                    "must be between {MIN_TIME_SCALE} and {MAX_TIME_SCALE} (got {})",
+                    // `{:?}` writes 1e-310 as such, not as 310 digits.
+                    "must be between {MIN_TIME_SCALE} and {MAX_TIME_SCALE} (got {:?})",
                     self.time_scale
                 ),
             ));
