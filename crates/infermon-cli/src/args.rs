@@ -57,6 +57,22 @@ impl TelemetryArgs {
             .unwrap_or_else(|| infermon::telemetry::DEFAULT_ENDPOINT.to_owned())
     }
 
+    /// The one line a failed telemetry shutdown gets at exit, instead of the SDK's error value
+    /// (`InternalFailure("Failed to shutdown")` says nothing to an operator).
+    pub fn shutdown_message(&self, error: &infermon::telemetry::TelemetryError) -> String {
+        let gave_up = match error {
+            infermon::telemetry::TelemetryError::ShutdownTimedOut(t) => {
+                format!(", gave up after {t:?}")
+            }
+            _ => String::new(),
+        };
+        format!(
+            "telemetry: the last spans and metrics could not be delivered to {} at exit and \
+             were dropped (is the collector running?{gave_up})",
+            self.endpoint()
+        )
+    }
+
     /// The telemetry configuration `init` starts (for callers that add to it, e.g. a log
     /// writer).
     pub fn config(&self, default_service_name: &str, simulated: bool) -> TelemetryConfig {
@@ -237,5 +253,26 @@ mod tests {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.contains("30s"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn shutdown_errors_become_one_line() {
+        use infermon::telemetry::TelemetryError;
+        let args = TelemetryArgs {
+            otlp_endpoint: Some("http://c:4317".into()),
+            service_name: None,
+            no_otlp: false,
+        };
+        let e = TelemetryError::Shutdown("InternalFailure(\"Failed to shutdown\")".into());
+        let line = args.shutdown_message(&e);
+        assert_eq!(
+            line,
+            "telemetry: the last spans and metrics could not be delivered to http://c:4317 at \
+             exit and were dropped (is the collector running?)"
+        );
+        let timed_out = TelemetryError::ShutdownTimedOut(std::time::Duration::from_secs(5));
+        let line = args.shutdown_message(&timed_out);
+        assert!(line.contains("gave up after 5s"), "{line}");
+        assert_eq!(line.lines().count(), 1);
     }
 }

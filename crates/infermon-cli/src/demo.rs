@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use infermon::contract::value;
-use infermon::telemetry::{
-    TelemetryError, TelemetryGuard, TelemetryStats, DEFAULT_EXPORT_INTERVAL,
-};
+use infermon::telemetry::{TelemetryGuard, TelemetryStats, DEFAULT_EXPORT_INTERVAL};
 use infermon_load::{human_secs, key_counts, Arrival, LoadGenerator, Progress, Summary, Window};
 use infermon_sim::{EngineStats, SimHandle};
 
@@ -156,7 +154,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         console.close();
         if let Err(e) = result {
             if collector_seen.load(Ordering::Relaxed) {
-                eprintln!("{}", shutdown_message(&e, &endpoint));
+                eprintln!("{}", args.telemetry.shutdown_message(&e));
             }
         }
     }
@@ -187,18 +185,6 @@ fn no_collector_message(endpoint: &str) -> String {
         "infermon demo: no OpenTelemetry collector at {endpoint}, so traces and metrics are not \
          exported. Start the stack with scripts/start-stack.sh, or pass --no-otlp to silence \
          this."
-    )
-}
-
-/// The one line a failed telemetry shutdown gets at exit (instead of the SDK's error value).
-fn shutdown_message(error: &TelemetryError, endpoint: &str) -> String {
-    let gave_up = match error {
-        TelemetryError::ShutdownTimedOut(t) => format!(", gave up after {t:?}"),
-        _ => String::new(),
-    };
-    format!(
-        "telemetry: the last spans and metrics could not be delivered to {endpoint} at exit \
-         and were dropped (is the collector running?{gave_up})"
     )
 }
 
@@ -795,21 +781,5 @@ mod tests {
         };
         assert!(engine_summary(&stuck, 40, 6).contains("2 were still in the engine"));
         assert!(!engine_summary(&engine, 41, 0).contains("cancelled"));
-    }
-
-    #[test]
-    fn shutdown_errors_become_one_line() {
-        let e = TelemetryError::Shutdown("InternalFailure(\"Failed to shutdown\")".into());
-        let line = shutdown_message(&e, "http://localhost:4317");
-        assert_eq!(
-            line,
-            "telemetry: the last spans and metrics could not be delivered to \
-             http://localhost:4317 at exit and were dropped (is the collector running?)"
-        );
-        assert!(!line.contains("InternalFailure"));
-        let timed_out = TelemetryError::ShutdownTimedOut(Duration::from_secs(5));
-        let line = shutdown_message(&timed_out, "http://c:4317");
-        assert!(line.contains("gave up after 5s"), "{line}");
-        assert_eq!(line.lines().count(), 1);
     }
 }

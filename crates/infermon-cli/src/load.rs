@@ -103,7 +103,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     // Flush the client spans before exiting; a collector that is not there costs at most the
     // shutdown timeout, and is not the run's failure.
     if let Err(e) = telemetry.shutdown() {
-        tracing::warn!("{e}");
+        tracing::warn!("{}", args.telemetry.shutdown_message(&e));
     }
     if summary.requests.sent > 0 && summary.requests.succeeded == 0 {
         anyhow::bail!(

@@ -231,7 +231,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     .await?;
     sim.shutdown().await;
     if let Err(e) = telemetry.shutdown() {
-        tracing::warn!("{e}");
+        tracing::warn!("{}", args.telemetry.shutdown_message(&e));
     }
     Ok(())
 }
