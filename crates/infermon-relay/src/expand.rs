@@ -354,7 +354,10 @@ fn map_attributes(span: &mut Span, model: &str, default_operation: &str) {
     }
     for (from, to) in [
         (vllm::USAGE_PROMPT_TOKENS, attr::GEN_AI_USAGE_INPUT_TOKENS),
-        (vllm::USAGE_COMPLETION_TOKENS, attr::GEN_AI_USAGE_OUTPUT_TOKENS),
+        (
+            vllm::USAGE_COMPLETION_TOKENS,
+            attr::GEN_AI_USAGE_OUTPUT_TOKENS,
+        ),
     ] {
         if let Some(n) = int_attr(&span.attributes, from) {
             added.push(int_kv(to, n));

@@ -200,7 +200,10 @@ mod tests {
     #[test]
     fn retryable_codes_follow_the_otlp_specification() {
         assert_eq!(retry_delay(&tonic::Status::unavailable("x")), Some(None));
-        assert_eq!(retry_delay(&tonic::Status::deadline_exceeded("x")), Some(None));
+        assert_eq!(
+            retry_delay(&tonic::Status::deadline_exceeded("x")),
+            Some(None)
+        );
         assert_eq!(retry_delay(&tonic::Status::invalid_argument("x")), None);
         assert_eq!(retry_delay(&tonic::Status::resource_exhausted("x")), None);
         let with_info = tonic::Status::with_error_details(

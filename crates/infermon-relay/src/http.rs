@@ -116,10 +116,9 @@ async fn export(State(state): State<AppState>, headers: HeaderMap, body: Body) -
             };
             let mut response = error(status, message);
             let seconds = state.intake.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(seconds),
-            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             response
         }
     }

@@ -130,7 +130,9 @@ impl RelayStats {
         counter(metric::SPANS_RECEIVED, unit::SPANS, |s| s.received);
         counter(metric::SPANS_EXPANDED, unit::SPANS, |s| s.expanded);
         counter(metric::SPANS_PASSED, unit::SPANS, |s| s.passed);
-        counter(metric::EXPORT_FAILURES, unit::EXPORTS, |s| s.export_failures);
+        counter(metric::EXPORT_FAILURES, unit::EXPORTS, |s| {
+            s.export_failures
+        });
 
         let stats = self.clone();
         meter
@@ -139,7 +141,10 @@ impl RelayStats {
             .with_callback(move |o| {
                 let s = stats.snapshot();
                 for why in Incomplete::ALL {
-                    o.observe(s.incomplete(why), &[KeyValue::new(ATTR_REASON, why.as_str())]);
+                    o.observe(
+                        s.incomplete(why),
+                        &[KeyValue::new(ATTR_REASON, why.as_str())],
+                    );
                 }
             })
             .build();

@@ -50,7 +50,10 @@ impl TraceService for FakeCollector {
 async fn start_collector(
     errors: Vec<tonic::Status>,
     delay: Duration,
-) -> (SocketAddr, mpsc::UnboundedReceiver<ExportTraceServiceRequest>) {
+) -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let collector = FakeCollector {
         errors: Arc::new(Mutex::new(errors.into())),
@@ -140,7 +143,9 @@ fn span_names(request: &ExportTraceServiceRequest) -> Vec<String> {
         .collect()
 }
 
-async fn next(rx: &mut mpsc::UnboundedReceiver<ExportTraceServiceRequest>) -> ExportTraceServiceRequest {
+async fn next(
+    rx: &mut mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
+) -> ExportTraceServiceRequest {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("the collector got nothing within 10 s")
@@ -188,10 +193,7 @@ async fn http_in_expanded_out() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/x-protobuf"
-    );
+    assert_eq!(response.headers()["content-type"], "application/x-protobuf");
     ExportTraceServiceResponse::decode(response.bytes().await.unwrap()).unwrap();
     let forwarded = next(&mut accepted).await;
     assert_eq!(
@@ -234,16 +236,27 @@ async fn http_bad_input_gets_otlp_errors_and_nothing_else_is_lost() {
 
     let (status, body, _) = post(&url, "application/json", None, b"{}".to_vec()).await;
     assert_eq!(status, 415);
-    assert!(body.message.contains("application/x-protobuf"), "{}", body.message);
+    assert!(
+        body.message.contains("application/x-protobuf"),
+        "{}",
+        body.message
+    );
 
-    let (status, _, _) = post(&url, "application/x-protobuf", Some(("content-encoding", "gzip")), good.clone()).await;
+    let (status, _, _) = post(
+        &url,
+        "application/x-protobuf",
+        Some(("content-encoding", "gzip")),
+        good.clone(),
+    )
+    .await;
     assert_eq!(status, 415);
 
     let (status, body, _) = post(&url, "application/x-protobuf", None, vec![0xFF; 64]).await;
     assert_eq!(status, 400);
     assert_eq!(body.code, Code::InvalidArgument as i32);
 
-    let (status, body, _) = post(&url, "application/x-protobuf", None, vec![0; 64 * 1024 + 1]).await;
+    let (status, body, _) =
+        post(&url, "application/x-protobuf", None, vec![0; 64 * 1024 + 1]).await;
     assert_eq!(status, 413);
     assert_eq!(body.code, Code::OutOfRange as i32);
 
@@ -370,7 +383,9 @@ async fn a_permanent_refusal_drops_the_batch_and_counts_it() {
 
 #[tokio::test]
 async fn retries_give_up_after_the_elapsed_limit() {
-    let errors = (0..1000).map(|_| tonic::Status::unavailable("down")).collect();
+    let errors = (0..1000)
+        .map(|_| tonic::Status::unavailable("down"))
+        .collect();
     let (upstream, _accepted) = start_collector(errors, Duration::ZERO).await;
     let mut config = config(upstream);
     config.retry.max_elapsed = Duration::from_millis(200);

@@ -166,7 +166,10 @@ fn a_complete_vllm_span_gets_queue_prefill_decode_and_first_token() {
     // first token at arrival + 0.5 s; prefill 0.35 s before it; queue 0.1 s before that; the
     // 50 ms between arrival and the queue (API server, tokenisation) stays a gap; decode 1.8 s
     // from the first token, ending 200 ms before the span (output handling).
-    assert_eq!(parent(&request), &expected_parent(&original, Some(ARRIVAL + 500 * MS)));
+    assert_eq!(
+        parent(&request),
+        &expected_parent(&original, Some(ARRIVAL + 500 * MS))
+    );
     assert_eq!(
         children(&request),
         vec![
@@ -235,7 +238,10 @@ fn missing_decode_keeps_the_other_phases() {
     let original = vllm_span(attrs);
     let mut request = request_with("vllm-a", vllm::SCOPE, vec![original.clone()]);
     let report = expand(&mut request);
-    assert_eq!(parent(&request), &expected_parent(&original, Some(ARRIVAL + 500 * MS)));
+    assert_eq!(
+        parent(&request),
+        &expected_parent(&original, Some(ARRIVAL + 500 * MS))
+    );
     assert_eq!(
         children(&request),
         vec![
@@ -387,11 +393,7 @@ fn other_spans_pass_through_unchanged() {
     no_vllm_attributes.attributes.clear();
 
     let other_scope = request_with("vllm-a", "my.app", vec![vllm_like]);
-    let same_scope = request_with(
-        "vllm-a",
-        vllm::SCOPE,
-        vec![other_name, no_vllm_attributes],
-    );
+    let same_scope = request_with("vllm-a", vllm::SCOPE, vec![other_name, no_vllm_attributes]);
     for original in [other_scope, same_scope] {
         let mut request = original.clone();
         let report = expand(&mut request);

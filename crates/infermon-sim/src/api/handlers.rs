@@ -230,10 +230,7 @@ struct PlannedChoices {
 }
 
 /// Every choice of the request: its prompt, its output script, its echo.
-fn plan_choices(
-    sim: &SimHandle,
-    generation: &Generation<'_>,
-) -> Result<PlannedChoices, ApiError> {
+fn plan_choices(sim: &SimHandle, generation: &Generation<'_>) -> Result<PlannedChoices, ApiError> {
     let sampling = generation.sampling;
     let served = sim.model();
     if generation.model != served {
