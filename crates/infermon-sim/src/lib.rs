@@ -34,12 +34,13 @@
 //!   `chunked_prefill`, `max_model_len`), `[kv_cache]` (`block_size`, `gpu_memory_utilization`,
 //!   `prefix_caching`), `[output]` (natural output length range), `[faults]` (always-on faults),
 //!   `scenario` (path to a fault scenario TOML), `metrics` (`"vllm"`, the default: serve
-//!   `GET /metrics` in vLLM's Prometheus text format; `"none"`), `simulated_gpus`,
-//!   `max_body_bytes`.
+//!   `GET /metrics` in vLLM's Prometheus text format; `"none"`), `trace_format`
+//!   ([`TraceFormat`]: `"infermon"`, `"vllm"`, `"both"`), `simulated_gpus`, `max_body_bytes`.
 //! - [`Profile`]: `Profile::builtin(name)`, `Profile::load(path)`, `Profile::resolve(name_or_path)`,
 //!   `Profile::builtin_names()`.
 //! - [`Scenario`]: fault schedule, `Scenario::load(path)`; see `docs/simulator.md`.
-//! - [`Simulator::start`] → [`SimHandle`] (cheap to clone): `router()` gives the axum
+//! - [`Simulator::start`], or [`Simulator::start_with_vllm_traces`] with a [`VllmTraces`]
+//!   provider for vLLM-shaped spans → [`SimHandle`] (cheap to clone): `router()` gives the axum
 //!   [`axum::Router`] (`/v1/chat/completions`, `/v1/completions`, `/v1/models`, `/health`,
 //!   `/ping`, `/version`, `/tokenize`, `/detokenize`, and `/metrics` unless `metrics = "none"`),
 //!   `stats()` a snapshot of engine state ([`EngineStats`]),

@@ -425,3 +425,55 @@ fn model_comes_from_the_service_and_operation_from_the_request_id() {
         Some("cmpl-77")
     );
 }
+
+mod fuzz {
+    //! Property-based stand-in for a fuzz target (no nightly toolchain here): any attribute
+    //! values, any span bounds — the expansion never panics, never drops or duplicates a span,
+    //! and never produces a child outside its parent.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = Option<any_value::Value>> {
+        prop_oneof![
+            Just(None),
+            any::<f64>().prop_map(|v| Some(any_value::Value::DoubleValue(v))),
+            (-1e3f64..1e3).prop_map(|v| Some(any_value::Value::DoubleValue(v))),
+            any::<i64>().prop_map(|v| Some(any_value::Value::IntValue(v))),
+            ".{0,8}".prop_map(|s| Some(any_value::Value::StringValue(s))),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn expansion_is_total_and_bounded(
+            ttft in value(), queue in value(), prefill in value(), decode in value(),
+            start in any::<u64>(), len in any::<u64>(), id_len in 0usize..10,
+        ) {
+            let mut attributes = Vec::new();
+            for (key, v) in [
+                (vllm::LATENCY_TIME_TO_FIRST_TOKEN, ttft),
+                (vllm::LATENCY_TIME_IN_QUEUE, queue),
+                (vllm::LATENCY_TIME_IN_MODEL_PREFILL, prefill),
+                (vllm::LATENCY_TIME_IN_MODEL_DECODE, decode),
+            ] {
+                if let Some(v) = v {
+                    attributes.push(kv(key, v));
+                }
+            }
+            attributes.push(string_kv(vllm::REQUEST_ID, "x".to_owned()));
+            let mut span = vllm_span(attributes);
+            span.span_id = vec![7; id_len];
+            span.start_time_unix_nano = start;
+            span.end_time_unix_nano = start.saturating_add(len);
+            let mut request = request_with("vllm-a", vllm::SCOPE, vec![span.clone()]);
+            let report = expand(&mut request);
+            prop_assert_eq!(report.received, 1);
+            prop_assert_eq!(parent(&request).span_id.clone(), span.span_id.clone());
+            for child in children(&request) {
+                prop_assert!(child.start_time_unix_nano >= span.start_time_unix_nano);
+                prop_assert!(child.end_time_unix_nano <= span.end_time_unix_nano);
+                prop_assert!(child.start_time_unix_nano <= child.end_time_unix_nano);
+            }
+        }
+    }
+}
