@@ -242,3 +242,29 @@ async fn forwards_an_expanded_vllm_span_and_stops_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// The simulator's vLLM span mode, the relay's test input: offered in `sim --help`, and a
+/// wrong value is one line.
+#[test]
+fn sim_offers_the_vllm_trace_format() {
+    let sim = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_infermon"))
+            .arg("sim")
+            .args(args)
+            .env_remove("INFERMON_TRACE_FORMAT")
+            .env_remove("INFERMON_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let help = sim(&["--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--trace-format") && help.contains("llm_request"),
+        "{help}"
+    );
+    let out = sim(&["--trace-format", "jaeger"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("vllm"), "{err}");
+}
