@@ -128,6 +128,9 @@ pub struct TraceSpan {
     pub service: String,
     pub tags: serde_json::Map<String, Value>,
     pub events: Vec<(String, serde_json::Map<String, Value>)>,
+    /// Start, microseconds since the Unix epoch (Jaeger's resolution).
+    pub start_us: u64,
+    pub duration_us: u64,
 }
 
 impl Jaeger {
@@ -136,6 +139,30 @@ impl Jaeger {
             base: base.trim_end_matches('/').to_string(),
             http: client(),
         }
+    }
+
+    /// Ids of the latest traces (at most `limit`) with a span from `service`.
+    pub async fn trace_ids(&self, service: &str, limit: usize) -> Result<Vec<String>, String> {
+        let url = format!(
+            "{}/api/traces?service={service}&limit={limit}&lookback=1h",
+            self.base
+        );
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        Ok(body["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["traceID"].as_str().map(str::to_string))
+            .collect())
     }
 
     /// The spans of one trace, or `None` while Jaeger does not have it.
@@ -179,6 +206,8 @@ impl Jaeger {
                     .unwrap_or_default()
                     .to_string(),
                 tags: key_values(&s["tags"]),
+                start_us: s["startTime"].as_u64().unwrap_or_default(),
+                duration_us: s["duration"].as_u64().unwrap_or_default(),
                 events: s["logs"]
                     .as_array()
                     .into_iter()

@@ -1,4 +1,5 @@
-//! `infermon`: run the engine simulator, drive load, watch a live demo, export GPU telemetry.
+//! `infermon`: run the engine simulator, drive load, watch a live demo, export GPU telemetry,
+//! relay vLLM's traces.
 
 mod alerts;
 mod args;
@@ -6,6 +7,7 @@ mod config_file;
 mod demo;
 mod gpu_agent;
 mod load;
+mod relay;
 mod signal;
 mod sim;
 
@@ -19,13 +21,13 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 #[command(
     name = "infermon",
     version,
-    about = "OpenTelemetry-native observability for LLM inference: simulator, load generator, demo, GPU agent.",
+    about = "OpenTelemetry-native observability for LLM inference: simulator, load generator, demo, GPU agent, vLLM trace relay.",
     long_about = None,
     after_help = "Every flag can also be set by the environment variable shown in its help, or in \
         the --config file.\nQuick start (nothing else needed): infermon demo"
 )]
 pub(crate) struct Cli {
-    /// TOML file with defaults for any flag: a [sim], [load], [demo] or [gpu-agent] table whose
+    /// TOML file with defaults for any flag: a [sim], [load], [demo], [gpu-agent] or [relay] table whose
     /// keys are long flag names. Command-line flags and environment variables take precedence.
     #[arg(long, global = true, value_name = "FILE", env = "INFERMON_CONFIG")]
     config: Option<PathBuf>,
@@ -46,6 +48,17 @@ enum Command {
     GpuAgent(gpu_agent::GpuAgentArgs),
     /// List firing alerts, acknowledge (silence) and unacknowledge them in Alertmanager.
     Alerts(alerts::AlertsArgs),
+    /// OTLP trace relay for vLLM: adds queue/prefill/decode child spans to vLLM's request span.
+    ///
+    /// Point vLLM's --otlp-traces-endpoint at it (OTLP/gRPC, or OTLP/HTTP protobuf with
+    /// OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/protobuf). For each vLLM 0.33 `llm_request` span
+    /// it adds queue, prefill and decode child spans and a first_token event rebuilt from the
+    /// span's latency attributes, renames the span `{operation} {model}` and adds the infermon
+    /// contract's attributes beside vLLM's; phases it cannot rebuild honestly are left out and
+    /// counted. Every other span passes through unchanged. Spans go on to --upstream through a
+    /// bounded queue with retries; a full queue is refused with RESOURCE_EXHAUSTED (gRPC) or 429
+    /// (HTTP) and a retry delay.
+    Relay(relay::RelayArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +84,7 @@ fn main() -> ExitCode {
                     Command::Demo(args) => demo::run(args).await,
                     Command::GpuAgent(args) => gpu_agent::run(args).await,
                     Command::Alerts(args) => alerts::run(args).await,
+                    Command::Relay(args) => relay::run(args).await,
                 }
             })
         });

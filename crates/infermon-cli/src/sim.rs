@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use infermon::contract::{value, INSTRUMENTATION_SCOPE};
-use infermon_sim::{MetricsFormat, ServeOptions, SimConfig, SimHandle, SimTelemetry, Simulator};
+use infermon_sim::{
+    MetricsFormat, ServeOptions, SimConfig, SimHandle, SimTelemetry, Simulator, TraceFormat,
+    VllmTraces,
+};
+use opentelemetry_sdk::trace::Sampler;
 use tokio::net::TcpListener;
 
 use crate::args::{parse_duration, TelemetryArgs};
@@ -34,6 +38,13 @@ pub struct SimArgs {
 
     #[command(flatten)]
     pub engine: EngineArgs,
+
+    /// Request spans to emit: infermon (the contract's request span with queue/prefill/decode
+    /// children), vllm (vLLM 0.33's flat `llm_request` span instead, scope vllm.tracing.otel,
+    /// for testing `infermon relay`), or both (the contract spans are then the ground truth)
+    /// [default: the --sim-config file's trace_format, else infermon].
+    #[arg(long, value_enum, value_name = "FORMAT", env = "INFERMON_TRACE_FORMAT")]
+    pub trace_format: Option<TraceFormatArg>,
 
     #[command(flatten)]
     pub server: ServerArgs,
@@ -135,6 +146,42 @@ pub struct EngineArgs {
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum TraceFormatArg {
+    Infermon,
+    Vllm,
+    Both,
+}
+
+impl From<TraceFormatArg> for TraceFormat {
+    fn from(arg: TraceFormatArg) -> Self {
+        match arg {
+            TraceFormatArg::Infermon => TraceFormat::Infermon,
+            TraceFormatArg::Vllm => TraceFormat::Vllm,
+            TraceFormatArg::Both => TraceFormat::Both,
+        }
+    }
+}
+
+/// Starts the engine emitting vLLM-shaped request spans (`--trace-format vllm|both`) through
+/// their own provider, with vLLM's resource, to the same collector as the rest.
+fn start_with_vllm_traces(
+    config: SimConfig,
+    telemetry: &infermon::telemetry::TelemetryGuard,
+    args: &TelemetryArgs,
+) -> anyhow::Result<SimHandle> {
+    let traces = args
+        .exporting()
+        .then(|| VllmTraces::otlp(&args.endpoint(), args.service_name.as_deref()))
+        .transpose()?;
+    let meter = telemetry.meter(INSTRUMENTATION_SCOPE);
+    Ok(Simulator::start_with_vllm_traces(
+        config,
+        SimTelemetry::new(&meter),
+        traces,
+    )?)
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
 pub enum MetricsArg {
     /// No /metrics endpoint (telemetry goes out over OTLP only).
     None,
@@ -210,10 +257,25 @@ pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
 
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     // Check the configuration before binding or starting anything, so mistakes cost nothing.
-    args.engine.sim_config()?.resolve()?;
+    let mut config = args.engine.sim_config()?;
+    if let Some(format) = args.trace_format {
+        config.trace_format = format.into();
+    }
+    config.resolve()?;
     let listener = bind(&args.listen).await?;
-    let telemetry = args.telemetry.init(value::SERVICE_SIM, true)?;
-    let sim = args.engine.start(&telemetry)?;
+    let mut telemetry_config = args.telemetry.config(value::SERVICE_SIM, true);
+    if config.trace_format == TraceFormat::Vllm {
+        // vLLM's span instead of the contract's: these are still recorded (the request
+        // metrics derive from them) but not exported.
+        telemetry_config = telemetry_config.with_sampler(Sampler::AlwaysOff);
+    }
+    let telemetry =
+        infermon::telemetry::init(telemetry_config).context("cannot start telemetry")?;
+    let sim = if config.trace_format.emits_vllm() {
+        start_with_vllm_traces(config, &telemetry, &args.telemetry)?
+    } else {
+        args.engine.start(&telemetry)?
+    };
     let address = listener.local_addr()?;
     eprintln!(
         "infermon sim: serving `{}` ({}, simulated) on http://{address}/v1; Ctrl-C stops",

@@ -38,7 +38,7 @@ fn help_lists_every_command_and_every_command_has_help() {
     let out = run(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for command in ["sim", "load", "demo", "gpu-agent"] {
+    for command in ["sim", "load", "demo", "gpu-agent", "relay"] {
         assert!(help.contains(command), "{command} missing from:\n{help}");
         let sub = run(&[command, "--help"]);
         assert!(sub.status.success(), "{command} --help failed");

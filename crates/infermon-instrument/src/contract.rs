@@ -380,6 +380,91 @@ pub mod buckets {
     ];
 }
 
+/// `infermon relay`: the vLLM request span it recognises (vLLM's names, the input vocabulary)
+/// and the relay's own metrics, attribute and reason values.
+pub mod relay {
+    /// `service.name` default of `infermon relay`.
+    pub const SERVICE_RELAY: &str = "infermon-relay";
+    /// Attribute of the relay's counters: why a span was incomplete or dropped.
+    pub const ATTR_REASON: &str = "infermon.relay.reason";
+
+    /// vLLM 0.33.0's per-request span, as `vllm/v1/engine/output_processor.py`
+    /// (`OutputProcessor.do_tracing`) and `vllm/tracing/` of the released wheel build it. These
+    /// are vLLM's names, not ours: the relay recognises and maps them, the simulator's vLLM
+    /// trace mode imitates them.
+    pub mod vllm {
+        /// The span name (`do_tracing`: `span_name="llm_request"`).
+        pub const SPAN_NAME: &str = "llm_request";
+        /// The instrumentation scope: `manual_instrument_otel` calls
+        /// `trace.get_tracer(__name__)` in `vllm/tracing/otel.py`.
+        pub const SCOPE: &str = "vllm.tracing.otel";
+        /// Resource attributes `init_otel_tracer` sets (`vllm/tracing/otel.py`).
+        pub const RESOURCE_INSTRUMENTING_MODULE: &str = "vllm.instrumenting_module_name";
+        pub const RESOURCE_PROCESS_ID: &str = "vllm.process_id";
+        /// The module name `AsyncLLM` passes to `init_tracer` (`vllm/v1/engine/async_llm.py`).
+        pub const INSTRUMENTING_MODULE: &str = "vllm.llm_engine";
+        // `SpanAttributes` in `vllm/tracing/utils.py`.
+        pub const USAGE_COMPLETION_TOKENS: &str = "gen_ai.usage.completion_tokens";
+        pub const USAGE_PROMPT_TOKENS: &str = "gen_ai.usage.prompt_tokens";
+        pub const REQUEST_MAX_TOKENS: &str = "gen_ai.request.max_tokens";
+        pub const REQUEST_TOP_P: &str = "gen_ai.request.top_p";
+        pub const REQUEST_TEMPERATURE: &str = "gen_ai.request.temperature";
+        pub const REQUEST_ID: &str = "gen_ai.request.id";
+        pub const REQUEST_N: &str = "gen_ai.request.n";
+        /// Seconds, engine-core clock: first SCHEDULED minus QUEUED.
+        pub const LATENCY_TIME_IN_QUEUE: &str = "gen_ai.latency.time_in_queue";
+        /// Seconds, frontend clock: arrival to the frontend's handling of the first token.
+        pub const LATENCY_TIME_TO_FIRST_TOKEN: &str = "gen_ai.latency.time_to_first_token";
+        /// Seconds, frontend clock: arrival to the frontend's handling of the last output.
+        pub const LATENCY_E2E: &str = "gen_ai.latency.e2e";
+        /// Seconds, engine-core clock: first token minus first SCHEDULED.
+        pub const LATENCY_TIME_IN_MODEL_PREFILL: &str = "gen_ai.latency.time_in_model_prefill";
+        /// Seconds, engine-core clock: last token minus first token.
+        pub const LATENCY_TIME_IN_MODEL_DECODE: &str = "gen_ai.latency.time_in_model_decode";
+        /// Seconds, engine-core clock: last token minus first SCHEDULED (prefill + decode).
+        pub const LATENCY_TIME_IN_MODEL_INFERENCE: &str = "gen_ai.latency.time_in_model_inference";
+        /// Prefix of vLLM's OpenAI server request ids for chat completions
+        /// (`vllm/entrypoints/openai/chat_completion/serving.py`).
+        pub const CHAT_REQUEST_ID_PREFIX: &str = "chatcmpl-";
+        /// Prefix of vLLM's OpenAI server request ids for text completions
+        /// (`vllm/entrypoints/openai/completion/serving.py`).
+        pub const COMPLETION_REQUEST_ID_PREFIX: &str = "cmpl-";
+    }
+
+    /// The relay's metric names (OTLP form).
+    pub mod metric {
+        pub const SPANS_RECEIVED: &str = "infermon.relay.spans.received";
+        pub const SPANS_EXPANDED: &str = "infermon.relay.spans.expanded";
+        pub const SPANS_PASSED: &str = "infermon.relay.spans.passed";
+        pub const SPANS_INCOMPLETE: &str = "infermon.relay.spans.incomplete";
+        pub const SPANS_DROPPED: &str = "infermon.relay.spans.dropped";
+        pub const QUEUE_DEPTH: &str = "infermon.relay.queue.depth";
+        pub const EXPORT_FAILURES: &str = "infermon.relay.export.failures";
+    }
+
+    /// Values of [`ATTR_REASON`].
+    pub mod reason {
+        /// Incomplete: a latency attribute a phase needs is absent or not a number.
+        pub const MISSING_ATTRIBUTE: &str = "missing_attribute";
+        /// Incomplete: a latency attribute is negative, NaN or infinite.
+        pub const INVALID_VALUE: &str = "invalid_value";
+        /// Incomplete: no first token (time to first token 0, vLLM's value when the request
+        /// ended before producing one, e.g. an engine abort), so no phase can be anchored.
+        pub const NO_FIRST_TOKEN: &str = "no_first_token";
+        /// Incomplete: a phase would extend past the request span (e.g. an engine abort's
+        /// meaningless prefill, measured from an unset scheduling time).
+        pub const EXCEEDS_SPAN: &str = "exceeds_span";
+        /// Dropped: the queue to the collector was full; the sender got a retryable refusal.
+        pub const QUEUE_FULL: &str = "queue_full";
+        /// Dropped: the collector kept failing until the retries ran out.
+        pub const EXPORT_FAILED: &str = "export_failed";
+        /// Dropped: the collector refused the batch with a non-retryable error.
+        pub const UPSTREAM_REJECTED: &str = "upstream_rejected";
+        /// Dropped: still queued when the relay stopped.
+        pub const SHUTDOWN: &str = "shutdown";
+    }
+}
+
 /// Instrument kinds as they appear in the glossary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Instrument {
@@ -774,6 +859,62 @@ pub const METRICS: &[MetricSpec] = &[
         attributes: &[INFERMON_SIGNAL],
         prometheus: "infermon_telemetry_export_failures_total",
         description: "Failed OTLP export attempts, by signal (traces or metrics).",
+    },
+    MetricSpec {
+        name: relay::metric::SPANS_RECEIVED,
+        instrument: Counter,
+        unit: unit::SPANS,
+        attributes: &[],
+        prometheus: "infermon_relay_spans_received_total",
+        description: "Spans the relay received (OTLP/gRPC and OTLP/HTTP).",
+    },
+    MetricSpec {
+        name: relay::metric::SPANS_EXPANDED,
+        instrument: Counter,
+        unit: unit::SPANS,
+        attributes: &[],
+        prometheus: "infermon_relay_spans_expanded_total",
+        description: "vLLM request spans given queue/prefill/decode children.",
+    },
+    MetricSpec {
+        name: relay::metric::SPANS_PASSED,
+        instrument: Counter,
+        unit: unit::SPANS,
+        attributes: &[],
+        prometheus: "infermon_relay_spans_passed_total",
+        description: "Spans passed through unchanged (not vLLM request spans).",
+    },
+    MetricSpec {
+        name: relay::metric::SPANS_INCOMPLETE,
+        instrument: Counter,
+        unit: unit::SPANS,
+        attributes: &[relay::ATTR_REASON],
+        prometheus: "infermon_relay_spans_incomplete_total",
+        description: "vLLM request spans passed on with some phases not rebuilt, by reason.",
+    },
+    MetricSpec {
+        name: relay::metric::SPANS_DROPPED,
+        instrument: Counter,
+        unit: unit::SPANS,
+        attributes: &[relay::ATTR_REASON],
+        prometheus: "infermon_relay_spans_dropped_total",
+        description: "Spans the relay did not deliver to the collector, by reason.",
+    },
+    MetricSpec {
+        name: relay::metric::QUEUE_DEPTH,
+        instrument: Gauge,
+        unit: unit::SPANS,
+        attributes: &[],
+        prometheus: "infermon_relay_queue_depth",
+        description: "Spans waiting in the relay's queue to the collector.",
+    },
+    MetricSpec {
+        name: relay::metric::EXPORT_FAILURES,
+        instrument: Counter,
+        unit: unit::EXPORTS,
+        attributes: &[],
+        prometheus: "infermon_relay_export_failures_total",
+        description: "Failed export attempts from the relay to the collector (each retry counts).",
     },
 ];
 

@@ -35,6 +35,8 @@ pub struct SimConfig {
     pub scenario: Option<PathBuf>,
     /// Serve `GET /metrics` in vLLM's Prometheus text format.
     pub metrics: MetricsFormat,
+    /// Request spans: infermon's (default), vLLM's flat `llm_request` span, or both.
+    pub trace_format: crate::vllm_trace::TraceFormat,
     /// Simulated GPUs whose telemetry follows the engine's load (0 = none).
     pub simulated_gpus: u32,
     /// Largest accepted request body; larger ones get 413.
@@ -54,6 +56,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             scenario: None,
             metrics: MetricsFormat::Vllm,
+            trace_format: crate::vllm_trace::TraceFormat::Infermon,
             simulated_gpus: 0,
             max_body_bytes: 4 * 1024 * 1024,
         }

@@ -27,6 +27,7 @@ use crate::roofline::{step_time, StepWork};
 use crate::scheduler::{Scheduler, SchedulerLimits, SeqId, SeqSpec, StepPlan, TokenOut};
 use crate::telemetry::Lifecycle;
 use crate::vllm_format::{CacheInfo, FinishedReason, FinishedRequest, VllmGauges, VllmMetrics};
+use crate::vllm_trace::{EngineTimes, VllmSpan, VllmTraces};
 
 /// How far (wall time) the engine may fall behind its simulated schedule and still catch up by
 /// running steps back to back; beyond it the schedule restarts from now, so a stalled host
@@ -124,6 +125,8 @@ pub struct Submission {
     pub arrived_at: Instant,
     pub queue_position: u64,
     pub events: mpsc::UnboundedSender<Event>,
+    /// Set when vLLM-shaped spans are on.
+    pub vllm_span: Option<VllmSpan>,
 }
 
 pub enum Command {
@@ -221,6 +224,8 @@ pub struct Shared {
     pub rejected: AtomicU64,
     pub stats: Mutex<EngineStats>,
     pub vllm: Option<Mutex<VllmMetrics>>,
+    /// vLLM-shaped request spans (`trace_format` vllm or both).
+    pub vllm_traces: Option<crate::vllm_trace::VllmTraces>,
     pub commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -290,9 +295,25 @@ struct Client {
     scheduled: Option<SystemTime>,
     first_token: Option<SystemTime>,
     last_token: Option<SystemTime>,
+    vllm_span: Option<VllmSpan>,
 }
 
 impl Client {
+    /// vLLM's span for a request that ended in the engine (vLLM emits none for a client that
+    /// went away).
+    fn emit_vllm_span(&self, traces: Option<&VllmTraces>, at: SystemTime) {
+        if let (Some(traces), Some(span)) = (traces, &self.vllm_span) {
+            let times = EngineTimes {
+                queued: Some(self.arrived),
+                scheduled: self.scheduled,
+                first_token: self.first_token,
+                last_token: self.last_token,
+                generation_tokens: self.generated,
+            };
+            traces.emit(span, &times, at);
+        }
+    }
+
     fn vllm_record(&self, reason: FinishedReason, at: SystemTime) -> FinishedRequest {
         let scheduled = self.scheduled.unwrap_or(at);
         let first = self.first_token.unwrap_or(at);
@@ -498,6 +519,7 @@ impl Engine {
                 scheduled: None,
                 first_token: None,
                 last_token: None,
+                vllm_span: s.vllm_span,
             },
         );
     }
@@ -584,6 +606,7 @@ impl Engine {
                     let record = c.vllm_record(reason.vllm(), at);
                     self.vllm_pending.finished.push(record);
                 }
+                c.emit_vllm_span(self.shared.vllm_traces.as_ref(), at);
                 self.stats.finished += 1;
                 self.clients.remove(&t.id);
             }
@@ -610,6 +633,7 @@ impl Engine {
             Exit::Failed(failure) => {
                 let _ = c.events.send(Event::Failed(failure));
                 c.lifecycle.fail(failure.error_type(), at);
+                c.emit_vllm_span(self.shared.vllm_traces.as_ref(), at);
                 self.stats.failed += 1;
                 FinishedReason::Error
             }

@@ -34,12 +34,13 @@
 //!   `chunked_prefill`, `max_model_len`), `[kv_cache]` (`block_size`, `gpu_memory_utilization`,
 //!   `prefix_caching`), `[output]` (natural output length range), `[faults]` (always-on faults),
 //!   `scenario` (path to a fault scenario TOML), `metrics` (`"vllm"`, the default: serve
-//!   `GET /metrics` in vLLM's Prometheus text format; `"none"`), `simulated_gpus`,
-//!   `max_body_bytes`.
+//!   `GET /metrics` in vLLM's Prometheus text format; `"none"`), `trace_format`
+//!   ([`TraceFormat`]: `"infermon"`, `"vllm"`, `"both"`), `simulated_gpus`, `max_body_bytes`.
 //! - [`Profile`]: `Profile::builtin(name)`, `Profile::load(path)`, `Profile::resolve(name_or_path)`,
 //!   `Profile::builtin_names()`.
 //! - [`Scenario`]: fault schedule, `Scenario::load(path)`; see `docs/simulator.md`.
-//! - [`Simulator::start`] → [`SimHandle`] (cheap to clone): `router()` gives the axum
+//! - [`Simulator::start`], or [`Simulator::start_with_vllm_traces`] with a [`VllmTraces`]
+//!   provider for vLLM-shaped spans → [`SimHandle`] (cheap to clone): `router()` gives the axum
 //!   [`axum::Router`] (`/v1/chat/completions`, `/v1/completions`, `/v1/models`, `/health`,
 //!   `/ping`, `/version`, `/tokenize`, `/detokenize`, and `/metrics` unless `metrics = "none"`),
 //!   `stats()` a snapshot of engine state ([`EngineStats`]),
@@ -68,6 +69,7 @@ mod server;
 mod telemetry;
 pub mod tokens;
 pub mod vllm_format;
+pub mod vllm_trace;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -87,6 +89,7 @@ pub use faults::{ErrorFault, ErrorKind, Faults, Scenario, TimedFaults};
 pub use profile::{GpuSpec, ModelSpec, Profile, DEFAULT_PROFILE};
 pub use server::{serve, serve_with, ServeOptions};
 pub use telemetry::SimTelemetry;
+pub use vllm_trace::{TraceFormat, VllmTraces};
 
 use engine::{Command, Engine, Shared, SimClock};
 use gpu::SimulatedGpus;
@@ -99,6 +102,16 @@ impl Simulator {
     /// Resolves `config` (profile, scenario, limits), then spawns the engine task on the current
     /// Tokio runtime.
     pub fn start(config: SimConfig, telemetry: SimTelemetry) -> Result<SimHandle, SimError> {
+        Self::start_with_vllm_traces(config, telemetry, None)
+    }
+
+    /// [`start`](Self::start), emitting vLLM's request spans through `vllm_traces` when the
+    /// configuration's `trace_format` asks for them.
+    pub fn start_with_vllm_traces(
+        config: SimConfig,
+        telemetry: SimTelemetry,
+        vllm_traces: Option<VllmTraces>,
+    ) -> Result<SimHandle, SimError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| SimError::NoRuntime)?;
         let resolved = config.resolve()?;
         let scenario = match &config.scenario {
@@ -117,6 +130,7 @@ impl Simulator {
             vllm: (config.metrics == MetricsFormat::Vllm)
                 .then(|| Mutex::new(VllmMetrics::new(resolved.max_model_len))),
             commands,
+            vllm_traces: vllm_traces.filter(|_| config.trace_format.emits_vllm()),
             resolved,
         });
         let engine = Engine::new(Arc::clone(&shared), engine_metrics);
@@ -200,6 +214,10 @@ impl SimHandle {
         let gpus = engine::lock(&self.gpus).take();
         if let Some(gpus) = gpus {
             gpus.shutdown().await;
+        }
+        if let Some(traces) = self.shared.vllm_traces.clone() {
+            // The provider's shutdown blocks until its export thread has flushed.
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
         }
     }
 

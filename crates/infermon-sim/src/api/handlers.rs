@@ -9,6 +9,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::vllm_trace::VllmSpan;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -376,6 +377,17 @@ async fn generate(
             arrived_at,
             queue_position: first_position + k as u64,
             events,
+            vllm_span: shared.vllm_traces.as_ref().map(|_| VllmSpan {
+                parent: parent.clone(),
+                arrived,
+                request_id: response_id.clone(),
+                prompt_tokens: prompt_tokens[choice.prompt],
+                max_tokens: max_tokens[choice.prompt],
+                // vLLM's defaults when the request leaves them out (OpenAI's 1.0).
+                temperature: sampling.temperature.unwrap_or(1.0),
+                top_p: sampling.top_p.unwrap_or(1.0),
+                n: sampling.n.unwrap_or(1),
+            }),
         };
         if let Err(mpsc::error::SendError(command)) =
             shared.commands.send(Command::Submit(Box::new(submission)))

@@ -1,0 +1,195 @@
+//! vLLM's traces through `infermon relay`, end to end: `infermon sim --trace-format both` emits,
+//! per request, vLLM 0.33.0's flat `llm_request` span beside infermon's own span tree (the
+//! ground truth); both go through the relay (the contract spans pass through unchanged) to the
+//! real collector and Jaeger. The load generator starts each trace (`traceparent`).
+//!
+//! Asserted through Jaeger's API: the relay's rebuilt queue/prefill/decode children of the vLLM
+//! span start and end within 1 ms of the simulator's own phase spans, the vLLM span is renamed
+//! with the configured model, and it is a child of the load generator's client span in the same
+//! trace, as the contract span is.
+
+use std::time::Duration;
+
+use infermon::contract::relay::vllm;
+use infermon::contract::{attr, span as names};
+use infermon_e2e::http_api::{eventually, wait_healthy, Jaeger, TraceSpan};
+use infermon_e2e::stack::{free_port, infermon_bin, Process, Stack};
+
+const SIM_SERVICE: &str = "infermon-sim-relay-e2e";
+const LOAD_SERVICE: &str = "infermon-load-relay-e2e";
+const MODEL: &str = "relayed-llama";
+/// The bound on rebuilt timings against the simulator's ground truth.
+const TOLERANCE_US: i64 = 1_000;
+
+/// The checks on one trace; `Err` says what is not there (yet).
+fn check_trace(spans: &[TraceSpan]) -> Result<usize, String> {
+    let client = spans
+        .iter()
+        .find(|s| s.service == LOAD_SERVICE)
+        .ok_or("no load generator span")?;
+    let vllm_span = spans
+        .iter()
+        .find(|s| s.tags.contains_key(vllm::REQUEST_ID))
+        .ok_or("no vLLM span (yet)")?;
+    let contract = spans
+        .iter()
+        .find(|s| {
+            s.service == SIM_SERVICE
+                && s.tags.contains_key(attr::GEN_AI_RESPONSE_ID)
+                && !s.tags.contains_key(vllm::REQUEST_ID)
+        })
+        .ok_or("no contract request span (yet)")?;
+    if vllm_span.name != format!("chat {MODEL}") {
+        return Err(format!("vLLM span not renamed: {}", vllm_span.name));
+    }
+    for request in [vllm_span, contract] {
+        if request.parent_id.as_deref() != Some(client.span_id.as_str()) {
+            return Err(format!(
+                "{} is not a child of the load generator's span",
+                request.name
+            ));
+        }
+    }
+    if !vllm_span
+        .events
+        .iter()
+        .any(|(name, _)| name == names::EVENT_FIRST_TOKEN)
+    {
+        return Err("no first_token event on the vLLM span".into());
+    }
+    let child = |parent: &TraceSpan, name: &str| {
+        spans
+            .iter()
+            .find(|s| s.parent_id.as_deref() == Some(parent.span_id.as_str()) && s.name == name)
+            .cloned()
+            .ok_or(format!("no {name} child of {}", parent.span_id))
+    };
+    let mut checked = 0;
+    for phase in [names::QUEUE, names::PREFILL, names::DECODE] {
+        let rebuilt = child(vllm_span, phase)?;
+        let truth = child(contract, phase)?;
+        let start_off = rebuilt.start_us as i64 - truth.start_us as i64;
+        let end_off = (rebuilt.start_us + rebuilt.duration_us) as i64
+            - (truth.start_us + truth.duration_us) as i64;
+        println!("RELAY: {phase}: start {start_off} µs, end {end_off} µs from the ground truth");
+        if start_off.abs() > TOLERANCE_US || end_off.abs() > TOLERANCE_US {
+            panic!(
+                "{phase}: rebuilt [{}, +{}] µs vs ground truth [{}, +{}] µs",
+                rebuilt.start_us, rebuilt.duration_us, truth.start_us, truth.duration_us
+            );
+        }
+        checked += 1;
+    }
+    Ok(checked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vllm_spans_are_expanded_on_the_way_to_jaeger() {
+    let bin = infermon_bin();
+    let stack = Stack::start(&["prometheus", "jaeger", "otelcol"], &[]);
+    let jaeger = Jaeger::new(stack.jaeger_url());
+    let collector = stack.otlp_endpoint().to_string();
+
+    let (grpc, http) = (free_port(), free_port());
+    let relay_endpoint = format!("http://127.0.0.1:{grpc}");
+    let mut relay = Process::spawn(
+        "relay",
+        &bin,
+        &[
+            "relay",
+            "--upstream",
+            &collector,
+            "--grpc-listen",
+            &format!("127.0.0.1:{grpc}"),
+            "--http-listen",
+            &format!("127.0.0.1:{http}"),
+            "--model-for",
+            &format!("{SIM_SERVICE}={MODEL}"),
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
+            ("OTEL_SERVICE_NAME", "infermon-relay-e2e"),
+        ],
+    );
+
+    // Spans (both kinds) to the relay; metrics straight to the collector.
+    let sim_addr = format!("127.0.0.1:{}", free_port());
+    let sim_url = format!("http://{sim_addr}");
+    let mut sim = Process::spawn(
+        "sim",
+        &bin,
+        &[
+            "sim",
+            "--listen",
+            &sim_addr,
+            "--time-scale",
+            "10",
+            "--trace-format",
+            "both",
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", relay_endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", collector.as_str()),
+            ("OTEL_SERVICE_NAME", SIM_SERVICE),
+            ("OTEL_BSP_SCHEDULE_DELAY", "500"),
+        ],
+    );
+    wait_healthy(&format!("{sim_url}/health")).await;
+
+    let mut load = Process::spawn(
+        "load",
+        &bin,
+        &[
+            "load",
+            "--url",
+            &sim_url,
+            "--json",
+            "--quiet",
+            "--rate",
+            "4",
+            "--duration",
+            "3s",
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
+            ("OTEL_SERVICE_NAME", LOAD_SERVICE),
+            ("OTEL_BSP_SCHEDULE_DELAY", "500"),
+        ],
+    );
+    let status = load.wait(Duration::from_secs(60)).expect("load finished");
+    assert!(status.success(), "load failed:\n{}", load.output());
+
+    let checked = eventually(
+        "a load generator trace with the vLLM span expanded",
+        Duration::from_secs(60),
+        || {
+            let jaeger = jaeger.clone();
+            async move {
+                let ids = jaeger.trace_ids(LOAD_SERVICE, 20).await?;
+                let mut last = format!("{} traces, none complete", ids.len());
+                for id in ids {
+                    if let Some(spans) = jaeger.trace(&id).await? {
+                        match check_trace(&spans) {
+                            Ok(n) => return Ok(Some((id, n))),
+                            Err(problem) => last = format!("trace {id}: {problem}"),
+                        }
+                    }
+                }
+                Err(last)
+            }
+        },
+    )
+    .await;
+    println!("RELAY: trace {} checked ({} phases)", checked.0, checked.1);
+
+    assert!(
+        sim.terminate(),
+        "sim did not stop cleanly:\n{}",
+        sim.output()
+    );
+    assert!(
+        relay.terminate(),
+        "relay did not stop cleanly:\n{}",
+        relay.output()
+    );
+}
