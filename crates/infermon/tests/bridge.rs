@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use common::*;
@@ -112,19 +110,6 @@ fn traceparent_parents_a_request_span_written_with_macros() {
     );
 }
 
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// One request under `init`'s subscriber (with an in-memory tracer) whose logs go to a buffer.
 fn logged_request(config: TelemetryConfig) -> (String, usize) {
     let h = Harness::new();
@@ -154,7 +139,7 @@ fn logged_request(config: TelemetryConfig) -> (String, usize) {
         req.tokens(1);
         req.finish(value::FINISH_STOP);
     });
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs.text();
     (text, h.spans().len())
 }
 

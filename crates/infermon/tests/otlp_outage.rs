@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::receiver::{wait_until, Receiver};
+use common::Logs;
 use infermon::contract::{value, INSTRUMENTATION_SCOPE};
 use infermon::instruments::InferenceMetrics;
 use infermon::request::{InferenceRequest, RequestParams};
@@ -18,32 +17,6 @@ use infermon::telemetry::{self, TelemetryConfig};
 
 const QUEUE: usize = 64;
 const LIVENESS: Duration = Duration::from_secs(30);
-
-/// Log lines, captured.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn lines_with(&self, needles: &[&str]) -> usize {
-        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
-        text.lines()
-            .filter(|l| needles.iter().all(|n| l.contains(n)))
-            .count()
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// One request through every state: four spans.
 fn serve_one(metrics: &InferenceMetrics) {

@@ -3,6 +3,9 @@
 
 pub mod receiver;
 
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
 use infermon::instruments::{InferenceMetrics, InferenceMetricsBuilder};
 use infermon::layer::{InfermonLayer, MetricsLayer};
 use opentelemetry::metrics::{Meter, MeterProvider as _};
@@ -181,5 +184,33 @@ pub fn f64_gauge(rm: &ResourceMetrics, name: &str) -> Vec<f64> {
             g.data_points().map(|p| p.value()).collect()
         }
         other => panic!("{name}: not an f64 gauge: {other:?}"),
+    }
+}
+
+/// Log output captured in memory (a `TelemetryConfig::with_log_writer` sink).
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Lines containing every one of `needles`.
+    pub fn lines_with(&self, needles: &[&str]) -> usize {
+        self.text()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
     }
 }
