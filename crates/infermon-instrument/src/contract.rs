@@ -373,6 +373,25 @@ pub mod buckets {
         0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0,
         15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
     ];
+    /// The bucket set of a contract histogram, by its OTLP name (`None` for other metrics).
+    pub fn of(metric_name: &str) -> Option<&'static [f64]> {
+        use super::metric as m;
+        use super::relay::metric as r;
+        Some(match metric_name {
+            m::REQUEST_DURATION => REQUEST_DURATION,
+            m::TIME_TO_FIRST_TOKEN => TIME_TO_FIRST_TOKEN,
+            m::TIME_PER_OUTPUT_TOKEN => TIME_PER_OUTPUT_TOKEN,
+            m::QUEUE_DURATION | m::PREFILL_DURATION | m::DECODE_DURATION => PHASE_DURATION,
+            m::REQUEST_TOKENS => TOKENS,
+            r::REQUEST_TIME_TO_FIRST_TOKEN => TIME_TO_FIRST_TOKEN,
+            r::REQUEST_TIME_PER_OUTPUT_TOKEN => TIME_PER_OUTPUT_TOKEN,
+            r::REQUEST_QUEUE_DURATION
+            | r::REQUEST_PREFILL_DURATION
+            | r::REQUEST_DECODE_DURATION => PHASE_DURATION,
+            _ => return None,
+        })
+    }
+
     /// Token counts per request: vLLM's 1-2-5 series.
     pub const TOKENS: &[f64] = &[
         1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
@@ -440,6 +459,15 @@ pub mod relay {
         pub const SPANS_DROPPED: &str = "infermon.relay.spans.dropped";
         pub const QUEUE_DEPTH: &str = "infermon.relay.queue.depth";
         pub const EXPORT_FAILURES: &str = "infermon.relay.export.failures";
+        // Latencies of the vLLM requests the relay expanded, from their spans' attributes, with
+        // exemplars: vLLM's own histograms (scraped) have none, so these are the vLLM path's
+        // metric → trace drill-down. Same bucket sets as the contract's request histograms.
+        pub const REQUEST_TIME_TO_FIRST_TOKEN: &str = "infermon.relay.request.time_to_first_token";
+        pub const REQUEST_TIME_PER_OUTPUT_TOKEN: &str =
+            "infermon.relay.request.time_per_output_token";
+        pub const REQUEST_QUEUE_DURATION: &str = "infermon.relay.request.queue.duration";
+        pub const REQUEST_PREFILL_DURATION: &str = "infermon.relay.request.prefill.duration";
+        pub const REQUEST_DECODE_DURATION: &str = "infermon.relay.request.decode.duration";
     }
 
     /// Values of [`ATTR_REASON`].
@@ -915,6 +943,46 @@ pub const METRICS: &[MetricSpec] = &[
         attributes: &[],
         prometheus: "infermon_relay_export_failures_total",
         description: "Failed export attempts from the relay to the collector (each retry counts).",
+    },
+    MetricSpec {
+        name: relay::metric::REQUEST_TIME_TO_FIRST_TOKEN,
+        instrument: Histogram,
+        unit: unit::SECONDS,
+        attributes: MODEL_OP,
+        prometheus: "infermon_relay_request_time_to_first_token_seconds",
+        description: "Time to first token of the vLLM requests the relay expanded, from their spans; with exemplars.",
+    },
+    MetricSpec {
+        name: relay::metric::REQUEST_TIME_PER_OUTPUT_TOKEN,
+        instrument: Histogram,
+        unit: unit::SECONDS,
+        attributes: MODEL_OP,
+        prometheus: "infermon_relay_request_time_per_output_token_seconds",
+        description: "Decode time per output token after the first of the vLLM requests the relay expanded; with exemplars.",
+    },
+    MetricSpec {
+        name: relay::metric::REQUEST_QUEUE_DURATION,
+        instrument: Histogram,
+        unit: unit::SECONDS,
+        attributes: MODEL_OP,
+        prometheus: "infermon_relay_request_queue_duration_seconds",
+        description: "Queue time of the vLLM requests the relay expanded, from their spans; with exemplars.",
+    },
+    MetricSpec {
+        name: relay::metric::REQUEST_PREFILL_DURATION,
+        instrument: Histogram,
+        unit: unit::SECONDS,
+        attributes: MODEL_OP,
+        prometheus: "infermon_relay_request_prefill_duration_seconds",
+        description: "Prefill time of the vLLM requests the relay expanded, from their spans; with exemplars.",
+    },
+    MetricSpec {
+        name: relay::metric::REQUEST_DECODE_DURATION,
+        instrument: Histogram,
+        unit: unit::SECONDS,
+        attributes: MODEL_OP,
+        prometheus: "infermon_relay_request_decode_duration_seconds",
+        description: "Decode time of the vLLM requests the relay expanded, from their spans; with exemplars.",
     },
 ];
 

@@ -19,6 +19,7 @@ use opentelemetry::{KeyValue, StringValue};
 
 use crate::cardinality::{FastHash, LabelCap};
 use crate::contract::{attr, buckets, metric, metric_spec, value};
+use crate::exemplars::TracedHistogram;
 
 /// How many distinct model names [`InferenceMetrics::new`] admits before mapping newcomers to
 /// `other`.
@@ -79,12 +80,12 @@ pub(crate) struct Series {
     pub model: StringValue,
     pub operation: StringValue,
     /// `gen_ai.server.request.duration` without `error.type` (success and abort).
-    pub request_duration: BoundHistogram<f64>,
-    pub time_to_first_token: BoundHistogram<f64>,
-    pub time_per_output_token: BoundHistogram<f64>,
-    pub queue_duration: BoundHistogram<f64>,
-    pub prefill_duration: BoundHistogram<f64>,
-    pub decode_duration: BoundHistogram<f64>,
+    pub request_duration: TracedHistogram,
+    pub time_to_first_token: TracedHistogram,
+    pub time_per_output_token: TracedHistogram,
+    pub queue_duration: TracedHistogram,
+    pub prefill_duration: TracedHistogram,
+    pub decode_duration: TracedHistogram,
     pub request_input_tokens: BoundHistogram<u64>,
     pub request_output_tokens: BoundHistogram<u64>,
     pub input_tokens: BoundCounter<u64>,
@@ -158,12 +159,20 @@ impl Inner {
         Series {
             model: model.clone(),
             operation: operation.clone(),
-            request_duration: self.request_duration.bind(&mo),
-            time_to_first_token: self.time_to_first_token.bind(&mo),
-            time_per_output_token: self.time_per_output_token.bind(&mo),
-            queue_duration: self.queue_duration.bind(&mo),
-            prefill_duration: self.prefill_duration.bind(&mo),
-            decode_duration: self.decode_duration.bind(&mo),
+            request_duration: traced(&self.request_duration, metric::REQUEST_DURATION, &mo),
+            time_to_first_token: traced(
+                &self.time_to_first_token,
+                metric::TIME_TO_FIRST_TOKEN,
+                &mo,
+            ),
+            time_per_output_token: traced(
+                &self.time_per_output_token,
+                metric::TIME_PER_OUTPUT_TOKEN,
+                &mo,
+            ),
+            queue_duration: traced(&self.queue_duration, metric::QUEUE_DURATION, &mo),
+            prefill_duration: traced(&self.prefill_duration, metric::PREFILL_DURATION, &mo),
+            decode_duration: traced(&self.decode_duration, metric::DECODE_DURATION, &mo),
             request_input_tokens: self.request_tokens.bind(&token(value::TOKEN_INPUT)),
             request_output_tokens: self.request_tokens.bind(&token(value::TOKEN_OUTPUT)),
             input_tokens: self.tokens.bind(&token(value::TOKEN_INPUT)),
@@ -292,6 +301,18 @@ impl InferenceMetricsBuilder<'_> {
             }),
         }
     }
+}
+
+/// `histogram` (the contract's `metric`) bound to `attributes`, with exemplar slots over the
+/// metric's bucket set.
+fn traced(
+    histogram: &Histogram<f64>,
+    metric: &'static str,
+    attributes: &[KeyValue],
+) -> TracedHistogram {
+    let bounds = buckets::of(metric)
+        .unwrap_or_else(|| unreachable!("{metric} is a contract histogram with a bucket set"));
+    TracedHistogram::bind(histogram, metric, bounds, attributes)
 }
 
 fn spec(name: &str) -> &'static crate::contract::MetricSpec {

@@ -24,6 +24,8 @@
 //!               context_of(&tracing::Span) -> Context
 //! instruments   InferenceMetrics::{new(&meter), with_model_cap(&meter, cap), builder(&meter)}
 //!               EngineMetrics::new(&meter, model).record_step(&EngineSnapshot { .. })
+//! exemplars     TracedHistogram::bind(..).record(value, ids), registry().drain() — trace ids on
+//!               latency points (the SDK records none; the bootstrap's exporter attaches them)
 //! propagation   extract_context(&HeaderMap) -> Context, inject_context(&Context, &mut HeaderMap)
 //! cardinality   LabelCap::new(cap).get(value) -> StringValue (value, or "other" past the cap)
 //! ```
@@ -32,6 +34,7 @@
 //! `docs/instrumenting.md` and shown in `crates/infermon/examples/axum_macros.rs`.
 pub mod cardinality;
 pub mod contract;
+pub mod exemplars;
 pub mod instruments;
 pub mod layer;
 pub mod propagation;

@@ -62,10 +62,12 @@ use std::marker::PhantomData;
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
+use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry::{Context, StringValue};
 use tracing::field::{Empty, Value};
 
 use crate::contract::{attr, field, span as names, value};
+use crate::exemplars::TraceIds;
 use crate::instruments::InferenceMetrics;
 use crate::layer::{
     context_of, from_unix_nanos, seconds, unix_nanos, MetricPhase, PhaseState, RequestState,
@@ -534,7 +536,7 @@ impl TrackedRequest {
             { field::EVENT_TIME } = end,
         );
         if let Some(recorder) = &self.recorder {
-            recorder.first_token(ttft, self.input_tokens);
+            recorder.first_token(ttft, self.input_tokens, &|| self.trace_ids());
         }
     }
 
@@ -655,13 +657,22 @@ impl TrackedRequest {
             PhaseEnd::Prefill { computed, cached } => (Some(cached), Some(computed)),
             _ => (None, None),
         };
-        recorder.phase_ended(&PhaseState {
-            phase,
-            start: from_unix_nanos(start),
-            end: Some(at),
-            cached,
-            computed,
-        });
+        recorder.phase_ended(
+            &PhaseState {
+                phase,
+                start: from_unix_nanos(start),
+                end: Some(at),
+                cached,
+                computed,
+            },
+            &|| self.trace_ids(),
+        );
+    }
+
+    /// The request span's ids if it is sampled: asked only when a measurement becomes an
+    /// exemplar (a span lookup), so not on every request.
+    fn trace_ids(&self) -> Option<TraceIds> {
+        TraceIds::of_sampled(context_of(&self.span).span().span_context())
     }
 
     fn event(&self, name: &'static str, at: SystemTime) {
@@ -754,17 +765,21 @@ impl TrackedRequest {
                     Some(recorder.label(Some(caps), error_type, |m| &m.error_types)),
                 ),
             };
-            recorder.request_ended(RequestState {
-                series: None,
-                start: self.arrived,
-                end: Some(when.time()),
-                input_tokens: self.input_tokens,
-                output_tokens: self.output_tokens,
-                first_token: self.first_token,
-                finish_reason: Some(finish_reason),
-                status_error: error_type.is_some(),
-                error_type,
-            });
+            recorder.request_ended(
+                RequestState {
+                    series: None,
+                    start: self.arrived,
+                    end: Some(when.time()),
+                    input_tokens: self.input_tokens,
+                    output_tokens: self.output_tokens,
+                    first_token: self.first_token,
+                    finish_reason: Some(finish_reason),
+                    status_error: error_type.is_some(),
+                    error_type,
+                    ids: None,
+                },
+                &|| self.trace_ids(),
+            );
         }
         self.span = tracing::Span::none();
     }

@@ -64,8 +64,8 @@ impl Incomplete {
     }
 }
 
-/// What one request's expansion did, for the relay's counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What one request's expansion did, for the relay's counters and latency histograms.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExpandReport {
     /// Spans received.
     pub received: u64,
@@ -76,6 +76,25 @@ pub struct ExpandReport {
     /// vLLM request spans with something not rebuilt, by reason (a span counts once per
     /// reason it has).
     pub incomplete: [u64; 4],
+    /// The latencies of each expanded vLLM request span, as far as they were rebuilt.
+    pub latencies: Vec<RequestLatencies>,
+}
+
+/// One vLLM request's latencies, in seconds: exactly the phases the relay rebuilt (a phase left
+/// out of the trace is left out here too), with the ids of its request span for exemplars.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestLatencies {
+    pub model: String,
+    pub operation: String,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub time_to_first_token: Option<f64>,
+    /// Decode time over the output tokens after the first (vLLM's `time_in_model_decode` over
+    /// `completion_tokens - 1`), when there were at least two.
+    pub time_per_output_token: Option<f64>,
+    pub queue: Option<f64>,
+    pub prefill: Option<f64>,
+    pub decode: Option<f64>,
 }
 
 impl ExpandReport {
@@ -124,6 +143,9 @@ fn expand_resource(
             let rebuilt = expand_span(span, &model, default_operation);
             if !rebuilt.children.is_empty() || rebuilt.first_token {
                 report.expanded += 1;
+                if let Some(latencies) = request_latencies(span, &model, &rebuilt) {
+                    report.latencies.push(latencies);
+                }
             }
             for why in rebuilt.incomplete {
                 report.incomplete[why.index()] += 1;
@@ -144,6 +166,37 @@ fn expand_resource(
     }
 }
 
+/// The latencies of a rebuilt span: its first token and each child's duration.
+fn request_latencies(span: &Span, model: &str, rebuilt: &Rebuilt) -> Option<RequestLatencies> {
+    let trace_id = <[u8; 16]>::try_from(span.trace_id.as_slice()).ok()?;
+    let span_id = <[u8; 8]>::try_from(span.span_id.as_slice()).ok()?;
+    let phase = |name: &str| {
+        rebuilt
+            .children
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.end_time_unix_nano.saturating_sub(c.start_time_unix_nano) as f64 / 1e9)
+    };
+    let decode = phase(span_names::DECODE);
+    let output_tokens = int_attr(&span.attributes, vllm::USAGE_COMPLETION_TOKENS);
+    Some(RequestLatencies {
+        model: model.to_owned(),
+        operation: string_attr(&span.attributes, attr::GEN_AI_OPERATION_NAME)
+            .unwrap_or_default()
+            .to_owned(),
+        trace_id,
+        span_id,
+        time_to_first_token: rebuilt.ttft_ns.map(|ns| ns as f64 / 1e9),
+        time_per_output_token: match (decode, output_tokens) {
+            (Some(d), Some(n)) if n > 1 => Some(d / (n - 1) as f64),
+            _ => None,
+        },
+        queue: phase(span_names::QUEUE),
+        prefill: phase(span_names::PREFILL),
+        decode,
+    })
+}
+
 /// vLLM's request span: its name, and the request id or a latency attribute `do_tracing`
 /// always sets (the scope is checked by the caller).
 pub fn is_vllm_request(span: &Span) -> bool {
@@ -160,6 +213,8 @@ pub fn is_vllm_request(span: &Span) -> bool {
 struct Rebuilt {
     children: Vec<Span>,
     first_token: bool,
+    /// The time to first token the `first_token` event was placed by.
+    ttft_ns: Option<u64>,
     incomplete: Vec<Incomplete>,
 }
 
@@ -218,8 +273,10 @@ fn expand_span(span: &mut Span, model: &str, default_operation: &str) -> Rebuilt
         return rebuilt;
     };
     let first_token = i128::from(first_token);
-    add_first_token_event(span, first_token as u64, ttft.unwrap_or_default());
+    let ttft = ttft.unwrap_or_default();
+    add_first_token_event(span, first_token as u64, ttft);
     rebuilt.first_token = true;
+    rebuilt.ttft_ns = Some(ttft);
 
     let output_tokens = int_attr(&span.attributes, vllm::USAGE_COMPLETION_TOKENS);
     let child = |phase: Phase, (start, end): (u64, u64)| {

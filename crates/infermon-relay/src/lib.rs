@@ -10,6 +10,7 @@
 //! Relay::start(RelayConfig, &Meter) -> Result<RelayHandle, RelayError>
 //!   receives: OTLP/gRPC TraceService (grpc)  +  OTLP/HTTP protobuf POST /v1/traces (http)
 //!   intake:   decode -> expand::expand_request -> forward::Forwarder::enqueue
+//!             -> latency::LatencyMetrics::record (the expanded requests' latencies, exemplars)
 //!   forward:  bounded queue (spans) -> workers -> upstream TraceService, retry with backoff
 //! RelayHandle::{grpc_addr(), http_addr(), stats(), shutdown(grace)}
 //! ```
@@ -19,6 +20,7 @@ pub mod expand;
 pub mod forward;
 pub mod grpc;
 pub mod http;
+pub mod latency;
 pub mod stats;
 
 mod relay;

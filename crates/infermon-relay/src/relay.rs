@@ -14,6 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::config::{ModelNames, RelayConfig};
 use crate::expand::expand_request;
 use crate::forward::{ExportSettings, Forwarder, Refused};
+use crate::latency::LatencyMetrics;
 use crate::stats::RelayStats;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,7 @@ pub(crate) struct Intake {
     models: ModelNames,
     default_operation: String,
     stats: RelayStats,
+    latency: LatencyMetrics,
     pub(crate) retry_after: Duration,
 }
 
@@ -55,15 +57,18 @@ impl Intake {
         if spans == 0 {
             return Ok(());
         }
-        self.forwarder.enqueue(request, spans)
+        self.forwarder.enqueue(request, spans)?;
+        // Only once accepted: a refused batch is sent again and would be measured twice.
+        self.latency.record(&report.latencies);
+        Ok(())
     }
 }
 
 pub struct Relay;
 
 impl Relay {
-    /// Binds both receivers and starts forwarding. The relay's counters are registered on
-    /// `meter`.
+    /// Binds both receivers and starts forwarding. The relay's counters and the expanded
+    /// requests' latency histograms are registered on `meter`.
     pub async fn start(config: RelayConfig, meter: &Meter) -> Result<RelayHandle, RelayError> {
         let channel = upstream_channel(&config.upstream)?;
         let stats = RelayStats::default();
@@ -84,6 +89,7 @@ impl Relay {
             models: config.models.clone(),
             default_operation: config.default_operation.clone(),
             stats: stats.clone(),
+            latency: LatencyMetrics::new(meter),
             retry_after: config.retry_after,
         });
         let grpc = bind(config.grpc_listen, "gRPC").await?;

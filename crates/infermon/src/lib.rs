@@ -15,6 +15,8 @@
 //! ```
 //!
 //! See `docs/instrumenting.md` for the two ways to instrument (typed and `tracing` macros).
-pub use infermon_instrument::{cardinality, contract, instruments, layer, propagation, request};
+pub use infermon_instrument::{
+    cardinality, contract, exemplars, instruments, layer, propagation, request,
+};
 
 pub mod telemetry;

@@ -156,5 +156,33 @@ async fn init_exports_the_contract_over_grpc() {
         }
         other => panic!("time_to_first_token is not a histogram: {other:?}"),
     }
+
+    // Exemplars (which the SDK does not record; infermon's exporter attaches them): every
+    // latency histogram links its measurement to the request span.
+    for name in [
+        metric::REQUEST_DURATION,
+        metric::TIME_TO_FIRST_TOKEN,
+        metric::TIME_PER_OUTPUT_TOKEN,
+        metric::QUEUE_DURATION,
+        metric::PREFILL_DURATION,
+        metric::DECODE_DURATION,
+    ] {
+        let exemplars: Vec<_> = exports
+            .iter()
+            .flat_map(|r| &r.resource_metrics)
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .filter(|m| m.name == name)
+            .filter_map(|m| match &m.data {
+                Some(Data::Histogram(h)) => Some(h),
+                _ => None,
+            })
+            .flat_map(|h| &h.data_points)
+            .flat_map(|p| &p.exemplars)
+            .collect();
+        assert_eq!(exemplars.len(), 1, "{name}: one exemplar, sent once");
+        assert_eq!(exemplars[0].trace_id, root.trace_id, "{name}");
+        assert_eq!(exemplars[0].span_id, root.span_id, "{name}");
+    }
     receiver.stop().await;
 }

@@ -1,6 +1,7 @@
 //! The macros path and the typed path produce identical telemetry: the same lifecycle driven
 //! through each gives the same spans (names, kinds, parents, attributes, events, timestamps,
-//! status) and the same metric points.
+//! status), the same metric points and the same exemplars (each latency measurement linked to
+//! its request span).
 
 mod common;
 
@@ -127,15 +128,42 @@ fn macros() -> Telemetry {
 struct Telemetry {
     spans: Vec<String>,
     points: Vec<String>,
+    exemplars: Vec<String>,
 }
 
 impl Telemetry {
     fn of(h: &Harness) -> Self {
+        let spans = h.spans();
         Self {
-            spans: canonical_spans(&h.spans()),
+            exemplars: canonical_exemplars(&spans),
+            spans: canonical_spans(&spans),
             points: canonical_points(&h.collect()),
         }
     }
+}
+
+/// The exemplars kept since the last drain (this test is alone in its process, so they are this
+/// path's), each as `metric attributes value -> span`, naming the span whose trace and span ids
+/// it carries.
+fn canonical_exemplars(spans: &[SpanData]) -> Vec<String> {
+    let mut out: Vec<String> = infermon::exemplars::registry()
+        .drain()
+        .into_iter()
+        .flat_map(|((metric, attrs), exemplars)| {
+            exemplars.into_iter().map(move |e| {
+                let span = spans
+                    .iter()
+                    .find(|s| {
+                        s.span_context.trace_id() == e.ids.trace_id
+                            && s.span_context.span_id() == e.ids.span_id
+                    })
+                    .map_or("<no such span>", |s| s.name.as_ref());
+                format!("{metric} {attrs:?} {} -> {span}", e.value)
+            })
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// Each span as one line: name, kind, parent's name, times, status, sorted attributes, events.
@@ -231,4 +259,16 @@ fn macros_and_typed_paths_produce_identical_spans_and_metrics() {
     assert_eq!(typed.points.len(), 14, "{:#?}", typed.points);
     assert_eq!(typed.spans, macros.spans);
     assert_eq!(typed.points, macros.points);
+    // One exemplar per latency histogram (request duration, TTFT, TPOT, queue, prefill,
+    // decode), each pointing at the request span.
+    assert_eq!(typed.exemplars.len(), 6, "{:#?}", typed.exemplars);
+    assert!(
+        typed
+            .exemplars
+            .iter()
+            .all(|e| e.ends_with("-> chat llama-3-8b")),
+        "{:#?}",
+        typed.exemplars
+    );
+    assert_eq!(typed.exemplars, macros.exemplars);
 }

@@ -41,6 +41,7 @@ use tracing_subscriber::Layer;
 
 use super::fields::from_unix_nanos;
 use crate::contract::{attr, field, span as names, value};
+use crate::exemplars::TraceIds;
 
 /// Bridges spans and events to `tracer`; see the [module docs](self).
 pub struct OtelLayer<S, T> {
@@ -135,10 +136,15 @@ where
     T: Tracer + Send + Sync + 'static,
     T::Span: Send + Sync + 'static,
 {
-    pub(super) fn span_created(&self, span: &SpanRef<'_, S>, attrs: &Attributes<'_>) {
+    /// Returns the new span's ids when it is exported and sampled (for exemplars).
+    pub(super) fn span_created(
+        &self,
+        span: &SpanRef<'_, S>,
+        attrs: &Attributes<'_>,
+    ) -> Option<TraceIds> {
         let meta = attrs.metadata();
         if !(self.exports)(meta) {
-            return;
+            return None;
         }
         let mut v = SpanVisitor {
             name: None,
@@ -176,6 +182,7 @@ where
             builder.attributes = Some(attributes);
         }
         let otel_span = self.tracer.build_with_context(builder, &parent_cx);
+        let ids = TraceIds::of_sampled(otel_span.span_context());
 
         span.extensions_mut().insert(OtelData {
             span: otel_span,
@@ -183,6 +190,7 @@ where
             end: v.end,
             status,
         });
+        ids
     }
     pub(super) fn span_recorded(&self, span: &SpanRef<'_, S>, values: &Record<'_>) {
         let mut ext = span.extensions_mut();

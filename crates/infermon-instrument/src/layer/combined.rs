@@ -33,8 +33,8 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
-            self.bridge.span_created(&span, attrs);
-            self.metrics.span_created(&span, attrs);
+            let ids = self.bridge.span_created(&span, attrs);
+            self.metrics.span_created(&span, attrs, ids);
         }
     }
 

@@ -37,6 +37,7 @@ use tracing_subscriber::Layer;
 
 use super::fields::{debug_equals, from_unix_nanos, seconds};
 use crate::contract::{attr, field, span as names, value};
+use crate::exemplars::TraceIds;
 use crate::instruments::{InferenceMetrics, Inner, Series};
 use crate::request::TARGET as TYPED_TARGET;
 
@@ -69,6 +70,8 @@ pub(crate) struct RequestState {
     pub finish_reason: Option<StringValue>,
     pub error_type: Option<StringValue>,
     pub status_error: bool,
+    /// The request span's ids when it is sampled (from the bridge), for exemplars.
+    pub ids: Option<TraceIds>,
 }
 
 /// What the layer keeps about a phase span until it closes (and what the typed path hands to
@@ -219,8 +222,13 @@ impl Visit for EventVisitor {
 /// The layer's work, on spans already looked up (so [`InfermonLayer`](super::InfermonLayer) can
 /// share one lookup with the bridge).
 impl MetricsLayer {
-    pub(super) fn span_created<S>(&self, span: &SpanRef<'_, S>, attrs: &Attributes<'_>)
-    where
+    /// `ids`: the span's trace and span ids when the bridge exported it sampled (exemplars).
+    pub(super) fn span_created<S>(
+        &self,
+        span: &SpanRef<'_, S>,
+        attrs: &Attributes<'_>,
+        ids: Option<TraceIds>,
+    ) where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let meta = attrs.metadata();
@@ -229,7 +237,7 @@ impl MetricsLayer {
         }
         let name = meta.name();
         if name == names::REQUEST {
-            let state = self.new_request(attrs);
+            let state = self.new_request(attrs, ids);
             span.extensions_mut().insert(state);
         } else if let Some(phase) = Phase::of(name) {
             // Only phases of a request count.
@@ -302,7 +310,10 @@ impl MetricsLayer {
                 let at = v.at.unwrap_or_else(SystemTime::now);
                 state.first_token = Some(at);
                 if let Some(series) = &state.series {
-                    series.time_to_first_token.record(seconds(state.start, at));
+                    let ids = state.ids;
+                    series
+                        .time_to_first_token
+                        .record(seconds(state.start, at), || ids);
                     series.input_tokens.add(state.input_tokens);
                 }
             }
@@ -321,7 +332,8 @@ impl MetricsLayer {
         let name = meta.name();
         if name == names::REQUEST {
             if let Some(state) = span.extensions_mut().remove::<RequestState>() {
-                end_request(self.inner(), state);
+                let ids = state.ids;
+                end_request(self.inner(), state, &|| ids);
             }
         } else if Phase::of(name).is_some() {
             let Some(state) = span.extensions_mut().remove::<PhaseState>() else {
@@ -329,10 +341,14 @@ impl MetricsLayer {
             };
             let Some(parent) = span.parent() else { return };
             let ext = parent.extensions();
-            let Some(series) = ext.get::<RequestState>().and_then(|r| r.series.as_ref()) else {
+            let Some(request) = ext.get::<RequestState>() else {
                 return;
             };
-            end_phase(series, &state);
+            let Some(series) = &request.series else {
+                return;
+            };
+            let ids = request.ids;
+            end_phase(series, &state, &|| ids);
         }
     }
 }
@@ -348,7 +364,9 @@ where
             return;
         }
         if let Some(span) = ctx.span(id) {
-            self.span_created(&span, attrs);
+            // Stacked beside a separate bridge, the layer does not see span ids: no exemplars
+            // (`InfermonLayer`, what `init` installs, passes them on).
+            self.span_created(&span, attrs, None);
         }
     }
 
@@ -372,7 +390,7 @@ where
 }
 
 impl MetricsLayer {
-    fn new_request(&self, attrs: &Attributes<'_>) -> RequestState {
+    fn new_request(&self, attrs: &Attributes<'_>, ids: Option<TraceIds>) -> RequestState {
         let mut state = RequestState {
             series: None,
             start: SystemTime::now(),
@@ -383,6 +401,7 @@ impl MetricsLayer {
             finish_reason: None,
             error_type: None,
             status_error: false,
+            ids,
         };
         let mut v = RequestVisitor {
             state: &mut state,
@@ -397,8 +416,8 @@ impl MetricsLayer {
 }
 
 /// A request span has closed: its duration, outcome count, token histograms, TPOT and output
-/// tokens, from `state`.
-fn end_request(m: &Inner, state: RequestState) {
+/// tokens, from `state`. `ids` gives the request span's ids, asked only for an exemplar.
+fn end_request(m: &Inner, state: RequestState, ids: &dyn Fn() -> Option<TraceIds>) {
     let Some(series) = &state.series else { return };
     let end = state.end.unwrap_or_else(SystemTime::now);
     let duration = seconds(state.start, end);
@@ -430,18 +449,18 @@ fn end_request(m: &Inner, state: RequestState) {
             );
         }
         (None, Some(reason)) if reason.as_str() == value::FINISH_ABORT => {
-            series.request_duration.record(duration);
+            series.request_duration.record(duration, ids);
             series.aborted.add(1);
         }
         (None, Some(reason)) => {
-            series.request_duration.record(duration);
+            series.request_duration.record(duration, ids);
             series.count_success(reason);
             if let Some(first) = state.first_token {
                 if state.output_tokens > 1 {
                     let decode = seconds(first, end);
                     series
                         .time_per_output_token
-                        .record(decode / (state.output_tokens - 1) as f64);
+                        .record(decode / (state.output_tokens - 1) as f64, ids);
                 }
             }
             series.request_input_tokens.record(state.input_tokens);
@@ -454,13 +473,14 @@ fn end_request(m: &Inner, state: RequestState) {
     }
 }
 
-/// A phase span has closed: its duration, and for `prefill` the prefix-cache counts.
-fn end_phase(series: &Series, state: &PhaseState) {
+/// A phase span has closed: its duration, and for `prefill` the prefix-cache counts. `ids`
+/// gives the request span's ids (exemplars link to the request; its trace shows the phase).
+fn end_phase(series: &Series, state: &PhaseState, ids: &dyn Fn() -> Option<TraceIds>) {
     let duration = seconds(state.start, state.end.unwrap_or_else(SystemTime::now));
     match state.phase {
-        Phase::Queue => series.queue_duration.record(duration),
+        Phase::Queue => series.queue_duration.record(duration, ids),
         Phase::Prefill => {
-            series.prefill_duration.record(duration);
+            series.prefill_duration.record(duration, ids);
             if let (Some(cached), Some(computed)) = (state.cached, state.computed) {
                 series
                     .prefix_cache_queries
@@ -468,7 +488,7 @@ fn end_phase(series: &Series, state: &PhaseState) {
                 series.prefix_cache_hits.add(cached);
             }
         }
-        Phase::Decode => series.decode_duration.record(duration),
+        Phase::Decode => series.decode_duration.record(duration, ids),
     }
 }
 
@@ -529,19 +549,28 @@ impl TypedMetrics {
     }
 
     /// What the layer records when the `first_token` event arrives.
-    pub(crate) fn first_token(&self, ttft: f64, input_tokens: u64) {
-        self.series.time_to_first_token.record(ttft);
+    pub(crate) fn first_token(
+        &self,
+        ttft: f64,
+        input_tokens: u64,
+        ids: &dyn Fn() -> Option<TraceIds>,
+    ) {
+        self.series.time_to_first_token.record(ttft, ids);
         self.series.input_tokens.add(input_tokens);
     }
 
     /// What the layer records when a phase span closes.
-    pub(crate) fn phase_ended(&self, state: &PhaseState) {
-        end_phase(&self.series, state);
+    pub(crate) fn phase_ended(&self, state: &PhaseState, ids: &dyn Fn() -> Option<TraceIds>) {
+        end_phase(&self.series, state, ids);
     }
 
     /// What the layer records when the request span closes (`state.series` is filled in here).
-    pub(crate) fn request_ended(&self, mut state: RequestState) {
+    pub(crate) fn request_ended(
+        &self,
+        mut state: RequestState,
+        ids: &dyn Fn() -> Option<TraceIds>,
+    ) {
         state.series = Some(self.series.clone());
-        end_request(&self.metrics.inner, state);
+        end_request(&self.metrics.inner, state, ids);
     }
 }

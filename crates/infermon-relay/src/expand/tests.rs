@@ -185,6 +185,18 @@ fn a_complete_vllm_span_gets_queue_prefill_decode_and_first_token() {
             expanded: 1,
             passed: 0,
             incomplete: [0; 4],
+            latencies: vec![RequestLatencies {
+                model: "llama-3-8b".to_owned(),
+                operation: value::OPERATION_CHAT.to_owned(),
+                trace_id: TRACE_ID,
+                span_id: PARENT_ID,
+                time_to_first_token: Some(0.5),
+                // 1.8 s of decode over the 63 tokens after the first.
+                time_per_output_token: Some(1.8 / 63.0),
+                queue: Some(0.1),
+                prefill: Some(0.35),
+                decode: Some(1.8),
+            }],
         }
     );
 }
@@ -251,6 +263,18 @@ fn missing_decode_keeps_the_other_phases() {
     );
     assert_eq!(incomplete(&report), [Incomplete::MissingAttribute]);
     assert_eq!(report.expanded, 1);
+    // The latencies are those of the trace: no decode, so no decode time and no TPOT.
+    let l = &report.latencies[0];
+    assert_eq!(
+        (
+            l.time_to_first_token,
+            l.queue,
+            l.prefill,
+            l.decode,
+            l.time_per_output_token
+        ),
+        (Some(0.5), Some(0.1), Some(0.35), None, None)
+    );
 }
 
 #[test]
@@ -313,6 +337,10 @@ fn no_first_token_passes_the_span_on_without_phases() {
     assert_eq!(children(&request), vec![]);
     assert_eq!(incomplete(&report), [Incomplete::NoFirstToken]);
     assert_eq!((report.expanded, report.passed), (0, 0));
+    assert!(
+        report.latencies.is_empty(),
+        "nothing rebuilt, nothing measured"
+    );
 }
 
 #[test]

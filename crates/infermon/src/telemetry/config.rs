@@ -23,6 +23,9 @@ pub const DEFAULT_ENDPOINT: &str = "http://localhost:4317";
 pub const DEFAULT_MAX_QUEUE_SIZE: usize = 2048;
 /// The log filter when neither code nor `RUST_LOG` gives one.
 pub const DEFAULT_LOG_FILTER: &str = "info";
+/// Deadline of one export attempt when neither code nor `OTEL_EXPORTER_OTLP_TIMEOUT` gives one
+/// (the specification's default).
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) mod env {
     pub const SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
@@ -30,6 +33,10 @@ pub(crate) mod env {
     pub const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
     pub const TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
     pub const METRICS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT";
+    pub const HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
+    pub const METRICS_HEADERS: &str = "OTEL_EXPORTER_OTLP_METRICS_HEADERS";
+    pub const TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
+    pub const METRICS_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT";
     pub const METRIC_EXPORT_INTERVAL: &str = "OTEL_METRIC_EXPORT_INTERVAL";
     pub const BSP_MAX_QUEUE_SIZE: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
     pub const SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
@@ -269,6 +276,23 @@ impl TelemetryConfig {
             .unwrap_or(false)
         });
 
+        // Metrics are sent by infermon's own exporter (it adds exemplars), so it resolves the
+        // metric signal's headers and timeout as opentelemetry-otlp does for traces.
+        let mut metrics_headers = set(env::METRICS_HEADERS)
+            .or_else(|| set(env::HEADERS))
+            .map(|v| parse_headers(&v))
+            .unwrap_or_default();
+        for (k, v) in &self.headers {
+            metrics_headers.retain(|(key, _)| key != k);
+            metrics_headers.push((k.clone(), v.clone()));
+        }
+        let metrics_timeout = self.export_timeout.unwrap_or_else(|| {
+            let ms = |v: &str| v.parse::<u64>().ok().map(Duration::from_millis);
+            parse_env(&set, env::METRICS_TIMEOUT, &mut warnings, ms)
+                .or_else(|| parse_env(&set, env::TIMEOUT, &mut warnings, ms))
+                .unwrap_or(DEFAULT_EXPORT_TIMEOUT)
+        });
+
         let log_filter = self
             .log_filter
             .clone()
@@ -279,6 +303,8 @@ impl TelemetryConfig {
             service_name,
             traces_endpoint: endpoint_for(env::TRACES_ENDPOINT),
             metrics_endpoint: endpoint_for(env::METRICS_ENDPOINT),
+            metrics_headers,
+            metrics_timeout,
             export_interval,
             max_queue_size,
             disabled,
@@ -306,6 +332,10 @@ pub(crate) struct Resolved {
     pub service_name: String,
     pub traces_endpoint: String,
     pub metrics_endpoint: String,
+    /// gRPC metadata of metric exports: the variables' headers, then code's (which win).
+    pub metrics_headers: Vec<(String, String)>,
+    /// Deadline of one metric export attempt.
+    pub metrics_timeout: Duration,
     pub export_interval: Duration,
     pub max_queue_size: usize,
     pub disabled: bool,
@@ -328,6 +358,38 @@ fn parse_env<T>(
         ));
     }
     parsed
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`' format: `k=v,k2=v2`, values percent-encoded (W3C baggage
+/// style). Pairs without `=` are skipped.
+fn parse_headers(raw: &str) -> Vec<(String, String)> {
+    raw.split(',')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            let k = k.trim();
+            (!k.is_empty()).then(|| (k.to_ascii_lowercase(), percent_decode(v.trim())))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `service.name` from an `OTEL_RESOURCE_ATTRIBUTES` value (`k=v,k=v`).
@@ -414,6 +476,49 @@ mod tests {
         assert_eq!(r.max_queue_size, 8);
         assert!(!r.disabled);
         assert_eq!(r.log_filter, "warn");
+    }
+
+    #[test]
+    fn metric_export_headers_and_timeout_follow_the_variables_then_code() {
+        let vars = [
+            (env::HEADERS, "x-all=1"),
+            (
+                env::METRICS_HEADERS,
+                "Authorization=Bearer%20abc, x-tenant = t1 ,junk",
+            ),
+            (env::TIMEOUT, "3000"),
+            (env::METRICS_TIMEOUT, "2500"),
+        ];
+        let r = resolve_with(&TelemetryConfig::new("svc"), &vars);
+        assert_eq!(
+            r.metrics_headers,
+            vec![
+                ("authorization".to_owned(), "Bearer abc".to_owned()),
+                ("x-tenant".to_owned(), "t1".to_owned()),
+            ],
+            "the per-signal variable wins over the general one; values are percent-decoded"
+        );
+        assert_eq!(r.metrics_timeout, Duration::from_millis(2500));
+
+        let r = resolve_with(&TelemetryConfig::new("svc"), &vars[..1]);
+        assert_eq!(
+            r.metrics_headers,
+            vec![("x-all".to_owned(), "1".to_owned())]
+        );
+        assert_eq!(r.metrics_timeout, DEFAULT_EXPORT_TIMEOUT);
+
+        let config = TelemetryConfig::new("svc")
+            .with_header("x-tenant", "code")
+            .with_export_timeout(Duration::from_secs(1));
+        let r = resolve_with(&config, &vars);
+        assert_eq!(
+            r.metrics_headers,
+            vec![
+                ("authorization".to_owned(), "Bearer abc".to_owned()),
+                ("x-tenant".to_owned(), "code".to_owned()),
+            ]
+        );
+        assert_eq!(r.metrics_timeout, Duration::from_secs(1));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   for spans at INFO and above; and the [`metrics_layer`] that derives the contract's request
 //!   metrics from the request spans.
 //! * Traces: OTLP/gRPC exporter (tonic) → bounded batch span processor → `SdkTracerProvider`.
-//! * Metrics: OTLP/gRPC exporter → periodic reader (every 5 s by default) → `SdkMeterProvider`
+//! * Metrics: OTLP/gRPC exporter (infermon's, which adds the exemplars the SDK does not record;
+//!   see `metrics_export`) → periodic reader (every 5 s by default) → `SdkMeterProvider`
 //!   with a cardinality limit on every instrument.
 //! * Resource: `service.name`, `service.version`, `service.instance.id` (a UUID, stable for the
 //!   process), `host.name`, the SDK's `telemetry.sdk.*`, plus `OTEL_RESOURCE_ATTRIBUTES`.
@@ -22,6 +23,7 @@
 mod config;
 mod export;
 mod layer;
+mod metrics_export;
 
 use std::io::IsTerminal as _;
 use std::sync::Arc;
@@ -56,6 +58,7 @@ pub use export::TelemetryStats;
 pub use layer::{metrics_layer, tracing_layer};
 
 use export::{BoundedSpanProcessor, CountingMetricExporter, CountingSpanExporter, Health};
+use metrics_export::OtlpMetricExporter;
 
 /// Why telemetry could not start or stop cleanly. Each message says what to change.
 #[derive(Debug, thiserror::Error)]
@@ -405,24 +408,34 @@ fn header_interceptor(
     impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone + Send + Sync,
     TelemetryError,
 > {
-    use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
-    let parsed = headers
-        .iter()
-        .map(|(k, v)| {
-            let key = AsciiMetadataKey::from_bytes(k.as_bytes());
-            let value = AsciiMetadataValue::try_from(v.as_str());
-            match (key, value) {
-                (Ok(k), Ok(v)) => Ok((k, v)),
-                _ => Err(TelemetryError::Header { key: k.clone() }),
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let metadata = header_metadata(headers)?;
     Ok(move |mut req: tonic::Request<()>| {
-        for (k, v) in &parsed {
-            req.metadata_mut().insert(k.clone(), v.clone());
+        for kv in metadata.iter() {
+            if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = kv {
+                req.metadata_mut().insert(k.clone(), v.clone());
+            }
         }
         Ok(req)
     })
+}
+
+/// `headers` as gRPC metadata; an invalid key or value is an error naming the key.
+fn header_metadata(
+    headers: &[(String, String)],
+) -> Result<tonic::metadata::MetadataMap, TelemetryError> {
+    use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
+    let mut metadata = MetadataMap::new();
+    for (k, v) in headers {
+        let key = AsciiMetadataKey::from_bytes(k.as_bytes());
+        let value = AsciiMetadataValue::try_from(v.as_str());
+        match (key, value) {
+            (Ok(k), Ok(v)) => {
+                metadata.insert(k, v);
+            }
+            _ => return Err(TelemetryError::Header { key: k.clone() }),
+        }
+    }
+    Ok(metadata)
 }
 
 fn tracer_provider(
@@ -475,18 +488,15 @@ fn meter_provider(
     resource: Resource,
 ) -> Result<SdkMeterProvider, TelemetryError> {
     let endpoint = resolved.metrics_endpoint.clone();
-    let mut builder = opentelemetry_otlp::MetricExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint.clone())
-        .with_interceptor(header_interceptor(&config.headers)?);
-    if let Some(t) = config.export_timeout {
-        builder = builder.with_timeout(t);
-    }
-    let exporter = builder.build().map_err(|e| TelemetryError::Exporter {
-        signal: value::SIGNAL_METRICS,
-        endpoint: endpoint.clone(),
-        reason: e.to_string(),
-    })?;
+    let metadata = header_metadata(&resolved.metrics_headers)?;
+    let exporter =
+        OtlpMetricExporter::new(&endpoint, metadata, resolved.metrics_timeout).map_err(|e| {
+            TelemetryError::Exporter {
+                signal: value::SIGNAL_METRICS,
+                endpoint: endpoint.clone(),
+                reason: e.to_string(),
+            }
+        })?;
     let exporter = CountingMetricExporter::new(exporter, health.clone(), endpoint);
     let reader = PeriodicReader::builder(exporter)
         .with_interval(resolved.export_interval)
