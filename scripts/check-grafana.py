@@ -85,11 +85,22 @@ def check_datasources():
             if not dests:
                 err(f"{uid}: no exemplarTraceIdDestinations: exemplars would not link to traces")
             for d in dests:
-                target = by_uid.get(d.get("datasourceUid"))
                 if not d.get("name"):
                     err(f"{uid}: exemplar destination without the trace-id label name")
+                if "url" in d:
+                    # A plain link: must put the trace id (the exemplar label's raw value) in
+                    # an http(s) URL, `$` escaped as `$$` for Grafana's env expansion.
+                    url = d["url"]
+                    if not url.startswith(("http://", "https://")) or "$${__value.raw}" not in url:
+                        err(f"{uid}: exemplar URL {url!r} must be http(s) and contain $${{__value.raw}}")
+                    continue
+                target = by_uid.get(d.get("datasourceUid"))
                 if target is None or target["type"] not in trace_types:
                     err(f"{uid}: exemplar destination {d.get('datasourceUid')} is not a trace datasource")
+            kinds = {"url" if "url" in d else "datasource" for d in dests}
+            if dests and kinds != {"url", "datasource"}:
+                err(f"{uid}: exemplars need both a trace-datasource link and a plain URL link "
+                    f"(Grafana's internal link is reported broken upstream)")
         if ds["type"] in trace_types:
             t2m = jd.get("tracesToMetrics")
             if not t2m:

@@ -74,6 +74,9 @@ const HEALTHY_GPU: &str =
     "healthy GPUs report no XID or ECC errors; the counter appears with the first error";
 const NO_GPM: &str = "GPM metrics exist only on Hopper and newer GPUs (NVML gpm_*); \
     older and simulated GPUs may not report them";
+const RELAY_ONLY: &str = "latencies of vLLM requests measured by infermon relay from vLLM's \
+    spans: only a vLLM engine sending its traces through the relay has them; \
+    tests/tests/relay.rs proves these targets and their exemplars";
 const NOTHING_LOST: &str = "the collector creates its send-failure counters at the first \
     failure: while nothing is lost they do not exist";
 
@@ -139,6 +142,36 @@ pub const MAY_BE_EMPTY: &[EmptyAllowed] = &[
         None,
         "only engines that decode speculatively report it (vLLM with --speculative-config); \
          the simulator does not, and the vLLM path test (tests/tests/vllm_path.rs) covers it",
+    ),
+    empty(
+        "infermon-performance",
+        "Time to first token P50/P95/P99/P99.9",
+        Some("C"),
+        RELAY_ONLY,
+    ),
+    empty(
+        "infermon-performance",
+        "Time per output token P50/P95/P99/P99.9",
+        Some("C"),
+        RELAY_ONLY,
+    ),
+    empty(
+        "infermon-performance",
+        "Queue, prefill and decode P99",
+        Some("D"),
+        RELAY_ONLY,
+    ),
+    empty(
+        "infermon-performance",
+        "Queue, prefill and decode P99",
+        Some("E"),
+        RELAY_ONLY,
+    ),
+    empty(
+        "infermon-performance",
+        "Queue, prefill and decode P99",
+        Some("F"),
+        RELAY_ONLY,
     ),
     empty(
         "infermon-errors",

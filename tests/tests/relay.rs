@@ -7,11 +7,16 @@
 //! span start and end within 1 ms of the simulator's own phase spans, the vLLM span is renamed
 //! with the configured model, and it is a child of the load generator's client span in the same
 //! trace, as the contract span is.
+//!
+//! Then the latency panels' exemplar targets, run as Grafana runs them: the TTFT, TPOT and
+//! phase panels have data, and their exemplars open traces in Jaeger, both for the simulator's
+//! own contract histograms and for the relay's histograms of the vLLM spans.
 
 use std::time::Duration;
 
 use infermon::contract::relay::vllm;
 use infermon::contract::{attr, span as names};
+use infermon_e2e::dashboards::{repo_dashboards_dir, run_coverage, LiveConfig, Outcome};
 use infermon_e2e::http_api::{eventually, wait_healthy, Jaeger, TraceSpan};
 use infermon_e2e::stack::{free_port, infermon_bin, Process, Stack};
 
@@ -20,6 +25,14 @@ const LOAD_SERVICE: &str = "infermon-load-relay-e2e";
 const MODEL: &str = "relayed-llama";
 /// The bound on rebuilt timings against the simulator's ground truth.
 const TOLERANCE_US: i64 = 1_000;
+
+/// The performance dashboard's latency panels and how many exemplar targets each has: the
+/// engine's own histogram and the relay's, per quantity.
+const EXEMPLAR_PANELS: &[(&str, usize)] = &[
+    ("Time to first token P50/P95/P99/P99.9", 2),
+    ("Time per output token P50/P95/P99/P99.9", 2),
+    ("Queue, prefill and decode P99", 6),
+];
 
 /// The checks on one trace; `Err` says what is not there (yet).
 fn check_trace(spans: &[TraceSpan]) -> Result<usize, String> {
@@ -109,6 +122,7 @@ async fn vllm_spans_are_expanded_on_the_way_to_jaeger() {
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
             ("OTEL_SERVICE_NAME", "infermon-relay-e2e"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
         ],
     );
 
@@ -132,6 +146,7 @@ async fn vllm_spans_are_expanded_on_the_way_to_jaeger() {
             ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", collector.as_str()),
             ("OTEL_SERVICE_NAME", SIM_SERVICE),
             ("OTEL_BSP_SCHEDULE_DELAY", "500"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
         ],
     );
     wait_healthy(&format!("{sim_url}/health")).await;
@@ -181,6 +196,62 @@ async fn vllm_spans_are_expanded_on_the_way_to_jaeger() {
     )
     .await;
     println!("RELAY: trace {} checked ({} phases)", checked.0, checked.1);
+
+    // The latency panels' exemplar targets, expanded and run as the dashboard coverage does
+    // (only the performance dashboard, to keep each round short).
+    let dashboards =
+        std::env::temp_dir().join(format!("infermon-relay-dash-{}", std::process::id()));
+    std::fs::create_dir_all(&dashboards).expect("temp dir");
+    std::fs::copy(
+        repo_dashboards_dir().join("performance.json"),
+        dashboards.join("performance.json"),
+    )
+    .expect("copy the performance dashboard");
+    let mut config = LiveConfig::new(stack.prometheus_url(), Some(stack.jaeger_url()));
+    config.dashboards_dir = dashboards.clone();
+    let proven = eventually(
+        "exemplars on every latency panel that open traces",
+        Duration::from_secs(90),
+        || {
+            let config = config.clone();
+            async move {
+                let report = run_coverage(&config).await.map_err(|e| e.to_string())?;
+                let mut proven = Vec::new();
+                for (panel, targets) in EXEMPLAR_PANELS {
+                    let rows: Vec<_> = report
+                        .rows
+                        .iter()
+                        .filter(|r| r.panel_title == *panel && r.exemplars.is_some())
+                        .collect();
+                    if rows.len() != *targets {
+                        return Err(format!("{panel}: {} exemplar targets ran", rows.len()));
+                    }
+                    for row in rows {
+                        let has_data = [&row.all, &row.one]
+                            .iter()
+                            .all(|run| matches!(run.outcome, Outcome::Found(n) if n > 0));
+                        match &row.exemplars {
+                            Some(Ok(n)) if *n > 0 && has_data => {
+                                proven.push(format!("{panel} / {}: {n} exemplars", row.ref_id))
+                            }
+                            other => {
+                                return Err(format!(
+                                    "{panel} / {}: data {:?}, exemplars {other:?}",
+                                    row.ref_id, row.all.outcome
+                                ))
+                            }
+                        }
+                    }
+                }
+                Ok(Some(proven))
+            }
+        },
+    )
+    .await;
+    for line in &proven {
+        println!("EXEMPLARS: {line} (a trace opens)");
+    }
+    let _ = std::fs::remove_dir_all(dashboards);
 
     assert!(
         sim.terminate(),

@@ -205,12 +205,9 @@ impl Stack {
             .await;
         let one_run = self.run(target, &variables, one).await;
         let exemplars = match (&target.query, &all_run.outcome) {
-            (Query::PromQl { exemplar: true, .. }, Outcome::Found(_)) => Some(
-                self.prometheus
-                    .exemplar_trace_ids(&all_run.expanded, self.time.range)
-                    .await
-                    .map(|ids| ids.len()),
-            ),
+            (Query::PromQl { exemplar: true, .. }, Outcome::Found(_)) => {
+                Some(self.exemplars_open_traces(&all_run.expanded).await)
+            }
             _ => None,
         };
         CoverageRow {
@@ -225,6 +222,32 @@ impl Stack {
             one: one_run,
             exemplars,
             may_be_empty: allowed_empty(&dashboard.uid, &target.panel_title, &target.ref_id),
+        }
+    }
+
+    /// The number of exemplars stored for `promql` over the range; with a trace store, an
+    /// error unless one of them (up to the first ten) opens a trace there — what clicking an
+    /// exemplar does.
+    async fn exemplars_open_traces(&self, promql: &str) -> Result<usize, String> {
+        let ids = self
+            .prometheus
+            .exemplar_trace_ids(promql, self.time.range)
+            .await?;
+        let Some(search) = &self.jaeger else {
+            return Ok(ids.len());
+        };
+        let jaeger = crate::http_api::Jaeger::new(&search.base);
+        for id in ids.iter().take(10) {
+            if jaeger.trace(id).await?.is_some() {
+                return Ok(ids.len());
+            }
+        }
+        match ids.first() {
+            None => Ok(0),
+            Some(id) => Err(format!(
+                "none of {} exemplar trace ids is in the trace store (e.g. {id})",
+                ids.len()
+            )),
         }
     }
 
