@@ -126,7 +126,8 @@ async fn vllm_spans_are_expanded_on_the_way_to_jaeger() {
         ],
     );
 
-    // Spans (both kinds) to the relay; metrics straight to the collector.
+    // Spans (both kinds) to the relay through the per-signal variable (the vLLM spans must
+    // follow it too); metrics straight to the collector.
     let sim_addr = format!("127.0.0.1:{}", free_port());
     let sim_url = format!("http://{sim_addr}");
     let mut sim = Process::spawn(
@@ -142,8 +143,11 @@ async fn vllm_spans_are_expanded_on_the_way_to_jaeger() {
             "both",
         ],
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", relay_endpoint.as_str()),
-            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", collector.as_str()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                relay_endpoint.as_str(),
+            ),
             ("OTEL_SERVICE_NAME", SIM_SERVICE),
             ("OTEL_BSP_SCHEDULE_DELAY", "500"),
             ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),

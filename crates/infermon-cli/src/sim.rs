@@ -164,14 +164,17 @@ impl From<TraceFormatArg> for TraceFormat {
 
 /// Starts the engine emitting vLLM-shaped request spans (`--trace-format vllm|both`) through
 /// their own provider, with vLLM's resource, to the same collector as the rest.
+/// `traces_endpoint`: where the contract's traces would go (the vLLM spans follow them, so
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` sends them to a relay while metrics go elsewhere).
 fn start_with_vllm_traces(
     config: SimConfig,
     telemetry: &infermon::telemetry::TelemetryGuard,
     args: &TelemetryArgs,
+    traces_endpoint: &str,
 ) -> anyhow::Result<SimHandle> {
     let traces = args
         .exporting()
-        .then(|| VllmTraces::otlp(&args.endpoint(), args.service_name.as_deref()))
+        .then(|| VllmTraces::otlp(traces_endpoint, args.service_name.as_deref()))
         .transpose()?;
     let meter = telemetry.meter(INSTRUMENTATION_SCOPE);
     Ok(Simulator::start_with_vllm_traces(
@@ -269,10 +272,11 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         // metrics derive from them) but not exported.
         telemetry_config = telemetry_config.with_sampler(Sampler::AlwaysOff);
     }
+    let traces_endpoint = telemetry_config.traces_endpoint();
     let telemetry =
         infermon::telemetry::init(telemetry_config).context("cannot start telemetry")?;
     let sim = if config.trace_format.emits_vllm() {
-        start_with_vllm_traces(config, &telemetry, &args.telemetry)?
+        start_with_vllm_traces(config, &telemetry, &args.telemetry, &traces_endpoint)?
     } else {
         args.engine.start(&telemetry)?
     };

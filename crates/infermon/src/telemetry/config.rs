@@ -109,6 +109,13 @@ impl TelemetryConfig {
         Self::new("unknown_service")
     }
 
+    /// Where traces go, as [`init`](super::init) resolves it now: the code's endpoint, else
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT`, else
+    /// [`DEFAULT_ENDPOINT`]. For a second trace exporter that must go where these traces go.
+    pub fn traces_endpoint(&self) -> String {
+        self.resolve(&|k| std::env::var(k).ok()).traces_endpoint
+    }
+
     /// Forces `service.name`, overriding `OTEL_SERVICE_NAME`.
     pub fn with_service_name(mut self, name: impl Into<String>) -> Self {
         self.service_name = Some(name.into());
