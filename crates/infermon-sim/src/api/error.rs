@@ -1,84 +1,30 @@
-//! OpenAI-style error responses: `{"error":{"message","type","param","code"}}` with the right
-//! status, plus `Retry-After` where retrying later can help.
+//! The simulator's OpenAI-style errors: the shared [`ApiError`] (infermon-http) and the
+//! constructors only the simulator needs ([`SimErrors`]).
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use axum::http::StatusCode;
+pub use infermon_http::error::{ApiError, INVALID_REQUEST, RATE_LIMIT, SERVER_ERROR};
 
 use crate::engine::Failure;
 use crate::faults::ErrorKind;
 
-/// OpenAI's `error.type` values.
-const INVALID_REQUEST: &str = "invalid_request_error";
-const SERVER_ERROR: &str = "server_error";
-const RATE_LIMIT: &str = "rate_limit_error";
+/// The routes the simulator serves, named in its 404.
+pub const ROUTES: &str = "POST /v1/chat/completions, POST /v1/completions, GET /v1/models, \
+    GET /health, GET /ping, GET /version, POST /tokenize, POST /detokenize, GET /metrics";
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub kind: &'static str,
-    pub param: Option<&'static str>,
-    pub code: Option<&'static str>,
-    /// Seconds for `Retry-After`.
-    pub retry_after: Option<u32>,
+/// The simulator's own errors (vLLM's quirks, injected faults, the engine's failures).
+pub trait SimErrors: Sized {
+    fn unsupported_media_type() -> Self;
+    fn model_not_found(requested: &str, served: &str) -> Self;
+    fn context_exceeded(param: &'static str, message: String) -> Self;
+    fn queue_full(max_waiting: u32) -> Self;
+    fn injected(kind: ErrorKind) -> Self;
+    fn engine_failure(failure: Failure) -> Self;
+    fn engine_stopped() -> Self;
 }
 
-impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            kind,
-            param: None,
-            code: None,
-            retry_after: None,
-        }
-    }
-
-    fn param(mut self, param: &'static str) -> Self {
-        self.param = Some(param);
-        self
-    }
-
-    fn code(mut self, code: &'static str) -> Self {
-        self.code = Some(code);
-        self
-    }
-
-    fn retry_after(mut self, seconds: u32) -> Self {
-        self.retry_after = Some(seconds);
-        self
-    }
-
-    /// 400 for a bad field.
-    pub fn invalid(param: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, message).param(param)
-    }
-
-    /// 400 for a body that is not the JSON we expect.
-    pub fn bad_json(error: &serde_json::Error) -> Self {
-        use serde_json::error::Category;
-        let message = match error.classify() {
-            Category::Syntax | Category::Eof | Category::Io => {
-                format!("The request body is not valid JSON: {error}")
-            }
-            Category::Data => format!("The request body does not match the API schema: {error}"),
-        };
-        Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, message)
-    }
-
-    pub fn body_too_large(limit: usize) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            INVALID_REQUEST,
-            format!("The request body is larger than the limit of {limit} bytes."),
-        )
-        .code("request_too_large")
-    }
-
+impl SimErrors for ApiError {
     /// vLLM's answer to a body not sent as JSON: a 400 (its validation error handler), not 415.
-    pub fn unsupported_media_type() -> Self {
+    fn unsupported_media_type() -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             INVALID_REQUEST,
@@ -87,15 +33,7 @@ impl ApiError {
         .code("unsupported_media_type")
     }
 
-    pub fn unreadable_body(detail: String) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            INVALID_REQUEST,
-            format!("Could not read the request body: {detail}"),
-        )
-    }
-
-    pub fn model_not_found(requested: &str, served: &str) -> Self {
+    fn model_not_found(requested: &str, served: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             INVALID_REQUEST,
@@ -105,11 +43,11 @@ impl ApiError {
         .code("model_not_found")
     }
 
-    pub fn context_exceeded(param: &'static str, message: String) -> Self {
+    fn context_exceeded(param: &'static str, message: String) -> Self {
         Self::invalid(param, message).code("context_length_exceeded")
     }
 
-    pub fn queue_full(max_waiting: u32) -> Self {
+    fn queue_full(max_waiting: u32) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             SERVER_ERROR,
@@ -123,7 +61,7 @@ impl ApiError {
     }
 
     /// An injected arrival fault.
-    pub fn injected(kind: ErrorKind) -> Self {
+    fn injected(kind: ErrorKind) -> Self {
         match kind {
             ErrorKind::ServerError | ErrorKind::MidStream => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -149,7 +87,7 @@ impl ApiError {
     }
 
     /// The engine failed a request it had accepted.
-    pub fn engine_failure(failure: Failure) -> Self {
+    fn engine_failure(failure: Failure) -> Self {
         match failure {
             Failure::MidStream => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -161,80 +99,12 @@ impl ApiError {
         }
     }
 
-    /// A connection over the server's cap (answered before any request is read).
-    pub fn too_many_connections(max_connections: usize) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            SERVER_ERROR,
-            format!(
-                "The server already has {max_connections} open connections (its limit); \
-                 retry later or reuse a kept-alive connection."
-            ),
-        )
-        .code("too_many_connections")
-        .retry_after(1)
-    }
-
-    pub fn engine_stopped() -> Self {
+    fn engine_stopped() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             SERVER_ERROR,
             "The simulated engine is shutting down.",
         )
         .code(crate::engine::Failure::Shutdown.error_type())
-    }
-
-    pub fn not_found(method: &str, path: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            INVALID_REQUEST,
-            format!("Unknown route {method} {path}. Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET /ping, GET /version, POST /tokenize, POST /detokenize, GET /metrics."),
-        )
-    }
-
-    pub fn method_not_allowed(method: &str, path: &str) -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            INVALID_REQUEST,
-            format!("{path} does not accept {method}."),
-        )
-    }
-
-    /// The JSON body, also sent as an SSE `data:` event when a stream fails part-way.
-    pub fn body(&self) -> ErrorBody<'_> {
-        ErrorBody {
-            error: ErrorDetail {
-                message: &self.message,
-                kind: self.kind,
-                param: self.param,
-                code: self.code,
-            },
-        }
-    }
-}
-
-#[derive(Serialize)]
-pub struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    message: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    param: Option<&'a str>,
-    code: Option<&'a str>,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.body())).into_response();
-        if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
     }
 }

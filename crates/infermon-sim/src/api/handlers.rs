@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, SimErrors as _, ROUTES};
 use crate::api::output::{self, Ending, Script};
 use crate::api::rejected::Rejection;
 use crate::api::stream::{merge, Api, ChoiceSpec, ChunkWriter, Shape, StreamState};
@@ -612,7 +612,7 @@ pub async fn detokenize(
 pub async fn vllm_metrics(State(sim): State<SimHandle>) -> Response {
     let shared = sim.shared();
     let Some(histograms) = &shared.vllm else {
-        return ApiError::not_found("GET", "/metrics").into_response();
+        return ApiError::not_found("GET", "/metrics", ROUTES).into_response();
     };
     let snapshot = lock(histograms).clone();
     let text = crate::vllm_format::render(sim.model(), &snapshot, &shared.vllm_gauges());
@@ -627,7 +627,7 @@ pub async fn vllm_metrics(State(sim): State<SimHandle>) -> Response {
 }
 
 pub async fn not_found(method: Method, uri: Uri) -> Response {
-    ApiError::not_found(method.as_str(), uri.path()).into_response()
+    ApiError::not_found(method.as_str(), uri.path(), ROUTES).into_response()
 }
 
 pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {

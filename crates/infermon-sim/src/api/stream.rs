@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, SimErrors as _};
 use crate::api::output::{self, Script};
 use crate::api::types::{ToolCall, Usage};
 use crate::engine::{Event, FinishReason};
