@@ -276,3 +276,36 @@ mod tests {
         assert_eq!(line.lines().count(), 1);
     }
 }
+
+/// Connection handling and shutdown of an HTTP server (`sim`, `gateway`).
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "HTTP server")]
+pub struct ServerArgs {
+    /// On SIGINT/SIGTERM, how long open requests may run on before their streams are ended
+    /// with an error event (a second signal exits at once).
+    #[arg(long, value_name = "DURATION", env = "INFERMON_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// A request's headers must arrive complete within this time.
+    #[arg(long, value_name = "DURATION", env = "INFERMON_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Close a kept-alive connection after this long without a request (vLLM's default: 5 s).
+    #[arg(long, value_name = "DURATION", env = "INFERMON_IDLE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Most open connections; more are answered 503 and closed.
+    #[arg(long, value_name = "N", env = "INFERMON_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+}
+
+impl ServerArgs {
+    pub fn options(&self) -> infermon_http::ServeOptions {
+        infermon_http::ServeOptions {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections as usize,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+}

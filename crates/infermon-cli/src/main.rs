@@ -5,6 +5,7 @@ mod alerts;
 mod args;
 mod config_file;
 mod demo;
+mod gateway;
 mod gpu_agent;
 mod load;
 mod relay;
@@ -59,6 +60,14 @@ enum Command {
     /// bounded queue with retries; a full queue is refused with RESOURCE_EXHAUSTED (gRPC) or 429
     /// (HTTP) and a retry delay.
     Relay(relay::RelayArgs),
+    /// OpenAI-compatible gateway in front of several engines: routing, failover, tenants, cost.
+    ///
+    /// Routes /v1/chat/completions and /v1/completions to the least busy healthy upstream that
+    /// serves the model, streams responses through unchanged, retries elsewhere before the
+    /// first byte on connection failure, timeout or 5xx, and reports what a client sees per
+    /// upstream (TTFT, inter-token latency, duration) and per tenant (requests, tokens, cost),
+    /// with one trace from the caller through the gateway to the engine.
+    Gateway(gateway::GatewayArgs),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +94,7 @@ fn main() -> ExitCode {
                     Command::GpuAgent(args) => gpu_agent::run(args).await,
                     Command::Alerts(args) => alerts::run(args).await,
                     Command::Relay(args) => relay::run(args).await,
+                    Command::Gateway(args) => gateway::run(args).await,
                 }
             })
         });

@@ -2,18 +2,17 @@
 //! telemetry exported over OTLP.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use infermon::contract::{value, INSTRUMENTATION_SCOPE};
 use infermon_sim::{
-    MetricsFormat, ServeOptions, SimConfig, SimHandle, SimTelemetry, Simulator, TraceFormat,
+    MetricsFormat, SimConfig, SimHandle, SimTelemetry, Simulator, TraceFormat,
     VllmTraces,
 };
 use opentelemetry_sdk::trace::Sampler;
 use tokio::net::TcpListener;
 
-use crate::args::{parse_duration, TelemetryArgs};
+use crate::args::{ServerArgs, TelemetryArgs};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -51,39 +50,6 @@ pub struct SimArgs {
 
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
-}
-
-/// Connection handling and shutdown of the HTTP server.
-#[derive(clap::Args, Debug, Clone)]
-#[command(next_help_heading = "HTTP server")]
-pub struct ServerArgs {
-    /// On SIGINT/SIGTERM, how long open requests may run on before their streams are ended
-    /// with an error event (a second signal exits at once).
-    #[arg(long, value_name = "DURATION", env = "INFERMON_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub drain_timeout: Duration,
-
-    /// A request's headers must arrive complete within this time.
-    #[arg(long, value_name = "DURATION", env = "INFERMON_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub header_timeout: Duration,
-
-    /// Close a kept-alive connection after this long without a request (vLLM's default: 5 s).
-    #[arg(long, value_name = "DURATION", env = "INFERMON_IDLE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub idle_timeout: Duration,
-
-    /// Most open connections; more are answered 503 and closed.
-    #[arg(long, value_name = "N", env = "INFERMON_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_connections: u32,
-}
-
-impl ServerArgs {
-    fn options(&self) -> ServeOptions {
-        ServeOptions {
-            header_timeout: self.header_timeout,
-            idle_timeout: self.idle_timeout,
-            max_connections: self.max_connections as usize,
-            drain_timeout: self.drain_timeout,
-        }
-    }
 }
 
 /// The simulated engine's settings (shared by `sim` and `demo`). Flags override the

@@ -19,6 +19,8 @@
 //! ```text
 //! serve(router, listener, ServeOptions { .. }, drain: impl Drain, shutdown: impl Future)
 //! ReceivedAt   request extension: when the request's headers had been read
+//! error        ApiError: OpenAI-style JSON errors
+//! sse          SseDecoder: server-sent events as OpenAI's clients read them
 //! ```
 
 use std::future::Future;
@@ -37,6 +39,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub mod error;
+pub mod sse;
 
 pub use error::ApiError;
 

@@ -111,6 +111,17 @@ pub mod attr {
     pub const LLM_PREEMPTION_COUNT: &str = "llm.preemption.count";
     /// Resource attribute marking a simulated workload.
     pub const LLM_SIMULATED: &str = "llm.simulated";
+    /// `infermon gateway`: the upstream engine a request (attempt) went to, by configured name.
+    pub const LLM_UPSTREAM: &str = "llm.upstream";
+    /// `infermon gateway`: the tenant an API key belongs to (capped label).
+    pub const LLM_TENANT: &str = "llm.tenant";
+    /// `infermon gateway`: how an upstream attempt ended (`ok`, `connect_error`, `timeout`,
+    /// `server_error`, `client_error`).
+    pub const LLM_ATTEMPT_OUTCOME: &str = "llm.gateway.attempt.outcome";
+    /// `infermon gateway` span attribute: the attempt's number (1 = first try).
+    pub const LLM_ATTEMPT: &str = "llm.gateway.attempt";
+    /// `infermon gateway` span attribute: the request's price in US dollars (price table).
+    pub const LLM_COST_USD: &str = "llm.request.cost_usd";
 
     // --- Hardware semantic conventions (GPUs) ---
     pub const HW_ID: &str = super::semconv::HW_ID;
@@ -287,6 +298,15 @@ pub mod metric {
     pub const DECODE_DURATION: &str = "llm.request.decode.duration";
     pub const REQUEST_TOKENS: &str = "llm.request.tokens";
     pub const REQUESTS: &str = "llm.requests";
+    // `infermon gateway` (besides the contract's TTFT, TPOT and request duration, which it
+    // records with `llm.upstream` as a client sees them).
+    pub const GATEWAY_REQUESTS: &str = "llm.gateway.requests";
+    pub const GATEWAY_TOKENS: &str = "llm.gateway.tokens";
+    pub const GATEWAY_COST: &str = "llm.gateway.cost";
+    pub const GATEWAY_INTER_TOKEN_LATENCY: &str = "llm.gateway.inter_token_latency";
+    pub const GATEWAY_ATTEMPTS: &str = "llm.gateway.upstream.attempts";
+    pub const GATEWAY_OUTSTANDING: &str = "llm.gateway.upstream.outstanding";
+    pub const GATEWAY_HEALTHY: &str = "llm.gateway.upstream.healthy";
     pub const TOKENS: &str = "llm.tokens";
     pub const SCHEDULER_REQUESTS: &str = "llm.scheduler.requests";
     pub const SCHEDULER_ITERATIONS: &str = "llm.scheduler.iterations";
@@ -333,6 +353,8 @@ pub mod metric {
 /// Units (UCUM, as OpenTelemetry expects them).
 pub mod unit {
     pub const SECONDS: &str = "s";
+    pub const USD: &str = "{USD}";
+    pub const ATTEMPTS: &str = "{attempt}";
     pub const TOKENS: &str = "{token}";
     pub const REQUESTS: &str = "{request}";
     pub const ITERATIONS: &str = "{iteration}";
@@ -382,6 +404,7 @@ pub mod buckets {
             m::TIME_TO_FIRST_TOKEN => TIME_TO_FIRST_TOKEN,
             m::TIME_PER_OUTPUT_TOKEN => TIME_PER_OUTPUT_TOKEN,
             m::QUEUE_DURATION | m::PREFILL_DURATION | m::DECODE_DURATION => PHASE_DURATION,
+            m::GATEWAY_INTER_TOKEN_LATENCY => TIME_PER_OUTPUT_TOKEN,
             m::REQUEST_TOKENS => TOKENS,
             r::REQUEST_TIME_TO_FIRST_TOKEN => TIME_TO_FIRST_TOKEN,
             r::REQUEST_TIME_PER_OUTPUT_TOKEN => TIME_PER_OUTPUT_TOKEN,
@@ -610,6 +633,62 @@ pub const METRICS: &[MetricSpec] = &[
         ],
         prometheus: "llm_requests_total",
         description: "Requests that ended, by outcome, finish reason and error type.",
+    },
+    MetricSpec {
+        name: metric::GATEWAY_REQUESTS,
+        instrument: Counter,
+        unit: unit::REQUESTS,
+        attributes: &[LLM_TENANT, GEN_AI_REQUEST_MODEL, LLM_REQUEST_OUTCOME, ERROR_TYPE],
+        prometheus: "llm_gateway_requests_total",
+        description: "Requests the gateway answered, by tenant, model and outcome (401s and 429s included).",
+    },
+    MetricSpec {
+        name: metric::GATEWAY_TOKENS,
+        instrument: Counter,
+        unit: unit::TOKENS,
+        attributes: &[LLM_TENANT, GEN_AI_REQUEST_MODEL, GEN_AI_TOKEN_TYPE],
+        prometheus: "llm_gateway_tokens_total",
+        description: "Tokens per tenant and model as the upstream's usage reported them (input, output).",
+    },
+    MetricSpec {
+        name: metric::GATEWAY_COST,
+        instrument: Counter,
+        unit: unit::USD,
+        attributes: &[LLM_TENANT, GEN_AI_REQUEST_MODEL],
+        prometheus: "llm_gateway_cost_total",
+        description: "Price of the tokens per tenant and model, from the gateway's price table.",
+    },
+    MetricSpec {
+        name: metric::GATEWAY_INTER_TOKEN_LATENCY,
+        instrument: Histogram,
+        unit: unit::SECONDS,
+        attributes: &[GEN_AI_REQUEST_MODEL, LLM_UPSTREAM],
+        prometheus: "llm_gateway_inter_token_latency_seconds",
+        description: "Time between two streamed chunks with content, as the gateway (a client) sees them.",
+    },
+    MetricSpec {
+        name: metric::GATEWAY_ATTEMPTS,
+        instrument: Counter,
+        unit: unit::ATTEMPTS,
+        attributes: &[LLM_UPSTREAM, LLM_ATTEMPT_OUTCOME],
+        prometheus: "llm_gateway_upstream_attempts_total",
+        description: "Requests sent to each upstream, by how the attempt ended (retries count).",
+    },
+    MetricSpec {
+        name: metric::GATEWAY_OUTSTANDING,
+        instrument: Gauge,
+        unit: unit::REQUESTS,
+        attributes: &[LLM_UPSTREAM],
+        prometheus: "llm_gateway_upstream_outstanding",
+        description: "Requests in flight to each upstream (what least-outstanding routing balances).",
+    },
+    MetricSpec {
+        name: metric::GATEWAY_HEALTHY,
+        instrument: Gauge,
+        unit: unit::RATIO,
+        attributes: &[LLM_UPSTREAM],
+        prometheus: "llm_gateway_upstream_healthy_ratio",
+        description: "1 while the gateway routes to the upstream, 0 after failures or a failed probe.",
     },
     MetricSpec {
         name: metric::TOKENS,

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::openai::{RequestBody, ResponseBody, Usage};
 use crate::outcome::{Outcome, RequestError, RequestRecord};
-use crate::sse::SseDecoder;
+use infermon_http::sse::SseDecoder;
 
 /// Error bodies longer than this are not read further: only the OpenAI error type is wanted.
 const MAX_ERROR_BODY: usize = 64 * 1024;

@@ -37,7 +37,6 @@ mod openai;
 mod outcome;
 mod prompt;
 mod runner;
-mod sse;
 mod stats;
 mod summary;
 
@@ -48,7 +47,7 @@ pub use models::{served_model, ModelLookupError};
 pub use openai::Api;
 pub use outcome::{Outcome, RequestError};
 pub use runner::LoadGenerator;
-pub use sse::SseDecoder;
+pub use infermon_http::sse::SseDecoder;
 pub use stats::{Counts, Progress, Tally, Window};
 pub use summary::{
     human_secs, key_counts, Latencies, Percentiles, Requests, Summary, Throughput, Tokens,

@@ -1,0 +1,145 @@
+//! `infermon gateway`: an OpenAI-compatible gateway in front of several engines (see
+//! `docs/gateway.md`). Wiring only; the work is in `infermon-gateway`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use infermon::contract::INSTRUMENTATION_SCOPE;
+use infermon_gateway::{Gateway, GatewayConfig, UpstreamConfig};
+
+use crate::args::{parse_duration, ServerArgs, TelemetryArgs};
+use crate::signal::first_of_two_signals;
+
+/// `service.name` default of the gateway.
+const SERVICE_GATEWAY: &str = "infermon-gateway";
+
+#[derive(clap::Args, Debug)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  \
+    infermon gateway --upstream a=http://10.0.0.1:8000 --upstream b=http://10.0.0.2:8000\n  \
+    infermon gateway --gateway-config gateway.toml     # upstreams, tenants (API keys), prices\n  \
+    infermon gateway hash-key sk-my-secret             # the key_sha256 for a [[tenant]]"
+)]
+pub struct GatewayArgs {
+    #[command(subcommand)]
+    pub command: Option<GatewayCommand>,
+
+    /// Address the OpenAI-compatible API listens on.
+    #[arg(long, value_name = "ADDR", env = "INFERMON_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// An upstream engine as NAME=URL (http://host:port); repeat, or separate with commas.
+    #[arg(long, value_name = "NAME=URL", env = "INFERMON_GATEWAY_UPSTREAMS", value_delimiter = ',', value_parser = parse_upstream)]
+    pub upstream: Vec<UpstreamConfig>,
+
+    /// TOML file with [[upstream]], [[tenant]] (API keys as SHA-256) and [[price]] entries
+    /// (docs/gateway.md).
+    #[arg(long, value_name = "FILE", env = "INFERMON_GATEWAY_CONFIG")]
+    pub gateway_config: Option<PathBuf>,
+
+    /// Attempts per request, on different upstreams (1 = no retry). Retries happen only before
+    /// the client received anything: connection failure, timeout or 5xx.
+    #[arg(long, value_name = "N", env = "INFERMON_GATEWAY_MAX_ATTEMPTS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub max_attempts: u32,
+
+    /// Give an upstream up (and retry elsewhere) when its response headers take longer.
+    #[arg(long, value_name = "DURATION", env = "INFERMON_GATEWAY_FIRST_BYTE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub first_byte_timeout: Duration,
+
+    /// End a streaming response with an error event when the upstream sends nothing for this
+    /// long.
+    #[arg(long, value_name = "DURATION", env = "INFERMON_GATEWAY_STREAM_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub stream_idle_timeout: Duration,
+
+    /// How often each upstream's /v1/models is probed (health and served models).
+    #[arg(long, value_name = "DURATION", env = "INFERMON_GATEWAY_PROBE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub probe_interval: Duration,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum GatewayCommand {
+    /// Print the SHA-256 of an API key, for a [[tenant]]'s key_sha256 (the key itself is never
+    /// stored).
+    HashKey {
+        /// The API key.
+        key: String,
+    },
+}
+
+fn parse_upstream(s: &str) -> Result<UpstreamConfig, String> {
+    match s.split_once('=') {
+        Some((name, url)) if !name.trim().is_empty() && !url.trim().is_empty() => Ok(UpstreamConfig {
+            name: name.trim().to_owned(),
+            url: url.trim().to_owned(),
+        }),
+        _ => Err(format!("`{s}` is not NAME=URL (e.g. a=http://10.0.0.1:8000)")),
+    }
+}
+
+impl GatewayArgs {
+    fn gateway_config(&self) -> anyhow::Result<GatewayConfig> {
+        let mut config = GatewayConfig::new(self.upstream.clone());
+        if let Some(path) = &self.gateway_config {
+            config = config.merge_file(path)?;
+        }
+        config.max_attempts = self.max_attempts;
+        config.first_byte_timeout = self.first_byte_timeout;
+        config.stream_idle_timeout = self.stream_idle_timeout;
+        config.probe_interval = self.probe_interval;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    if let Some(GatewayCommand::HashKey { key }) = &args.command {
+        println!("{}", infermon_gateway::hash_key(key));
+        return Ok(());
+    }
+    // Check everything before binding or starting anything.
+    let config = args.gateway_config()?;
+    let listener = crate::sim::bind(&args.listen).await?;
+    let telemetry = args.telemetry.init(SERVICE_GATEWAY, false)?;
+    let meter = telemetry.meter(INSTRUMENTATION_SCOPE);
+    let upstreams: Vec<String> = config
+        .upstreams
+        .iter()
+        .map(|u| format!("{}={}", u.name, u.url))
+        .collect();
+    let tenants = config.tenants.as_ref().map_or(0, Vec::len);
+    let gateway = Gateway::new(config, &meter);
+    let probe = gateway.spawn_probe();
+    eprintln!(
+        "infermon gateway: http://{}/v1 -> {} ({}); Ctrl-C stops",
+        listener.local_addr()?,
+        upstreams.join(", "),
+        if tenants == 0 {
+            "no API keys required".to_owned()
+        } else {
+            format!("{tenants} tenants")
+        }
+    );
+    let options = args.server.options();
+    infermon_http::serve(
+        gateway.router(),
+        listener,
+        options.clone(),
+        (),
+        first_of_two_signals(options.drain_timeout),
+    )
+    .await;
+    probe.abort();
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .context("telemetry shutdown panicked")?
+        .map_err(|e| anyhow::anyhow!("{}", args.telemetry.shutdown_message(&e)))?;
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! The response body going back to the client: the upstream's frames passed on unchanged, as
+//! they arrive (no buffering, no re-chunking), observed on the way — the first content chunk
+//! (client-side TTFT), the gaps between chunks (inter-token latency), the usage the upstream
+//! reports — and the request's telemetry finished when the body ends, fails, stalls past the
+//! idle timeout, or is dropped because the client went away (which closes the upstream
+//! connection, so the engine frees the slot).
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use infermon_http::sse::SseDecoder;
+use serde::Deserialize;
+use tokio::time::{Instant, Sleep};
+
+use crate::proxy::Finisher;
+
+/// Non-streamed bodies are kept up to this size to read their usage; past it the usage is
+/// not known (the body still goes through whole).
+const MAX_JSON_BYTES: usize = 8 * 1024 * 1024;
+
+pub struct Observed {
+    inner: Incoming,
+    idle_timeout: Duration,
+    idle: Pin<Box<Sleep>>,
+    /// `Some` for `text/event-stream` responses.
+    sse: Option<SseDecoder>,
+    json: Vec<u8>,
+    /// What the stream saw so far.
+    pub(crate) seen: Seen,
+    finisher: Option<Finisher>,
+    /// A last frame to send (the error event of a stalled or broken stream).
+    tail: Option<Bytes>,
+    ended: bool,
+}
+
+/// What the body observed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Seen {
+    pub first_content: Option<Instant>,
+    pub last_content: Option<Instant>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+}
+
+impl Observed {
+    pub(crate) fn new(inner: Incoming, streaming: bool, idle_timeout: Duration, finisher: Finisher) -> Self {
+        Self {
+            inner,
+            idle_timeout,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            sse: streaming.then(SseDecoder::new),
+            json: Vec::new(),
+            seen: Seen::default(),
+            finisher: Some(finisher),
+            tail: None,
+            ended: false,
+        }
+    }
+
+    fn observe(&mut self, data: &Bytes) {
+        let now = Instant::now();
+        match &mut self.sse {
+            Some(decoder) => {
+                let finisher = self.finisher.as_ref();
+                let seen = &mut self.seen;
+                decoder.feed(data, &mut |event: &[u8]| {
+                    if event == b"[DONE]" {
+                        return;
+                    }
+                    let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(event) else {
+                        return; // not ours to judge: passed on as it came
+                    };
+                    if let Some(usage) = chunk.usage {
+                        seen.input_tokens = usage.prompt_tokens;
+                        seen.output_tokens = usage.completion_tokens;
+                    }
+                    if chunk.choices.iter().any(Choice::has_content) {
+                        if seen.first_content.is_none() {
+                            seen.first_content = Some(now);
+                        } else if let (Some(last), Some(f)) = (seen.last_content, finisher) {
+                            f.inter_token(now.duration_since(last).as_secs_f64());
+                        }
+                        seen.last_content = Some(now);
+                    }
+                });
+            }
+            None => {
+                if self.json.len() + data.len() <= MAX_JSON_BYTES {
+                    self.json.extend_from_slice(data);
+                }
+            }
+        }
+    }
+
+    /// Ends the request's telemetry once; `error`: what went wrong, if anything.
+    fn finish(&mut self, error: Option<&'static str>, aborted: bool) {
+        if self.sse.is_none() && error.is_none() {
+            if let Ok(body) = serde_json::from_slice::<Chunk<'_>>(&self.json) {
+                if let Some(usage) = body.usage {
+                    self.seen.input_tokens = usage.prompt_tokens;
+                    self.seen.output_tokens = usage.completion_tokens;
+                }
+            }
+        }
+        if let Some(f) = self.finisher.take() {
+            f.finish(self.seen, error, aborted);
+        }
+    }
+
+    /// The last event of a stream the gateway had to end.
+    fn error_event(message: &str, code: &str) -> Bytes {
+        let error = serde_json::json!({
+            "error": { "message": message, "type": "server_error", "param": null, "code": code }
+        });
+        Bytes::from(format!("data: {error}\n\ndata: [DONE]\n\n"))
+    }
+}
+
+impl Body for Observed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Some(tail) = this.tail.take() {
+            return Poll::Ready(Some(Ok(Frame::data(tail))));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let deadline = Instant::now() + this.idle_timeout;
+                this.idle.as_mut().reset(deadline);
+                if let Some(data) = frame.data_ref() {
+                    this.observe(data);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::warn!(error = %e, "upstream response broke off");
+                this.ended = true;
+                this.finish(Some("upstream_broken"), false);
+                if this.sse.is_some() {
+                    Poll::Ready(Some(Ok(Frame::data(Self::error_event(
+                        "The upstream engine's response broke off.",
+                        "upstream_broken",
+                    )))))
+                } else {
+                    Poll::Ready(Some(Err(e)))
+                }
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                let truncated = this.sse.as_ref().is_some_and(SseDecoder::has_pending);
+                this.finish(truncated.then_some("upstream_truncated"), false);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if this.idle.as_mut().poll(cx).is_ready() {
+                    this.ended = true;
+                    this.finish(Some("upstream_timeout"), false);
+                    let secs = this.idle_timeout.as_secs_f64();
+                    // Ending the body drops the upstream response: its connection closes.
+                    return Poll::Ready(Some(Ok(Frame::data(Self::error_event(
+                        &format!("The upstream engine sent nothing for {secs} s; the gateway ended the response."),
+                        "upstream_timeout",
+                    )))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.tail.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.sse.is_some() {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        if self.finisher.is_some() {
+            // The client went away before the end (hyper drops the body).
+            self.finish(None, true);
+        }
+    }
+}
+
+/// The parts of a completion (chunk) the gateway reads.
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<Choice<'a>>,
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow)]
+    delta: Option<Delta<'a>>,
+    #[serde(borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    reasoning_content: Option<std::borrow::Cow<'a, str>>,
+    tool_calls: Option<serde::de::IgnoredAny>,
+}
+
+impl Choice<'_> {
+    fn has_content(&self) -> bool {
+        let non_empty = |s: &Option<std::borrow::Cow<'_, str>>| s.as_ref().is_some_and(|s| !s.is_empty());
+        non_empty(&self.text)
+            || self.delta.as_ref().is_some_and(|d| {
+                non_empty(&d.content) || non_empty(&d.reasoning_content) || d.tool_calls.is_some()
+            })
+    }
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}

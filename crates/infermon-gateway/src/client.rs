@@ -1,0 +1,73 @@
+//! The gateway's HTTP/1.1 client to its upstreams: pooled keep-alive connections with
+//! `TCP_NODELAY` (a streamed token is not held back by Nagle's algorithm on this hop either)
+//! and a connect timeout.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// How long a `/v1/models` probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest `/v1/models` answer read.
+const PROBE_MAX_BYTES: usize = 1024 * 1024;
+/// Pooled connections idle longer than this are closed by the gateway first: engines close
+/// idle keep-alive connections after 5 s (vLLM's uvicorn), and a request sent on a connection
+/// the upstream is closing fails.
+const POOL_IDLE: Duration = Duration::from_secs(4);
+
+#[derive(Clone, Debug)]
+pub struct UpstreamClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl UpstreamClient {
+    pub fn new(connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .build(connector);
+        Self { client }
+    }
+
+    pub async fn send(
+        &self,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<Incoming>, hyper_util::client::legacy::Error> {
+        self.client.request(request).await
+    }
+
+    /// The model ids `base`'s `/v1/models` lists, or `None` if it does not answer well.
+    pub async fn models(&self, base: &str) -> Option<HashSet<String>> {
+        let request = http::Request::get(format!("{base}/v1/models"))
+            .body(Full::new(Bytes::new()))
+            .ok()?;
+        let fetch = async {
+            let response = self.send(request).await.ok()?;
+            if !response.status().is_success() {
+                return None;
+            }
+            let body = http_body_util::Limited::new(response.into_body(), PROBE_MAX_BYTES)
+                .collect()
+                .await
+                .ok()?
+                .to_bytes();
+            let list: serde_json::Value = serde_json::from_slice(&body).ok()?;
+            Some(
+                list["data"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|m| m["id"].as_str().map(str::to_owned))
+                    .collect(),
+            )
+        };
+        tokio::time::timeout(PROBE_TIMEOUT, fetch).await.ok()?
+    }
+}

@@ -1,0 +1,493 @@
+//! The OpenAI-compatible front: routes, the attempt loop with failover, and the request's
+//! spans (a SERVER span in, a CLIENT span per upstream attempt, `traceparent` passed on).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use http_body_util::Full;
+use infermon_http::error::{ApiError, INVALID_REQUEST, SERVER_ERROR};
+use infermon_http::ReceivedAt;
+use infermon_instrument::contract::{attr, field, value};
+use infermon_instrument::layer::context_of;
+use infermon_instrument::propagation::{extract_context, inject_context};
+use tokio::time::Instant;
+use tracing::field::Empty;
+
+use crate::body::{Observed, Seen};
+use crate::client::UpstreamClient;
+use crate::config::{GatewayConfig, Price};
+use crate::telemetry::{AttemptOutcome, GatewayMetrics, Measured};
+use crate::tenants::{Admission, Tenants, UNAUTHENTICATED};
+use crate::upstreams::{InFlight, Upstreams};
+
+/// The `tracing` target of the gateway's request spans.
+pub const TARGET: &str = "infermon::gateway";
+
+const ROUTES: &str = "POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health";
+
+/// Request headers passed to the upstream (the client's API key is the gateway's business, not
+/// the engine's; hop-by-hop headers are the connection's).
+const FORWARDED: &[http::header::HeaderName] = &[
+    http::header::CONTENT_TYPE,
+    http::header::ACCEPT,
+    http::header::USER_AGENT,
+];
+
+/// Everything a request needs; cheap to clone.
+#[derive(Clone)]
+pub struct Gateway(Arc<Inner>);
+
+struct Inner {
+    config: GatewayConfig,
+    upstreams: Upstreams,
+    client: UpstreamClient,
+    tenants: Tenants,
+    metrics: GatewayMetrics,
+    requests: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl Gateway {
+    pub fn new(config: GatewayConfig, meter: &opentelemetry::metrics::Meter) -> Self {
+        let upstreams = Upstreams::new(&config.upstreams);
+        Self(Arc::new(Inner {
+            client: UpstreamClient::new(config.connect_timeout),
+            tenants: Tenants::new(config.tenants.as_deref()),
+            metrics: GatewayMetrics::new(meter, &upstreams),
+            upstreams,
+            config,
+            requests: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.0.upstreams
+    }
+
+    /// Starts the `/v1/models` probe of every upstream (health and served models).
+    pub fn spawn_probe(&self) -> tokio::task::JoinHandle<()> {
+        self.0
+            .upstreams
+            .spawn_probe(self.0.client.clone(), self.0.config.probe_interval)
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/completions", post(completions))
+            .route("/v1/models", get(models))
+            .route("/health", get(health))
+            .fallback(not_found)
+            .layer(DefaultBodyLimit::max(self.0.config.max_body_bytes))
+            .with_state(self.clone())
+    }
+
+    /// Whether a retry fits the budget (a fraction of requests, plus a floor).
+    fn may_retry(&self) -> bool {
+        let requests = self.0.requests.load(Ordering::Relaxed) as f64;
+        let allowed = 10.0 + self.0.config.retry_budget * requests;
+        if (self.0.retries.load(Ordering::Relaxed) as f64) < allowed {
+            self.0.retries.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn chat(
+    State(gw): State<Gateway>,
+    received: Option<Extension<ReceivedAt>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    proxy(gw, value::OPERATION_CHAT, "/v1/chat/completions", received, headers, body).await
+}
+
+async fn completions(
+    State(gw): State<Gateway>,
+    received: Option<Extension<ReceivedAt>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    proxy(gw, value::OPERATION_TEXT_COMPLETION, "/v1/completions", received, headers, body).await
+}
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    ApiError::not_found(method.as_str(), uri.path(), ROUTES).into_response()
+}
+
+/// The union of the models the upstreams serve (as their last probe found them).
+async fn models(State(gw): State<Gateway>) -> Response {
+    let mut ids: Vec<String> = gw
+        .0
+        .upstreams
+        .all()
+        .iter()
+        .flat_map(|u| u.models())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let data: Vec<serde_json::Value> = ids
+        .into_iter()
+        .map(|id| serde_json::json!({"id": id, "object": "model", "owned_by": "infermon-gateway"}))
+        .collect();
+    Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+async fn health(State(gw): State<Gateway>) -> Response {
+    let upstreams: Vec<serde_json::Value> = gw
+        .0
+        .upstreams
+        .all()
+        .iter()
+        .map(|u| {
+            serde_json::json!({
+                "name": u.name, "healthy": u.is_healthy(), "outstanding": u.outstanding()
+            })
+        })
+        .collect();
+    let any = gw.0.upstreams.all().iter().any(|u| u.is_healthy());
+    let status = if any { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(serde_json::json!({"healthy": any, "upstreams": upstreams}))).into_response()
+}
+
+/// What a request ends with: its spans, its measurements, its slots.
+pub(crate) struct Finisher {
+    gw: Gateway,
+    span: tracing::Span,
+    attempt_span: Option<tracing::Span>,
+    received: Instant,
+    measured: Measured,
+    price: Option<Price>,
+    _in_flight: Option<InFlight>,
+    _admission: Option<Admission>,
+}
+
+impl Finisher {
+    pub(crate) fn inter_token(&self, seconds: f64) {
+        if let Some(upstream) = &self.measured.upstream {
+            self.gw
+                .0
+                .metrics
+                .inter_token(&self.measured.model, upstream, seconds);
+        }
+    }
+
+    pub(crate) fn finish(mut self, seen: Seen, error: Option<&'static str>, aborted: bool) {
+        let m = &mut self.measured;
+        m.duration_s = self.received.elapsed().as_secs_f64();
+        m.ttft_s = seen
+            .first_content
+            .map(|t| t.saturating_duration_since(self.received).as_secs_f64());
+        m.decode_s = match (seen.first_content, seen.last_content) {
+            (Some(first), Some(last)) => Some(last.saturating_duration_since(first).as_secs_f64()),
+            _ => None,
+        };
+        m.input_tokens = seen.input_tokens;
+        m.output_tokens = seen.output_tokens;
+        m.cost_usd = self.price.map(|p| {
+            p.of(
+                seen.input_tokens.unwrap_or(0),
+                seen.output_tokens.unwrap_or(0),
+            )
+        });
+        if let Some(e) = error {
+            m.error_type = Some(e.to_owned());
+        }
+        if aborted {
+            m.aborted = true;
+            m.error_type.get_or_insert_with(|| "client_closed".to_owned());
+        }
+        let span = &self.span;
+        if let Some(n) = seen.input_tokens {
+            span.record(attr::GEN_AI_USAGE_INPUT_TOKENS, n);
+        }
+        if let Some(n) = seen.output_tokens {
+            span.record(attr::GEN_AI_USAGE_OUTPUT_TOKENS, n);
+        }
+        if let Some(ttft) = m.ttft_s {
+            span.record(attr::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ttft);
+        }
+        if let Some(cost) = m.cost_usd {
+            span.record(attr::LLM_COST_USD, cost);
+        }
+        if let Some(e) = &m.error_type {
+            span.record(attr::ERROR_TYPE, e.as_str());
+            if !aborted {
+                span.record(field::OTEL_STATUS_CODE, field::STATUS_ERROR);
+            }
+            if let Some(attempt) = &self.attempt_span {
+                attempt.record(attr::ERROR_TYPE, e.as_str());
+            }
+        }
+        self.gw.0.metrics.request_ended(m);
+    }
+}
+
+/// A request the gateway answers itself (refused, or nobody to send it to): the error, counted
+/// and on the span.
+fn refuse(gw: &Gateway, span: &tracing::Span, mut measured: Measured, received: Instant, error: ApiError, error_type: &str) -> Response {
+    span.record(attr::HTTP_RESPONSE_STATUS_CODE, error.status.as_u16());
+    span.record(attr::ERROR_TYPE, error_type);
+    span.record(field::OTEL_STATUS_CODE, field::STATUS_ERROR);
+    measured.duration_s = received.elapsed().as_secs_f64();
+    measured.error_type = Some(error_type.to_owned());
+    gw.0.metrics.request_ended(&measured);
+    error.into_response()
+}
+
+async fn proxy(
+    gw: Gateway,
+    operation: &'static str,
+    path: &'static str,
+    received: Option<Extension<ReceivedAt>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let received = received.map_or_else(Instant::now, |Extension(r)| r.0);
+    gw.0.requests.fetch_add(1, Ordering::Relaxed);
+    let parent = extract_context(&headers);
+    let span = {
+        let _parent = parent.attach();
+        tracing::info_span!(
+            target: TARGET,
+            "gateway_request",
+            otel.name = format!("POST {path}"),
+            otel.kind = "server",
+            { attr::GEN_AI_OPERATION_NAME } = operation,
+            { attr::GEN_AI_REQUEST_MODEL } = Empty,
+            { attr::LLM_TENANT } = Empty,
+            { attr::LLM_UPSTREAM } = Empty,
+            { attr::HTTP_RESPONSE_STATUS_CODE } = Empty,
+            { attr::GEN_AI_USAGE_INPUT_TOKENS } = Empty,
+            { attr::GEN_AI_USAGE_OUTPUT_TOKENS } = Empty,
+            { attr::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK } = Empty,
+            { attr::LLM_COST_USD } = Empty,
+            { attr::ERROR_TYPE } = Empty,
+            otel.status_code = Empty,
+        )
+    };
+    let mut measured = Measured {
+        tenant: UNAUTHENTICATED.to_owned(),
+        operation,
+        ..Measured::default()
+    };
+
+    // Who is asking, and may they now?
+    let tenant = match gw.0.tenants.authenticate(&headers) {
+        Ok(t) => t,
+        Err(e) => return refuse(&gw, &span, measured, received, e, "unauthorized"),
+    };
+    span.record(attr::LLM_TENANT, tenant.name.as_str());
+    measured.tenant = tenant.name.clone();
+    let admission = match tenant.admit() {
+        Ok(a) => a,
+        Err(e) => {
+            let kind = e.code.unwrap_or("rate_limited");
+            return refuse(&gw, &span, measured, received, e, kind);
+        }
+    };
+
+    // What is asked: the model, and whether to stream (with usage, for the accounting).
+    let mut request: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        Ok(_) => {
+            let e = ApiError::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, "The request body must be a JSON object.");
+            return refuse(&gw, &span, measured, received, e, "invalid_request");
+        }
+        Err(err) => return refuse(&gw, &span, measured, received, ApiError::bad_json(&err), "invalid_request"),
+    };
+    let Some(model) = request["model"].as_str().map(str::to_owned) else {
+        let e = ApiError::invalid("model", "`model` is required and must be a string.");
+        return refuse(&gw, &span, measured, received, e, "invalid_request");
+    };
+    span.record(attr::GEN_AI_REQUEST_MODEL, model.as_str());
+    measured.model = model.clone();
+    let streaming = request["stream"].as_bool().unwrap_or(false);
+    let body = if streaming && request["stream_options"]["include_usage"].as_bool() != Some(true) {
+        // The gateway accounts tokens from the usage the upstream reports; the client then also
+        // receives the final usage chunk (`choices: []`), as OpenAI sends it with include_usage.
+        request["stream_options"] = serde_json::json!({"include_usage": true});
+        Bytes::from(serde_json::to_vec(&request).unwrap_or_default())
+    } else {
+        body
+    };
+    let price = gw.0.config.prices.get(&model).copied();
+
+    let mut tried = Vec::new();
+    let mut last_failure: Option<(AttemptOutcome, String)> = None;
+    for attempt in 1..=gw.0.config.max_attempts.max(1) {
+        if attempt > 1 && !gw.may_retry() {
+            break;
+        }
+        let Some((index, upstream)) = gw.0.upstreams.pick(&model, &tried) else {
+            break;
+        };
+        tried.push(index);
+        let in_flight = upstream.begin();
+        let attempt_span = tracing::info_span!(
+            target: TARGET,
+            parent: &span,
+            "gateway_attempt",
+            otel.name = format!("{operation} {model}"),
+            otel.kind = "client",
+            { attr::GEN_AI_OPERATION_NAME } = operation,
+            { attr::GEN_AI_REQUEST_MODEL } = model.as_str(),
+            { attr::LLM_UPSTREAM } = upstream.name.as_str(),
+            { attr::LLM_ATTEMPT } = attempt,
+            { attr::SERVER_ADDRESS } = upstream.base.trim_start_matches("http://"),
+            { attr::HTTP_RESPONSE_STATUS_CODE } = Empty,
+            { attr::ERROR_TYPE } = Empty,
+            otel.status_code = Empty,
+        );
+        let mut upstream_headers = HeaderMap::new();
+        for name in FORWARDED {
+            if let Some(v) = headers.get(name) {
+                upstream_headers.insert(name.clone(), v.clone());
+            }
+        }
+        inject_context(&context_of(&attempt_span), &mut upstream_headers);
+        let mut upstream_request = http::Request::post(format!("{}{path}", upstream.base))
+            .body(Full::new(body.clone()))
+            .expect("a valid URI: upstream URLs are checked at startup");
+        *upstream_request.headers_mut() = upstream_headers;
+
+        let sent = tokio::time::timeout(
+            gw.0.config.first_byte_timeout,
+            gw.0.client.send(upstream_request),
+        )
+        .await;
+        let outcome = match &sent {
+            Err(_) => AttemptOutcome::Timeout,
+            Ok(Err(_)) => AttemptOutcome::ConnectError,
+            Ok(Ok(r)) if r.status().is_server_error() => AttemptOutcome::ServerError,
+            Ok(Ok(r)) if r.status().is_client_error() => AttemptOutcome::ClientError,
+            Ok(Ok(_)) => AttemptOutcome::Ok,
+        };
+        gw.0.metrics.attempt(&upstream.name, outcome);
+        if outcome.retryable() {
+            upstream.failed(gw.0.config.unhealthy_after);
+            let detail = match &sent {
+                Err(_) => format!("no response headers within {:?}", gw.0.config.first_byte_timeout),
+                Ok(Err(e)) => format!("{e}"),
+                Ok(Ok(r)) => format!("status {}", r.status()),
+            };
+            tracing::warn!(upstream = %upstream.name, attempt, %detail, "upstream attempt failed");
+            attempt_span.record(attr::ERROR_TYPE, outcome.as_str());
+            attempt_span.record(field::OTEL_STATUS_CODE, field::STATUS_ERROR);
+            if let Ok(Ok(r)) = &sent {
+                attempt_span.record(attr::HTTP_RESPONSE_STATUS_CODE, r.status().as_u16());
+            }
+            let more = attempt < gw.0.config.max_attempts
+                && gw.0.upstreams.pick(&model, &tried).is_some();
+            if !more {
+                if let Ok(Ok(response)) = sent {
+                    // The last word is the upstream's own 5xx: passed on as it is.
+                    return respond(&gw, span, attempt_span, response, streaming, received, measured, price, in_flight, admission, &upstream.name);
+                }
+            }
+            last_failure = Some((outcome, detail));
+            continue;
+        }
+        upstream.succeeded();
+        let Ok(Ok(response)) = sent else { unreachable!("non-retryable outcomes have a response") };
+        return respond(&gw, span, attempt_span, response, streaming, received, measured, price, in_flight, admission, &upstream.name);
+    }
+
+    let (status, message, kind) = match last_failure {
+        None if tried.is_empty() => (
+            StatusCode::NOT_FOUND,
+            format!("The model `{model}` is not served by any upstream of this gateway (GET /v1/models lists them)."),
+            "model_not_found",
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "No upstream could take the request (retry budget spent).".to_owned(),
+            "no_upstream",
+        ),
+        Some((AttemptOutcome::Timeout, detail)) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("The upstream engines did not answer in time ({detail})."),
+            "upstream_timeout",
+        ),
+        Some((_, detail)) => (
+            StatusCode::BAD_GATEWAY,
+            format!("The upstream engines could not be reached ({detail})."),
+            "upstream_unavailable",
+        ),
+    };
+    let mut error = ApiError::new(status, if status == StatusCode::NOT_FOUND { INVALID_REQUEST } else { SERVER_ERROR }, message).code(kind);
+    if status != StatusCode::NOT_FOUND {
+        error = error.retry_after(1);
+    } else {
+        error = error.param("model");
+    }
+    refuse(&gw, &span, measured, received, error, kind)
+}
+
+/// Passes the upstream's answer on: status and headers now, the body as it streams.
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    gw: &Gateway,
+    span: tracing::Span,
+    attempt_span: tracing::Span,
+    response: http::Response<hyper::body::Incoming>,
+    streaming: bool,
+    received: Instant,
+    mut measured: Measured,
+    price: Option<Price>,
+    in_flight: InFlight,
+    admission: Admission,
+    upstream: &str,
+) -> Response {
+    let (parts, incoming) = response.into_parts();
+    let status = parts.status.as_u16();
+    span.record(attr::HTTP_RESPONSE_STATUS_CODE, status);
+    span.record(attr::LLM_UPSTREAM, upstream);
+    attempt_span.record(attr::HTTP_RESPONSE_STATUS_CODE, status);
+    measured.upstream = Some(upstream.to_owned());
+    if !parts.status.is_success() {
+        measured.error_type = Some(format!("http_{status}"));
+    }
+    let is_sse = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let finisher = Finisher {
+        gw: gw.clone(),
+        span,
+        attempt_span: Some(attempt_span),
+        received,
+        measured,
+        price,
+        _in_flight: Some(in_flight),
+        _admission: Some(admission),
+    };
+    let body = Observed::new(incoming, streaming && is_sse, gw.0.config.stream_idle_timeout, finisher);
+    let mut out = Response::new(Body::new(body));
+    *out.status_mut() = parts.status;
+    for (name, value) in &parts.headers {
+        if !is_hop_by_hop(name) {
+            out.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    out.headers_mut()
+        .insert("x-infermon-upstream", HeaderValue::from_str(upstream).unwrap_or(HeaderValue::from_static("upstream")));
+    out
+}
+
+fn is_hop_by_hop(name: &http::header::HeaderName) -> bool {
+    use http::header::*;
+    [CONNECTION, TRANSFER_ENCODING, UPGRADE, TE, TRAILER, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION]
+        .contains(name)
+        || name.as_str() == "keep-alive"
+}

@@ -1,0 +1,211 @@
+//! The upstream engines: least-outstanding choice among the healthy ones that serve the
+//! requested model, passive health from failed attempts, and an active probe of `/v1/models`
+//! (which also learns the models each upstream serves).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::config::UpstreamConfig;
+
+/// One upstream engine and what the gateway knows of it.
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: String,
+    /// `http://host:port`, no trailing slash.
+    pub base: String,
+    outstanding: AtomicUsize,
+    healthy: AtomicBool,
+    failures: AtomicU32,
+    /// Model ids from the last successful probe; empty until then (then any model is tried).
+    models: RwLock<HashSet<String>>,
+}
+
+impl Upstream {
+    fn new(config: &UpstreamConfig) -> Self {
+        Self {
+            name: config.name.clone(),
+            base: config.url.trim_end_matches('/').to_owned(),
+            outstanding: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+            failures: AtomicU32::new(0),
+            models: RwLock::new(HashSet::new()),
+        }
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn serves(&self, model: &str) -> bool {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        models.is_empty() || models.contains(model)
+    }
+
+    /// The models the last probe found.
+    pub fn models(&self) -> Vec<String> {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<String> = models.iter().cloned().collect();
+        list.sort();
+        list
+    }
+
+    /// Counts a request in flight until the returned guard drops.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    /// An attempt succeeded (the upstream answered without a 5xx).
+    pub fn succeeded(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        self.healthy.store(true, Ordering::Relaxed);
+    }
+
+    /// An attempt failed (connection, timeout, 5xx); `unhealthy_after` in a row takes the
+    /// upstream out of rotation until a probe succeeds.
+    pub fn failed(&self, unhealthy_after: u32) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= unhealthy_after && self.healthy.swap(false, Ordering::Relaxed) {
+            tracing::warn!(upstream = %self.name, failures = n, "upstream marked unhealthy");
+        }
+    }
+
+    fn probed(&self, models: Option<HashSet<String>>) {
+        match models {
+            Some(models) => {
+                *self.models.write().unwrap_or_else(|e| e.into_inner()) = models;
+                self.failures.store(0, Ordering::Relaxed);
+                if !self.healthy.swap(true, Ordering::Relaxed) {
+                    tracing::info!(upstream = %self.name, "upstream healthy again (probe)");
+                }
+            }
+            None => {
+                if self.healthy.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(upstream = %self.name, "upstream probe failed: marked unhealthy");
+                }
+            }
+        }
+    }
+}
+
+/// A request in flight to an upstream.
+#[derive(Debug)]
+pub struct InFlight(Arc<Upstream>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// All upstreams.
+#[derive(Debug, Clone)]
+pub struct Upstreams(Arc<Vec<Arc<Upstream>>>);
+
+impl Upstreams {
+    pub fn new(configs: &[UpstreamConfig]) -> Self {
+        Self(Arc::new(
+            configs.iter().map(|c| Arc::new(Upstream::new(c))).collect(),
+        ))
+    }
+
+    pub fn all(&self) -> &[Arc<Upstream>] {
+        &self.0
+    }
+
+    /// The upstream for a request for `model`: the least outstanding among the healthy ones
+    /// that serve it and were not `tried`; if none is healthy, the least outstanding of the
+    /// rest (a probe may lag behind a recovery; trying beats refusing).
+    pub fn pick(&self, model: &str, tried: &[usize]) -> Option<(usize, Arc<Upstream>)> {
+        let candidates = || {
+            self.0
+                .iter()
+                .enumerate()
+                .filter(|(i, u)| !tried.contains(i) && u.serves(model))
+        };
+        let least = |it: &mut dyn Iterator<Item = (usize, &Arc<Upstream>)>| {
+            it.min_by_key(|(i, u)| (u.outstanding(), *i))
+                .map(|(i, u)| (i, Arc::clone(u)))
+        };
+        least(&mut candidates().filter(|(_, u)| u.is_healthy())).or_else(|| least(&mut candidates()))
+    }
+
+    /// Probes every upstream's `/v1/models` every `interval` until the returned task is
+    /// aborted (or the runtime stops).
+    pub fn spawn_probe(&self, client: crate::client::UpstreamClient, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let upstreams = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                for u in upstreams.all() {
+                    let models = client.models(&u.base).await;
+                    u.probed(models);
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: usize) -> Upstreams {
+        let configs: Vec<UpstreamConfig> = (0..n)
+            .map(|i| UpstreamConfig {
+                name: format!("u{i}"),
+                url: format!("http://127.0.0.1:{}", 9000 + i),
+            })
+            .collect();
+        Upstreams::new(&configs)
+    }
+
+    #[test]
+    fn least_outstanding_wins_and_ties_go_to_the_first() {
+        let p = pool(3);
+        assert_eq!(p.pick("m", &[]).unwrap().0, 0);
+        let _a = p.all()[0].begin();
+        let _b = p.all()[1].begin();
+        assert_eq!(p.pick("m", &[]).unwrap().0, 2);
+        let _c = p.all()[2].begin();
+        let _d = p.all()[2].begin();
+        assert_eq!(p.pick("m", &[]).unwrap().0, 0);
+        assert_eq!(p.pick("m", &[0]).unwrap().0, 1, "tried upstreams are skipped");
+        drop(_a);
+        assert_eq!(p.all()[0].outstanding(), 0, "the guard counts down");
+    }
+
+    #[test]
+    fn unhealthy_upstreams_are_avoided_until_nothing_else_is_left() {
+        let p = pool(2);
+        p.all()[0].failed(2);
+        assert!(p.all()[0].is_healthy(), "one failure is not enough");
+        p.all()[0].failed(2);
+        assert!(!p.all()[0].is_healthy());
+        let _busy = p.all()[1].begin();
+        assert_eq!(p.pick("m", &[]).unwrap().0, 1, "busier but healthy");
+        assert_eq!(p.pick("m", &[1]).unwrap().0, 0, "unhealthy beats nothing");
+        assert!(p.pick("m", &[0, 1]).is_none());
+        p.all()[0].probed(Some(HashSet::from(["m".to_owned()])));
+        assert!(p.all()[0].is_healthy(), "a good probe restores it");
+    }
+
+    #[test]
+    fn models_learnt_by_the_probe_steer_requests() {
+        let p = pool(2);
+        p.all()[0].probed(Some(HashSet::from(["a".to_owned()])));
+        p.all()[1].probed(Some(HashSet::from(["b".to_owned()])));
+        let _busy = p.all()[1].begin();
+        assert_eq!(p.pick("b", &[]).unwrap().0, 1);
+        assert_eq!(p.pick("a", &[]).unwrap().0, 0);
+        assert!(p.pick("c", &[]).is_none(), "nobody serves c");
+    }
+}
