@@ -27,7 +27,12 @@ pub struct GatewayArgs {
     pub command: Option<GatewayCommand>,
 
     /// Address the OpenAI-compatible API listens on.
-    #[arg(long, value_name = "ADDR", env = "INFERMON_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "INFERMON_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: String,
 
     /// An upstream engine as NAME=URL (http://host:port); repeat, or separate with commas.
@@ -76,11 +81,15 @@ pub enum GatewayCommand {
 
 fn parse_upstream(s: &str) -> Result<UpstreamConfig, String> {
     match s.split_once('=') {
-        Some((name, url)) if !name.trim().is_empty() && !url.trim().is_empty() => Ok(UpstreamConfig {
-            name: name.trim().to_owned(),
-            url: url.trim().to_owned(),
-        }),
-        _ => Err(format!("`{s}` is not NAME=URL (e.g. a=http://10.0.0.1:8000)")),
+        Some((name, url)) if !name.trim().is_empty() && !url.trim().is_empty() => {
+            Ok(UpstreamConfig {
+                name: name.trim().to_owned(),
+                url: url.trim().to_owned(),
+            })
+        }
+        _ => Err(format!(
+            "`{s}` is not NAME=URL (e.g. a=http://10.0.0.1:8000)"
+        )),
     }
 }
 

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use infermon::contract::{value, INSTRUMENTATION_SCOPE};
 use infermon_sim::{
-    MetricsFormat, SimConfig, SimHandle, SimTelemetry, Simulator, TraceFormat,
-    VllmTraces,
+    MetricsFormat, SimConfig, SimHandle, SimTelemetry, Simulator, TraceFormat, VllmTraces,
 };
 use opentelemetry_sdk::trace::Sampler;
 use tokio::net::TcpListener;

@@ -48,7 +48,12 @@ pub struct Seen {
 }
 
 impl Observed {
-    pub(crate) fn new(inner: Incoming, streaming: bool, idle_timeout: Duration, finisher: Finisher) -> Self {
+    pub(crate) fn new(
+        inner: Incoming,
+        streaming: bool,
+        idle_timeout: Duration,
+        finisher: Finisher,
+    ) -> Self {
         Self {
             inner,
             idle_timeout,
@@ -143,6 +148,12 @@ impl Body for Observed {
                 if let Some(data) = frame.data_ref() {
                     this.observe(data);
                 }
+                if this.inner.is_end_stream() {
+                    // Its last frame: hyper may not poll a body of known length again.
+                    this.ended = true;
+                    let truncated = this.sse.as_ref().is_some_and(SseDecoder::has_pending);
+                    this.finish(truncated.then_some("upstream_truncated"), false);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -229,7 +240,8 @@ struct Delta<'a> {
 
 impl Choice<'_> {
     fn has_content(&self) -> bool {
-        let non_empty = |s: &Option<std::borrow::Cow<'_, str>>| s.as_ref().is_some_and(|s| !s.is_empty());
+        let non_empty =
+            |s: &Option<std::borrow::Cow<'_, str>>| s.as_ref().is_some_and(|s| !s.is_empty());
         non_empty(&self.text)
             || self.delta.as_ref().is_some_and(|d| {
                 non_empty(&d.content) || non_empty(&d.reasoning_content) || d.tool_calls.is_some()

@@ -142,10 +142,11 @@ impl GatewayConfig {
             path: path.to_owned(),
             source,
         })?;
-        self.upstreams.extend(file.upstream.into_iter().map(|u| UpstreamConfig {
-            name: u.name,
-            url: u.url,
-        }));
+        self.upstreams
+            .extend(file.upstream.into_iter().map(|u| UpstreamConfig {
+                name: u.name,
+                url: u.url,
+            }));
         if !file.tenant.is_empty() {
             let mut tenants = self.tenants.take().unwrap_or_default();
             for t in file.tenant {
@@ -200,7 +201,9 @@ impl GatewayConfig {
                     what: "max_concurrency",
                 });
             }
-            if t.requests_per_second.is_some_and(|r| r.is_nan() || r <= 0.0) {
+            if t.requests_per_second
+                .is_some_and(|r| r.is_nan() || r <= 0.0)
+            {
                 return Err(ConfigError::BadLimit {
                     name: t.name.clone(),
                     what: "requests_per_second",
@@ -331,8 +334,10 @@ output_per_million = 2.0
         };
         assert!(bad(GatewayConfig::new(vec![up("https://x:1")])).contains("http://host:port"));
         assert!(bad(GatewayConfig::new(vec![up("http://x:1/v1")])).contains("http://host:port"));
-        assert!(bad(GatewayConfig::new(vec![up("http://x:1"), up("http://y:1")]))
-            .contains("used twice"));
+        assert!(
+            bad(GatewayConfig::new(vec![up("http://x:1"), up("http://y:1")]))
+                .contains("used twice")
+        );
         let path = write("[[tenant]]\nname = \"t\"\nkey_sha256 = \"abc\"\n");
         let err = GatewayConfig::new(vec![]).merge_file(&path).unwrap_err();
         assert!(err.to_string().contains("64 hex digits"), "{err}");

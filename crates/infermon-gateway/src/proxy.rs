@@ -16,6 +16,7 @@ use infermon_http::ReceivedAt;
 use infermon_instrument::contract::{attr, field, value};
 use infermon_instrument::layer::context_of;
 use infermon_instrument::propagation::{extract_context, inject_context};
+use opentelemetry::trace::TraceContextExt as _;
 use tokio::time::Instant;
 use tracing::field::Empty;
 
@@ -108,7 +109,15 @@ async fn chat(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    proxy(gw, value::OPERATION_CHAT, "/v1/chat/completions", received, headers, body).await
+    proxy(
+        gw,
+        value::OPERATION_CHAT,
+        "/v1/chat/completions",
+        received,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn completions(
@@ -117,7 +126,15 @@ async fn completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    proxy(gw, value::OPERATION_TEXT_COMPLETION, "/v1/completions", received, headers, body).await
+    proxy(
+        gw,
+        value::OPERATION_TEXT_COMPLETION,
+        "/v1/completions",
+        received,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
@@ -126,13 +143,12 @@ async fn not_found(method: Method, uri: Uri) -> Response {
 
 /// The union of the models the upstreams serve (as their last probe found them).
 async fn models(State(gw): State<Gateway>) -> Response {
-    let mut ids: Vec<String> = gw
-        .0
-        .upstreams
-        .all()
-        .iter()
-        .flat_map(|u| u.models())
-        .collect();
+    let mut ids: Vec<String> =
+        gw.0.upstreams
+            .all()
+            .iter()
+            .flat_map(|u| u.models())
+            .collect();
     ids.sort();
     ids.dedup();
     let data: Vec<serde_json::Value> = ids
@@ -143,20 +159,27 @@ async fn models(State(gw): State<Gateway>) -> Response {
 }
 
 async fn health(State(gw): State<Gateway>) -> Response {
-    let upstreams: Vec<serde_json::Value> = gw
-        .0
-        .upstreams
-        .all()
-        .iter()
-        .map(|u| {
-            serde_json::json!({
-                "name": u.name, "healthy": u.is_healthy(), "outstanding": u.outstanding()
+    let upstreams: Vec<serde_json::Value> =
+        gw.0.upstreams
+            .all()
+            .iter()
+            .map(|u| {
+                serde_json::json!({
+                    "name": u.name, "healthy": u.is_healthy(), "outstanding": u.outstanding()
+                })
             })
-        })
-        .collect();
+            .collect();
     let any = gw.0.upstreams.all().iter().any(|u| u.is_healthy());
-    let status = if any { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(serde_json::json!({"healthy": any, "upstreams": upstreams}))).into_response()
+    let status = if any {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({"healthy": any, "upstreams": upstreams})),
+    )
+        .into_response()
 }
 
 /// What a request ends with: its spans, its measurements, its slots.
@@ -204,7 +227,8 @@ impl Finisher {
         }
         if aborted {
             m.aborted = true;
-            m.error_type.get_or_insert_with(|| "client_closed".to_owned());
+            m.error_type
+                .get_or_insert_with(|| "client_closed".to_owned());
         }
         let span = &self.span;
         if let Some(n) = seen.input_tokens {
@@ -234,7 +258,14 @@ impl Finisher {
 
 /// A request the gateway answers itself (refused, or nobody to send it to): the error, counted
 /// and on the span.
-fn refuse(gw: &Gateway, span: &tracing::Span, mut measured: Measured, received: Instant, error: ApiError, error_type: &str) -> Response {
+fn refuse(
+    gw: &Gateway,
+    span: &tracing::Span,
+    mut measured: Measured,
+    received: Instant,
+    error: ApiError,
+    error_type: &str,
+) -> Response {
     span.record(attr::HTTP_RESPONSE_STATUS_CODE, error.status.as_u16());
     span.record(attr::ERROR_TYPE, error_type);
     span.record(field::OTEL_STATUS_CODE, field::STATUS_ERROR);
@@ -256,7 +287,7 @@ async fn proxy(
     gw.0.requests.fetch_add(1, Ordering::Relaxed);
     let parent = extract_context(&headers);
     let span = {
-        let _parent = parent.attach();
+        let _parent = parent.clone().attach();
         tracing::info_span!(
             target: TARGET,
             "gateway_request",
@@ -300,10 +331,23 @@ async fn proxy(
     let mut request: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v @ serde_json::Value::Object(_)) => v,
         Ok(_) => {
-            let e = ApiError::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, "The request body must be a JSON object.");
+            let e = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                "The request body must be a JSON object.",
+            );
             return refuse(&gw, &span, measured, received, e, "invalid_request");
         }
-        Err(err) => return refuse(&gw, &span, measured, received, ApiError::bad_json(&err), "invalid_request"),
+        Err(err) => {
+            return refuse(
+                &gw,
+                &span,
+                measured,
+                received,
+                ApiError::bad_json(&err),
+                "invalid_request",
+            )
+        }
     };
     let Some(model) = request["model"].as_str().map(str::to_owned) else {
         let e = ApiError::invalid("model", "`model` is required and must be a string.");
@@ -354,7 +398,14 @@ async fn proxy(
                 upstream_headers.insert(name.clone(), v.clone());
             }
         }
-        inject_context(&context_of(&attempt_span), &mut upstream_headers);
+        // The attempt's span parents the engine's; with the gateway's own tracing off, the
+        // caller's trace still continues upstream.
+        let attempt_cx = context_of(&attempt_span);
+        if attempt_cx.span().span_context().is_valid() {
+            inject_context(&attempt_cx, &mut upstream_headers);
+        } else {
+            inject_context(&parent, &mut upstream_headers);
+        }
         let mut upstream_request = http::Request::post(format!("{}{path}", upstream.base))
             .body(Full::new(body.clone()))
             .expect("a valid URI: upstream URLs are checked at startup");
@@ -376,7 +427,10 @@ async fn proxy(
         if outcome.retryable() {
             upstream.failed(gw.0.config.unhealthy_after);
             let detail = match &sent {
-                Err(_) => format!("no response headers within {:?}", gw.0.config.first_byte_timeout),
+                Err(_) => format!(
+                    "no response headers within {:?}",
+                    gw.0.config.first_byte_timeout
+                ),
                 Ok(Err(e)) => format!("{e}"),
                 Ok(Ok(r)) => format!("status {}", r.status()),
             };
@@ -386,20 +440,46 @@ async fn proxy(
             if let Ok(Ok(r)) = &sent {
                 attempt_span.record(attr::HTTP_RESPONSE_STATUS_CODE, r.status().as_u16());
             }
-            let more = attempt < gw.0.config.max_attempts
-                && gw.0.upstreams.pick(&model, &tried).is_some();
+            let more =
+                attempt < gw.0.config.max_attempts && gw.0.upstreams.pick(&model, &tried).is_some();
             if !more {
                 if let Ok(Ok(response)) = sent {
                     // The last word is the upstream's own 5xx: passed on as it is.
-                    return respond(&gw, span, attempt_span, response, streaming, received, measured, price, in_flight, admission, &upstream.name);
+                    return respond(
+                        &gw,
+                        span,
+                        attempt_span,
+                        response,
+                        streaming,
+                        received,
+                        measured,
+                        price,
+                        in_flight,
+                        admission,
+                        &upstream.name,
+                    );
                 }
             }
             last_failure = Some((outcome, detail));
             continue;
         }
         upstream.succeeded();
-        let Ok(Ok(response)) = sent else { unreachable!("non-retryable outcomes have a response") };
-        return respond(&gw, span, attempt_span, response, streaming, received, measured, price, in_flight, admission, &upstream.name);
+        let Ok(Ok(response)) = sent else {
+            unreachable!("non-retryable outcomes have a response")
+        };
+        return respond(
+            &gw,
+            span,
+            attempt_span,
+            response,
+            streaming,
+            received,
+            measured,
+            price,
+            in_flight,
+            admission,
+            &upstream.name,
+        );
     }
 
     let (status, message, kind) = match last_failure {
@@ -424,7 +504,16 @@ async fn proxy(
             "upstream_unavailable",
         ),
     };
-    let mut error = ApiError::new(status, if status == StatusCode::NOT_FOUND { INVALID_REQUEST } else { SERVER_ERROR }, message).code(kind);
+    let mut error = ApiError::new(
+        status,
+        if status == StatusCode::NOT_FOUND {
+            INVALID_REQUEST
+        } else {
+            SERVER_ERROR
+        },
+        message,
+    )
+    .code(kind);
     if status != StatusCode::NOT_FOUND {
         error = error.retry_after(1);
     } else {
@@ -472,7 +561,12 @@ fn respond(
         _in_flight: Some(in_flight),
         _admission: Some(admission),
     };
-    let body = Observed::new(incoming, streaming && is_sse, gw.0.config.stream_idle_timeout, finisher);
+    let body = Observed::new(
+        incoming,
+        streaming && is_sse,
+        gw.0.config.stream_idle_timeout,
+        finisher,
+    );
     let mut out = Response::new(Body::new(body));
     *out.status_mut() = parts.status;
     for (name, value) in &parts.headers {
@@ -480,14 +574,24 @@ fn respond(
             out.headers_mut().append(name.clone(), value.clone());
         }
     }
-    out.headers_mut()
-        .insert("x-infermon-upstream", HeaderValue::from_str(upstream).unwrap_or(HeaderValue::from_static("upstream")));
+    out.headers_mut().insert(
+        "x-infermon-upstream",
+        HeaderValue::from_str(upstream).unwrap_or(HeaderValue::from_static("upstream")),
+    );
     out
 }
 
 fn is_hop_by_hop(name: &http::header::HeaderName) -> bool {
     use http::header::*;
-    [CONNECTION, TRANSFER_ENCODING, UPGRADE, TE, TRAILER, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION]
-        .contains(name)
+    [
+        CONNECTION,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        TE,
+        TRAILER,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+    ]
+    .contains(name)
         || name.as_str() == "keep-alive"
 }

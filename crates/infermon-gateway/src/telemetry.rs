@@ -116,7 +116,10 @@ impl GatewayMetrics {
             .with_description(s.description)
             .with_callback(move |o| {
                 for u in pool.all() {
-                    o.observe(u.outstanding() as u64, &[KeyValue::new(attr::LLM_UPSTREAM, u.name.clone())]);
+                    o.observe(
+                        u.outstanding() as u64,
+                        &[KeyValue::new(attr::LLM_UPSTREAM, u.name.clone())],
+                    );
                 }
             })
             .build();
@@ -128,7 +131,10 @@ impl GatewayMetrics {
             .with_description(s.description)
             .with_callback(move |o| {
                 for u in pool.all() {
-                    o.observe(u64::from(u.is_healthy()), &[KeyValue::new(attr::LLM_UPSTREAM, u.name.clone())]);
+                    o.observe(
+                        u64::from(u.is_healthy()),
+                        &[KeyValue::new(attr::LLM_UPSTREAM, u.name.clone())],
+                    );
                 }
             })
             .build();

@@ -57,7 +57,9 @@ impl Tenants {
                                 concurrency: t
                                     .max_concurrency
                                     .map(|n| Arc::new(Semaphore::new(n as usize))),
-                                rate: t.requests_per_second.map(|r| Mutex::new(TokenBucket::new(r))),
+                                rate: t
+                                    .requests_per_second
+                                    .map(|r| Mutex::new(TokenBucket::new(r))),
                             };
                             (t.key_sha256, Arc::new(tenant))
                         })
@@ -76,7 +78,10 @@ impl Tenants {
         let key = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|k| !k.is_empty());
         let Some(key) = key else {
@@ -188,7 +193,10 @@ mod tests {
 
     fn bearer(key: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(http::header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
+        h.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().unwrap(),
+        );
         h
     }
 
@@ -199,11 +207,17 @@ mod tests {
         let wrong = t.authenticate(&bearer("sk-nope")).unwrap_err();
         assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
         assert_eq!(wrong.code, Some("invalid_api_key"));
-        assert!(!wrong.message.contains("sk-nope"), "the key is never echoed");
+        assert!(
+            !wrong.message.contains("sk-nope"),
+            "the key is never echoed"
+        );
         let missing = t.authenticate(&HeaderMap::new()).unwrap_err();
         assert_eq!(missing.code, Some("missing_api_key"));
         let open = Tenants::new(None);
-        assert_eq!(open.authenticate(&HeaderMap::new()).unwrap().name, DEFAULT_TENANT);
+        assert_eq!(
+            open.authenticate(&HeaderMap::new()).unwrap().name,
+            DEFAULT_TENANT
+        );
     }
 
     #[test]

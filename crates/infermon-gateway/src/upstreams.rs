@@ -133,12 +133,17 @@ impl Upstreams {
             it.min_by_key(|(i, u)| (u.outstanding(), *i))
                 .map(|(i, u)| (i, Arc::clone(u)))
         };
-        least(&mut candidates().filter(|(_, u)| u.is_healthy())).or_else(|| least(&mut candidates()))
+        least(&mut candidates().filter(|(_, u)| u.is_healthy()))
+            .or_else(|| least(&mut candidates()))
     }
 
     /// Probes every upstream's `/v1/models` every `interval` until the returned task is
     /// aborted (or the runtime stops).
-    pub fn spawn_probe(&self, client: crate::client::UpstreamClient, interval: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_probe(
+        &self,
+        client: crate::client::UpstreamClient,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let upstreams = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
@@ -178,7 +183,11 @@ mod tests {
         let _c = p.all()[2].begin();
         let _d = p.all()[2].begin();
         assert_eq!(p.pick("m", &[]).unwrap().0, 0);
-        assert_eq!(p.pick("m", &[0]).unwrap().0, 1, "tried upstreams are skipped");
+        assert_eq!(
+            p.pick("m", &[0]).unwrap().0,
+            1,
+            "tried upstreams are skipped"
+        );
         drop(_a);
         assert_eq!(p.all()[0].outstanding(), 0, "the guard counts down");
     }

@@ -43,11 +43,11 @@ mod summary;
 pub use config::{Arrival, ConfigError, LoadConfig};
 pub use dist::{LengthDist, LengthDistError, LENGTH_SYNTAX};
 pub use histogram::LatencyHistogram;
+pub use infermon_http::sse::SseDecoder;
 pub use models::{served_model, ModelLookupError};
 pub use openai::Api;
 pub use outcome::{Outcome, RequestError};
 pub use runner::LoadGenerator;
-pub use infermon_http::sse::SseDecoder;
 pub use stats::{Counts, Progress, Tally, Window};
 pub use summary::{
     human_secs, key_counts, Latencies, Percentiles, Requests, Summary, Throughput, Tokens,

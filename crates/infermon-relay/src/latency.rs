@@ -28,10 +28,13 @@ const SERIES_CAP: usize = 64;
 #[derive(Clone)]
 pub struct LatencyMetrics(Arc<Inner>);
 
+/// One (model, operation)'s five histograms, in `Inner::histograms` order.
+type Series = Arc<[TracedHistogram; 5]>;
+
 struct Inner {
     histograms: [(&'static str, Histogram<f64>); 5],
     labels: LabelCap,
-    series: Mutex<HashMap<(String, String), Arc<[TracedHistogram; 5]>>>,
+    series: Mutex<HashMap<(String, String), Series>>,
 }
 
 impl std::fmt::Debug for LatencyMetrics {
@@ -94,7 +97,7 @@ impl LatencyMetrics {
         }
     }
 
-    fn series(&self, model: &str, operation: &str) -> Arc<[TracedHistogram; 5]> {
+    fn series(&self, model: &str, operation: &str) -> Series {
         let inner = &self.0;
         let key = (
             inner.labels.get(model).as_str().to_owned(),
