@@ -244,6 +244,12 @@ impl Process {
         false
     }
 
+    /// Kills the process at once (SIGKILL: no drain, open connections reset) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits for the process to exit by itself.
     pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;

@@ -22,13 +22,13 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 #[command(
     name = "infermon",
     version,
-    about = "OpenTelemetry-native observability for LLM inference: simulator, load generator, demo, GPU agent, vLLM trace relay.",
+    about = "OpenTelemetry-native observability for LLM inference: simulator, load generator, demo, GPU agent, vLLM trace relay, gateway.",
     long_about = None,
     after_help = "Every flag can also be set by the environment variable shown in its help, or in \
         the --config file.\nQuick start (nothing else needed): infermon demo"
 )]
 pub(crate) struct Cli {
-    /// TOML file with defaults for any flag: a [sim], [load], [demo], [gpu-agent] or [relay] table whose
+    /// TOML file with defaults for any flag: a [sim], [load], [demo], [gpu-agent], [relay] or [gateway] table whose
     /// keys are long flag names. Command-line flags and environment variables take precedence.
     #[arg(long, global = true, value_name = "FILE", env = "INFERMON_CONFIG")]
     config: Option<PathBuf>,

@@ -106,35 +106,51 @@ impl Drop for InFlight {
 
 /// All upstreams.
 #[derive(Debug, Clone)]
-pub struct Upstreams(Arc<Vec<Arc<Upstream>>>);
+pub struct Upstreams {
+    list: Arc<Vec<Arc<Upstream>>>,
+    /// Rotates the choice among equally loaded upstreams (at low load all have 0 outstanding).
+    turn: Arc<AtomicUsize>,
+}
 
 impl Upstreams {
     pub fn new(configs: &[UpstreamConfig]) -> Self {
-        Self(Arc::new(
-            configs.iter().map(|c| Arc::new(Upstream::new(c))).collect(),
-        ))
+        Self {
+            list: Arc::new(configs.iter().map(|c| Arc::new(Upstream::new(c))).collect()),
+            turn: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     pub fn all(&self) -> &[Arc<Upstream>] {
-        &self.0
+        &self.list
     }
 
     /// The upstream for a request for `model`: the least outstanding among the healthy ones
-    /// that serve it and were not `tried`; if none is healthy, the least outstanding of the
-    /// rest (a probe may lag behind a recovery; trying beats refusing).
+    /// that serve it and were not `tried` (ties taken in turn); if none is healthy, the least
+    /// outstanding of the rest (a probe may lag behind a recovery; trying beats refusing).
     pub fn pick(&self, model: &str, tried: &[usize]) -> Option<(usize, Arc<Upstream>)> {
-        let candidates = || {
-            self.0
-                .iter()
-                .enumerate()
-                .filter(|(i, u)| !tried.contains(i) && u.serves(model))
+        let candidates: Vec<(usize, &Arc<Upstream>)> = self
+            .list
+            .iter()
+            .enumerate()
+            .filter(|(i, u)| !tried.contains(i) && u.serves(model))
+            .collect();
+        let healthy: Vec<(usize, &Arc<Upstream>)> = candidates
+            .iter()
+            .copied()
+            .filter(|(_, u)| u.is_healthy())
+            .collect();
+        let pool = if healthy.is_empty() {
+            candidates
+        } else {
+            healthy
         };
-        let least = |it: &mut dyn Iterator<Item = (usize, &Arc<Upstream>)>| {
-            it.min_by_key(|(i, u)| (u.outstanding(), *i))
-                .map(|(i, u)| (i, Arc::clone(u)))
-        };
-        least(&mut candidates().filter(|(_, u)| u.is_healthy()))
-            .or_else(|| least(&mut candidates()))
+        let least = pool.iter().map(|(_, u)| u.outstanding()).min()?;
+        let tied: Vec<&(usize, &Arc<Upstream>)> = pool
+            .iter()
+            .filter(|(_, u)| u.outstanding() == least)
+            .collect();
+        let (i, u) = tied[self.turn.fetch_add(1, Ordering::Relaxed) % tied.len()];
+        Some((*i, Arc::clone(u)))
     }
 
     /// Probes every upstream's `/v1/models` every `interval` until the returned task is
@@ -174,15 +190,17 @@ mod tests {
     }
 
     #[test]
-    fn least_outstanding_wins_and_ties_go_to_the_first() {
+    fn least_outstanding_wins_and_ties_are_taken_in_turn() {
         let p = pool(3);
-        assert_eq!(p.pick("m", &[]).unwrap().0, 0);
+        let picks: Vec<usize> = (0..6).map(|_| p.pick("m", &[]).unwrap().0).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2], "idle upstreams share the load");
         let _a = p.all()[0].begin();
         let _b = p.all()[1].begin();
         assert_eq!(p.pick("m", &[]).unwrap().0, 2);
         let _c = p.all()[2].begin();
         let _d = p.all()[2].begin();
-        assert_eq!(p.pick("m", &[]).unwrap().0, 0);
+        let next = p.pick("m", &[]).unwrap().0;
+        assert!(next == 0 || next == 1, "2 is the busiest: {next}");
         assert_eq!(
             p.pick("m", &[0]).unwrap().0,
             1,
