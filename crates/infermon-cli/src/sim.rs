@@ -87,6 +87,11 @@ pub struct EngineArgs {
     #[arg(long, value_name = "N", env = "INFERMON_SIMULATED_GPUS")]
     pub simulated_gpus: Option<u32>,
 
+    /// Link a decode request pulls its KV cache over from the prefill worker, in disaggregated
+    /// prefill/decode (nvlink 450 GB/s, rdma 50 GB/s, tcp 3.125 GB/s; default rdma).
+    #[arg(long, value_name = "LINK", env = "INFERMON_KV_TRANSPORT")]
+    pub kv_transport: Option<infermon_sim::KvTransport>,
+
     /// Most sequences in the running batch.
     #[arg(long, value_name = "N", env = "INFERMON_MAX_NUM_SEQS")]
     pub max_num_seqs: Option<u32>,
@@ -180,6 +185,9 @@ impl EngineArgs {
                 MetricsArg::None => MetricsFormat::None,
                 MetricsArg::Vllm => MetricsFormat::Vllm,
             };
+        }
+        if let Some(t) = self.kv_transport {
+            config.kv_transport = t;
         }
         if let Some(n) = self.simulated_gpus {
             config.simulated_gpus = n;

@@ -37,6 +37,9 @@ pub mod span {
     pub const EVENT_PREEMPTED: &str = "preempted";
     /// Event on the request span when a preempted sequence is scheduled again.
     pub const EVENT_RESUMED: &str = "resumed";
+    /// Disaggregated prefill/decode: the decode worker pulling the prompt's KV cache from the
+    /// prefill worker (a sibling of the decode worker's request span, under the caller's).
+    pub const KV_TRANSFER: &str = "kv_transfer";
     /// Load generator's client span name (followed by the model, like the server span).
     pub const CLIENT_PREFIX: &str = "chat";
 
@@ -111,6 +114,13 @@ pub mod attr {
     pub const LLM_PREEMPTION_COUNT: &str = "llm.preemption.count";
     /// Resource attribute marking a simulated workload.
     pub const LLM_SIMULATED: &str = "llm.simulated";
+    /// `kv_transfer` span and metrics: bytes of KV cache moved.
+    pub const LLM_KV_TRANSFER_BYTES: &str = "llm.kv_transfer.bytes";
+    /// `kv_transfer` span and metrics: the link (`nvlink`, `rdma`, `tcp`).
+    pub const LLM_KV_TRANSFER_TRANSPORT: &str = "llm.kv_transfer.transport";
+    /// `infermon gateway` attempt span: which half of a disaggregated request (`prefill`,
+    /// `decode`); absent for a request served whole.
+    pub const LLM_PD_PHASE: &str = "llm.pd.phase";
     /// `infermon gateway`: the upstream engine a request (attempt) went to, by configured name.
     pub const LLM_UPSTREAM: &str = "llm.upstream";
     /// `infermon gateway`: the tenant an API key belongs to (capped label).
@@ -300,6 +310,8 @@ pub mod metric {
     pub const REQUESTS: &str = "llm.requests";
     // `infermon gateway` (besides the contract's TTFT, TPOT and request duration, which it
     // records with `llm.upstream` as a client sees them).
+    pub const KV_TRANSFER_DURATION: &str = "llm.kv_transfer.duration";
+    pub const KV_TRANSFER_BYTES: &str = "llm.kv_transfer.bytes";
     pub const GATEWAY_REQUESTS: &str = "llm.gateway.requests";
     pub const GATEWAY_TOKENS: &str = "llm.gateway.tokens";
     pub const GATEWAY_COST: &str = "llm.gateway.cost";
@@ -405,6 +417,7 @@ pub mod buckets {
             m::TIME_PER_OUTPUT_TOKEN => TIME_PER_OUTPUT_TOKEN,
             m::QUEUE_DURATION | m::PREFILL_DURATION | m::DECODE_DURATION => PHASE_DURATION,
             m::GATEWAY_INTER_TOKEN_LATENCY => TIME_PER_OUTPUT_TOKEN,
+            m::KV_TRANSFER_DURATION => PHASE_DURATION,
             m::REQUEST_TOKENS => TOKENS,
             r::REQUEST_TIME_TO_FIRST_TOKEN => TIME_TO_FIRST_TOKEN,
             r::REQUEST_TIME_PER_OUTPUT_TOKEN => TIME_PER_OUTPUT_TOKEN,
@@ -1006,6 +1019,22 @@ pub const METRICS: &[MetricSpec] = &[
         attributes: MODEL_OP,
         prometheus: "infermon_relay_request_decode_duration_seconds",
         description: "Decode time of the vLLM requests the relay expanded, from their spans; with exemplars.",
+    },
+    MetricSpec {
+        name: metric::KV_TRANSFER_DURATION,
+        instrument: Histogram,
+        unit: unit::SECONDS,
+        attributes: &[GEN_AI_REQUEST_MODEL, LLM_KV_TRANSFER_TRANSPORT],
+        prometheus: "llm_kv_transfer_duration_seconds",
+        description: "Time a decode worker spent pulling a request's KV cache from the prefill worker.",
+    },
+    MetricSpec {
+        name: metric::KV_TRANSFER_BYTES,
+        instrument: Counter,
+        unit: unit::BYTES,
+        attributes: &[GEN_AI_REQUEST_MODEL, LLM_KV_TRANSFER_TRANSPORT],
+        prometheus: "llm_kv_transfer_bytes_total",
+        description: "KV cache bytes decode workers pulled from prefill workers.",
     },
     MetricSpec {
         name: metric::GATEWAY_REQUESTS,

@@ -41,6 +41,9 @@ pub struct SimConfig {
     pub simulated_gpus: u32,
     /// Largest accepted request body; larger ones get 413.
     pub max_body_bytes: usize,
+    /// The link a decode request pulls its KV cache over from the prefill worker
+    /// (disaggregated prefill/decode; see `disagg`).
+    pub kv_transport: crate::disagg::KvTransport,
 }
 
 impl Default for SimConfig {
@@ -59,6 +62,7 @@ impl Default for SimConfig {
             trace_format: crate::vllm_trace::TraceFormat::Infermon,
             simulated_gpus: 0,
             max_body_bytes: 4 * 1024 * 1024,
+            kv_transport: crate::disagg::KvTransport::default(),
         }
     }
 }

@@ -57,6 +57,7 @@
 
 mod api;
 mod config;
+pub mod disagg;
 mod engine;
 mod error;
 mod faults;
@@ -83,6 +84,7 @@ use tokio::task::JoinHandle;
 
 pub use api::{router, ApiError, Usage};
 pub use config::{KvCacheConfig, MetricsFormat, OutputConfig, SchedulerConfig, SimConfig};
+pub use disagg::{KvTransferParams, KvTransport};
 pub use engine::EngineStats;
 pub use error::SimError;
 pub use faults::{ErrorFault, ErrorKind, Faults, Scenario, TimedFaults};
@@ -145,6 +147,7 @@ impl Simulator {
         Ok(SimHandle {
             shared,
             request_metrics: telemetry.request_metrics(),
+            kv_transfer: telemetry.kv_transfer_metrics(),
             task: Arc::new(Mutex::new(Some(task))),
             gpus: Arc::new(Mutex::new(gpus)),
             started_unix: SystemTime::now()
@@ -159,6 +162,7 @@ impl Simulator {
 pub struct SimHandle {
     shared: Arc<Shared>,
     request_metrics: InferenceMetrics,
+    kv_transfer: telemetry::KvTransferMetrics,
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
     gpus: Arc<Mutex<Option<SimulatedGpus>>>,
     started_unix: u64,
@@ -173,6 +177,12 @@ impl SimHandle {
     /// A snapshot of the engine's state and totals (updated every step).
     pub fn stats(&self) -> EngineStats {
         self.shared.stats()
+    }
+
+    /// This engine's id in disaggregated prefill/decode (`remote_engine_id`): unique per
+    /// process start.
+    pub fn engine_id(&self) -> String {
+        format!("infermon-sim-{}-{}", std::process::id(), self.started_unix)
     }
 
     /// The served model name.

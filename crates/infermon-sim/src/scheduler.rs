@@ -16,13 +16,17 @@ use crate::kv_cache::{BlockId, KvCache};
 pub type SeqId = u64;
 
 /// What the engine knows about a sequence when it arrives.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SeqSpec {
     pub prompt_tokens: u32,
     /// Tokens it will generate before it ends (its natural length or `max_tokens`).
     pub output_tokens: u32,
     /// Prefix-cache keys of the prompt's full blocks (see `tokens::block_hashes`).
     pub block_hashes: Vec<u64>,
+    /// Prompt tokens whose KV arrived from a prefill worker (disaggregated prefill): computed
+    /// at the first admission, except the last one, which the first step computes (a preempted
+    /// sequence has lost them and recomputes, as vLLM's decode workers do).
+    pub transferred_tokens: u32,
 }
 
 #[derive(Debug)]
@@ -64,7 +68,8 @@ pub struct Scheduled {
     pub first_schedule: bool,
     /// Scheduled again after a preemption.
     pub resumed: bool,
-    /// Prompt tokens taken from the prefix cache at this admission.
+    /// Prompt tokens not computed at this admission: prefix-cache hits, or the KV cache
+    /// transferred from a prefill worker.
     pub cached_tokens: u32,
 }
 
@@ -263,11 +268,24 @@ impl Scheduler {
             let total = seq.total_tokens();
             // At least the last token is always computed, so a full hit still runs a step.
             let max_hit_blocks = ((total - 1) / self.kv.block_size()) as usize;
-            let hits = self
+            let mut hits = self
                 .kv
                 .cached_prefix(&seq.spec.block_hashes, max_hit_blocks);
-            let cached_tokens = hits.len() as u32 * self.kv.block_size();
-            let remaining = total - cached_tokens;
+            let prefix_tokens = hits.len() as u32 * self.kv.block_size();
+            let transferred = if seq.scheduled_before {
+                0
+            } else {
+                seq.spec.transferred_tokens.min(total - 1)
+            };
+            // Transferred KV goes into fresh blocks; it is not a prefix-cache hit (vLLM counts
+            // it as the request's cached tokens, and apart from its prefix-cache hits).
+            let (computed, prefix_hits) = if transferred > prefix_tokens {
+                hits.clear();
+                (transferred, 0)
+            } else {
+                (prefix_tokens, prefix_tokens)
+            };
+            let remaining = total - computed;
             if !self.limits.chunked_prefill && remaining > *budget {
                 break;
             }
@@ -275,7 +293,7 @@ impl Scheduler {
             let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
             if !self
                 .kv
-                .allocate(&mut seq.blocks, &hits, cached_tokens + new_tokens)
+                .allocate(&mut seq.blocks, &hits, computed + new_tokens)
             {
                 break;
             }
@@ -285,19 +303,19 @@ impl Scheduler {
             let resumed = seq.preempted_waiting;
             seq.scheduled_before = true;
             seq.preempted_waiting = false;
-            seq.computed = cached_tokens;
+            seq.computed = computed;
             seq.registered = hits.len();
             if first_schedule {
                 self.prefix_stats.queries += u64::from(seq.spec.prompt_tokens);
-                self.prefix_stats.hits += u64::from(cached_tokens);
+                self.prefix_stats.hits += u64::from(prefix_hits);
             }
             plan.scheduled.push(Scheduled {
                 id,
                 new_tokens,
-                context_tokens: cached_tokens,
+                context_tokens: computed,
                 first_schedule,
                 resumed,
-                cached_tokens,
+                cached_tokens: computed,
             });
             *budget -= new_tokens;
         }
@@ -394,7 +412,7 @@ mod tests {
         SeqSpec {
             prompt_tokens: prompt,
             output_tokens: output,
-            block_hashes: Vec::new(),
+            ..SeqSpec::default()
         }
     }
 
@@ -478,6 +496,25 @@ mod tests {
     }
 
     #[test]
+    fn transferred_kv_is_computed_at_admission_except_the_last_token() {
+        let mut s = scheduler(32, 4, LIMITS, true);
+        let id = s.add(SeqSpec {
+            prompt_tokens: 22,
+            output_tokens: 3,
+            transferred_tokens: 22,
+            ..SeqSpec::default()
+        });
+        let plan = s.schedule();
+        let step = &plan.scheduled[0];
+        assert_eq!((step.id, step.new_tokens, step.context_tokens), (id, 1, 21));
+        assert_eq!(
+            step.cached_tokens, 21,
+            "the request's cached tokens, as vLLM counts them"
+        );
+        assert_eq!(s.prefix_stats().hits, 0, "but not prefix-cache hits");
+    }
+
+    #[test]
     fn prefix_cache_hits_are_block_aligned_and_counted() {
         let mut s = scheduler(32, 4, LIMITS, true);
         let hashes: Vec<u64> = (1..=5).collect();
@@ -485,6 +522,7 @@ mod tests {
             prompt_tokens: 22,
             output_tokens: 1,
             block_hashes: hashes.clone(),
+            transferred_tokens: 0,
         };
         s.add(first.clone());
         let plan = s.schedule();
@@ -602,6 +640,7 @@ mod tests {
                             prompt_tokens: prompt,
                             output_tokens: output,
                             block_hashes: hashes(prefix, prompt, block_size),
+                            transferred_tokens: 0,
                         });
                         seen.live.push(id);
                         seen.expected_tokens.insert(id, output);

@@ -36,6 +36,29 @@ impl SimTelemetry {
         &self.meter
     }
 
+    /// `llm.kv_transfer.duration` and `llm.kv_transfer.bytes` (disaggregated decode).
+    pub(crate) fn kv_transfer_metrics(&self) -> KvTransferMetrics {
+        use infermon::contract::{buckets, metric, metric_spec};
+        let spec = |n| metric_spec(n).unwrap_or_else(|| unreachable!("{n} is in the contract"));
+        let d = spec(metric::KV_TRANSFER_DURATION);
+        let b = spec(metric::KV_TRANSFER_BYTES);
+        KvTransferMetrics {
+            duration: self
+                .meter
+                .f64_histogram(d.name)
+                .with_unit(d.unit)
+                .with_description(d.description)
+                .with_boundaries(buckets::PHASE_DURATION.to_vec())
+                .build(),
+            bytes: self
+                .meter
+                .u64_counter(b.name)
+                .with_unit(b.unit)
+                .with_description(b.description)
+                .build(),
+        }
+    }
+
     /// The label caps the request spans' names go through (the metrics themselves are
     /// derived from the spans by the subscriber's metrics layer).
     pub(crate) fn request_metrics(&self) -> InferenceMetrics {
@@ -120,4 +143,11 @@ impl Lifecycle {
             r.abort_at(at);
         }
     }
+}
+
+/// The decode side's KV pulls.
+#[derive(Clone, Debug)]
+pub(crate) struct KvTransferMetrics {
+    pub duration: opentelemetry::metrics::Histogram<f64>,
+    pub bytes: opentelemetry::metrics::Counter<u64>,
 }

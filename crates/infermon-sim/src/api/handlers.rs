@@ -17,7 +17,8 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::StreamExt;
-use infermon::contract::value;
+use infermon::contract::{attr, field, value};
+use infermon::layer::unix_nanos;
 use infermon::propagation::extract_context;
 use infermon::request::{InferenceRequest, RequestParams};
 use rand::RngExt;
@@ -308,8 +309,22 @@ async fn generate(
     };
     let response_id = format!("{id_prefix}{}", uuid::Uuid::new_v4().simple());
     let shared = sim.shared();
-    let arrived = shared.clock.system(arrived_at);
     let parent = extract_context(headers);
+    let kv = sampling.kv_transfer_params.clone().unwrap_or_default();
+    // A decode request of a disaggregated pair: the engine sees it once its KV cache is here.
+    let (arrived_at, transferred_tokens) = if kv.do_remote_prefill {
+        let tokens = kv
+            .remote_num_tokens
+            .unwrap_or(prompt_tokens[0])
+            .min(prompt_tokens[0]);
+        (
+            pull_kv(sim, &parent, &kv, model, tokens, arrived_at).await,
+            tokens,
+        )
+    } else {
+        (arrived_at, 0)
+    };
+    let arrived = shared.clock.system(arrived_at);
     let start = |input_tokens: u32| {
         InferenceRequest::start_at(
             &sim.request_metrics,
@@ -368,6 +383,7 @@ async fn generate(
                 prompt_tokens: prompt_tokens[choice.prompt],
                 output_tokens: choice.script.output_tokens,
                 block_hashes: tokens::block_hashes(prompt, sim.config().kv_cache.block_size),
+                transferred_tokens,
             },
             finish_reason: choice.script.finish_reason,
             fail_at,
@@ -470,7 +486,7 @@ async fn generate(
         Api::Chat => "chat.completion",
         Api::Completion => "text_completion",
     };
-    Json(json!({
+    let mut body = json!({
         "id": response_id,
         "object": object,
         "created": created,
@@ -478,8 +494,70 @@ async fn generate(
         "choices": rendered,
         "usage": usage,
         "system_fingerprint": FINGERPRINT,
-    }))
-    .into_response()
+    });
+    if kv.do_remote_decode {
+        // The prefill half of a disaggregated pair: what the decode worker needs, under
+        // vLLM's names (`request_finished` in vLLM 0.33.0's nixl/pull_scheduler.py).
+        body["kv_transfer_params"] = json!({
+            "do_remote_prefill": true,
+            "do_remote_decode": false,
+            "remote_block_ids": [[]],
+            "remote_engine_id": sim.engine_id(),
+            "remote_request_id": response_id,
+            "remote_host": headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(|h| h.split(':').next().unwrap_or(h)),
+            "remote_port": headers.get(header::HOST).and_then(|h| h.to_str().ok()).and_then(|h| h.rsplit_once(':')).and_then(|(_, p)| p.parse::<u16>().ok()),
+            "tp_size": 1,
+            "remote_num_tokens": prompt_total,
+            "transfer_mode": "pull",
+        });
+    }
+    Json(body).into_response()
+}
+
+/// The decode worker's pull of `tokens` prompt tokens' KV cache from the prefill worker named
+/// in `kv`: a `kv_transfer` span under the caller's context and the `llm.kv_transfer.*`
+/// metrics; returns when the cache is here (on the engine's clock).
+async fn pull_kv(
+    sim: &SimHandle,
+    parent: &opentelemetry::Context,
+    kv: &crate::disagg::KvTransferParams,
+    model: &str,
+    tokens: u32,
+    started: tokio::time::Instant,
+) -> tokio::time::Instant {
+    let shared = sim.shared();
+    let transport = sim.config().kv_transport;
+    let bytes = u64::from(tokens) * sim.profile().model.kv_bytes_per_token;
+    let done = started + shared.clock.wall(transport.transfer_seconds(bytes));
+    tokio::time::sleep_until(done).await;
+    let (from, to) = (shared.clock.system(started), shared.clock.system(done));
+    {
+        let _caller = parent.clone().attach();
+        let _span = tracing::info_span!(
+            target: "infermon::sim",
+            "kv_transfer",
+            otel.kind = "client",
+            { attr::LLM_KV_TRANSFER_BYTES } = bytes,
+            { attr::LLM_KV_TRANSFER_TRANSPORT } = transport.as_str(),
+            { attr::SERVER_ADDRESS } = kv.remote_host.as_deref().unwrap_or(""),
+            { attr::SERVER_PORT } = kv.remote_port.unwrap_or(0),
+            llm.kv_transfer.remote_engine_id = kv.remote_engine_id.as_deref().unwrap_or(""),
+            { field::START_TIME } = unix_nanos(from),
+            { field::END_TIME } = unix_nanos(to),
+        );
+    }
+    let labels = [
+        opentelemetry::KeyValue::new(
+            attr::GEN_AI_REQUEST_MODEL,
+            sim.request_metrics.model_label(model),
+        ),
+        opentelemetry::KeyValue::new(attr::LLM_KV_TRANSFER_TRANSPORT, transport.as_str()),
+    ];
+    sim.kv_transfer
+        .duration
+        .record(done.duration_since(started).as_secs_f64(), &labels);
+    sim.kv_transfer.bytes.add(bytes, &labels);
+    done
 }
 
 /// vLLM's default tool-call id: `chatcmpl-tool-` and 16 random hex digits

@@ -114,6 +114,8 @@ pub struct Sampling {
     /// vLLM extension: generate exactly `max_tokens` (load generators use it).
     #[serde(default)]
     pub ignore_eos: bool,
+    /// vLLM extension: disaggregated prefill/decode (see `disagg`).
+    pub kv_transfer_params: Option<crate::disagg::KvTransferParams>,
 }
 
 #[derive(Debug, Default, Deserialize)]
