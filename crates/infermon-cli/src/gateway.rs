@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use infermon::contract::INSTRUMENTATION_SCOPE;
-use infermon_gateway::{Gateway, GatewayConfig, UpstreamConfig};
+use infermon_gateway::{Gateway, GatewayConfig, Role, UpstreamConfig};
 
 use crate::args::{parse_duration, ServerArgs, TelemetryArgs};
 use crate::signal::first_of_two_signals;
@@ -38,6 +38,16 @@ pub struct GatewayArgs {
     /// An upstream engine as NAME=URL (http://host:port); repeat, or separate with commas.
     #[arg(long, value_name = "NAME=URL", env = "INFERMON_GATEWAY_UPSTREAMS", value_delimiter = ',', value_parser = parse_upstream)]
     pub upstream: Vec<UpstreamConfig>,
+
+    /// A prefill worker of a disaggregated prefill/decode pool, as NAME=URL (repeatable). With
+    /// prefill and decode workers, every request is sent to a prefill worker (one token, the
+    /// KV cache kept), then to a decode worker with the prefill worker's kv_transfer_params.
+    #[arg(long, value_name = "NAME=URL", env = "INFERMON_GATEWAY_PREFILL_UPSTREAMS", value_delimiter = ',', value_parser = parse_prefill)]
+    pub prefill_upstream: Vec<UpstreamConfig>,
+
+    /// A decode worker of a disaggregated prefill/decode pool, as NAME=URL (repeatable).
+    #[arg(long, value_name = "NAME=URL", env = "INFERMON_GATEWAY_DECODE_UPSTREAMS", value_delimiter = ',', value_parser = parse_decode)]
+    pub decode_upstream: Vec<UpstreamConfig>,
 
     /// TOML file with [[upstream]], [[tenant]] (API keys as SHA-256) and [[price]] entries
     /// (docs/gateway.md).
@@ -79,12 +89,27 @@ pub enum GatewayCommand {
     },
 }
 
+fn parse_prefill(s: &str) -> Result<UpstreamConfig, String> {
+    parse_upstream(s).map(|u| UpstreamConfig {
+        role: Role::Prefill,
+        ..u
+    })
+}
+
+fn parse_decode(s: &str) -> Result<UpstreamConfig, String> {
+    parse_upstream(s).map(|u| UpstreamConfig {
+        role: Role::Decode,
+        ..u
+    })
+}
+
 fn parse_upstream(s: &str) -> Result<UpstreamConfig, String> {
     match s.split_once('=') {
         Some((name, url)) if !name.trim().is_empty() && !url.trim().is_empty() => {
             Ok(UpstreamConfig {
                 name: name.trim().to_owned(),
                 url: url.trim().to_owned(),
+                role: Role::Both,
             })
         }
         _ => Err(format!(
@@ -95,7 +120,14 @@ fn parse_upstream(s: &str) -> Result<UpstreamConfig, String> {
 
 impl GatewayArgs {
     fn gateway_config(&self) -> anyhow::Result<GatewayConfig> {
-        let mut config = GatewayConfig::new(self.upstream.clone());
+        let upstreams = self
+            .upstream
+            .iter()
+            .chain(&self.prefill_upstream)
+            .chain(&self.decode_upstream)
+            .cloned()
+            .collect();
+        let mut config = GatewayConfig::new(upstreams);
         if let Some(path) = &self.gateway_config {
             config = config.merge_file(path)?;
         }
@@ -121,7 +153,10 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let upstreams: Vec<String> = config
         .upstreams
         .iter()
-        .map(|u| format!("{}={}", u.name, u.url))
+        .map(|u| match u.role {
+            Role::Both => format!("{}={}", u.name, u.url),
+            role => format!("{}={} ({})", u.name, u.url, role.as_str()),
+        })
         .collect();
     let tenants = config.tenants.as_ref().map_or(0, Vec::len);
     let gateway = Gateway::new(config, &meter);

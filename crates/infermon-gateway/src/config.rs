@@ -5,6 +5,7 @@
 //! [[upstream]]
 //! name = "engine-a"
 //! url = "http://10.0.0.1:8000"
+//! role = "both"                 # or "prefill" / "decode": disaggregated prefill/decode
 //!
 //! [[tenant]]
 //! name = "acme"
@@ -44,6 +45,8 @@ pub enum ConfigError {
     NoUpstreams,
     #[error("upstream {0:?}: the URL must be http://host:port (TLS upstreams are not supported)")]
     BadUpstreamUrl(String),
+    #[error("prefill upstreams need decode upstreams and the other way round (disaggregated prefill/decode)")]
+    HalfPair,
     #[error("upstream name {0:?} is used twice")]
     DuplicateUpstream(String),
     #[error("tenant {0:?}: key_sha256 must be 64 hex digits (the SHA-256 of the API key)")]
@@ -89,6 +92,30 @@ pub struct UpstreamConfig {
     pub name: String,
     /// `http://host:port` (no path).
     pub url: String,
+    pub role: Role,
+}
+
+/// What an upstream does in disaggregated prefill/decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Serves whole requests.
+    #[default]
+    Both,
+    /// Computes prompts and hands the KV cache on (`kv_transfer_params`).
+    Prefill,
+    /// Decodes from a KV cache a prefill worker computed.
+    Decode,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Both => "both",
+            Role::Prefill => "prefill",
+            Role::Decode => "decode",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +173,7 @@ impl GatewayConfig {
             .extend(file.upstream.into_iter().map(|u| UpstreamConfig {
                 name: u.name,
                 url: u.url,
+                role: u.role,
             }));
         if !file.tenant.is_empty() {
             let mut tenants = self.tenants.take().unwrap_or_default();
@@ -176,6 +204,10 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.upstreams.is_empty() {
             return Err(ConfigError::NoUpstreams);
+        }
+        let has = |r: Role| self.upstreams.iter().any(|u| u.role == r);
+        if has(Role::Prefill) != has(Role::Decode) {
+            return Err(ConfigError::HalfPair);
         }
         let mut names = std::collections::HashSet::new();
         for u in &self.upstreams {
@@ -260,6 +292,8 @@ struct FileConfig {
 struct FileUpstream {
     name: String,
     url: String,
+    #[serde(default)]
+    role: Role,
 }
 
 #[derive(Deserialize)]
@@ -331,6 +365,7 @@ output_per_million = 2.0
         let up = |url: &str| UpstreamConfig {
             name: "a".into(),
             url: url.into(),
+            role: Role::Both,
         };
         assert!(bad(GatewayConfig::new(vec![up("https://x:1")])).contains("http://host:port"));
         assert!(bad(GatewayConfig::new(vec![up("http://x:1/v1")])).contains("http://host:port"));

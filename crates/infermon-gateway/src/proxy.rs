@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use infermon_http::error::{ApiError, INVALID_REQUEST, SERVER_ERROR};
 use infermon_http::ReceivedAt;
 use infermon_instrument::contract::{attr, field, value};
@@ -22,10 +22,10 @@ use tracing::field::Empty;
 
 use crate::body::{Observed, Seen};
 use crate::client::UpstreamClient;
-use crate::config::{GatewayConfig, Price};
+use crate::config::{GatewayConfig, Price, Role};
 use crate::telemetry::{AttemptOutcome, GatewayMetrics, Measured};
 use crate::tenants::{Admission, Tenants, UNAUTHENTICATED};
-use crate::upstreams::{InFlight, Upstreams};
+use crate::upstreams::{InFlight, Upstream, Upstreams};
 
 /// The `tracing` target of the gateway's request spans.
 pub const TARGET: &str = "infermon::gateway";
@@ -356,75 +356,215 @@ async fn proxy(
     span.record(attr::GEN_AI_REQUEST_MODEL, model.as_str());
     measured.model = model.clone();
     let streaming = request["stream"].as_bool().unwrap_or(false);
-    let body = if streaming && request["stream_options"]["include_usage"].as_bool() != Some(true) {
+    if streaming && request["stream_options"]["include_usage"].as_bool() != Some(true) {
         // The gateway accounts tokens from the usage the upstream reports; the client then also
         // receives the final usage chunk (`choices: []`), as OpenAI sends it with include_usage.
         request["stream_options"] = serde_json::json!({"include_usage": true});
-        Bytes::from(serde_json::to_vec(&request).unwrap_or_default())
-    } else {
-        body
-    };
+    }
     let price = gw.0.config.prices.get(&model).copied();
+    let call = Call {
+        gw: &gw,
+        span: &span,
+        parent: &parent,
+        headers: &headers,
+        model: &model,
+        operation,
+        path,
+    };
 
-    let mut tried = Vec::new();
-    let mut last_failure: Option<(AttemptOutcome, String)> = None;
-    for attempt in 1..=gw.0.config.max_attempts.max(1) {
-        if attempt > 1 && !gw.may_retry() {
-            break;
-        }
-        let Some((index, upstream)) = gw.0.upstreams.pick(&model, &tried) else {
-            break;
-        };
-        tried.push(index);
-        let in_flight = upstream.begin();
-        let attempt_span = tracing::info_span!(
-            target: TARGET,
-            parent: &span,
-            "gateway_attempt",
-            otel.name = format!("{operation} {model}"),
-            otel.kind = "client",
-            { attr::GEN_AI_OPERATION_NAME } = operation,
-            { attr::GEN_AI_REQUEST_MODEL } = model.as_str(),
-            { attr::LLM_UPSTREAM } = upstream.name.as_str(),
-            { attr::LLM_ATTEMPT } = attempt,
-            { attr::SERVER_ADDRESS } = upstream.base.trim_start_matches("http://"),
-            { attr::HTTP_RESPONSE_STATUS_CODE } = Empty,
-            { attr::ERROR_TYPE } = Empty,
-            otel.status_code = Empty,
-        );
-        let mut upstream_headers = HeaderMap::new();
-        for name in FORWARDED {
-            if let Some(v) = headers.get(name) {
-                upstream_headers.insert(name.clone(), v.clone());
+    // Disaggregated: the prompt on a prefill worker, whose KV cache a decode worker then pulls.
+    let mut role = Role::Both;
+    if gw.0.upstreams.disaggregated() {
+        role = Role::Decode;
+        match call.prefill(&request).await {
+            Ok(params) => request["kv_transfer_params"] = params,
+            Err(Stop::Answered(answer)) => {
+                return respond(
+                    &gw, span, answer, false, received, measured, price, admission,
+                )
+            }
+            Err(Stop::Refused(error, kind)) => {
+                return refuse(&gw, &span, measured, received, error, kind)
             }
         }
-        // The attempt's span parents the engine's; with the gateway's own tracing off, the
-        // caller's trace still continues upstream.
-        let attempt_cx = context_of(&attempt_span);
-        if attempt_cx.span().span_context().is_valid() {
-            inject_context(&attempt_cx, &mut upstream_headers);
-        } else {
-            inject_context(&parent, &mut upstream_headers);
-        }
-        let mut upstream_request = http::Request::post(format!("{}{path}", upstream.base))
-            .body(Full::new(body.clone()))
-            .expect("a valid URI: upstream URLs are checked at startup");
-        *upstream_request.headers_mut() = upstream_headers;
+    }
+    let body = Bytes::from(serde_json::to_vec(&request).unwrap_or_default());
+    match call.send(role, body).await {
+        Ok(answer) => respond(
+            &gw, span, answer, streaming, received, measured, price, admission,
+        ),
+        Err((error, kind)) => refuse(&gw, &span, measured, received, error, kind),
+    }
+}
 
-        let sent = tokio::time::timeout(
-            gw.0.config.first_byte_timeout,
-            gw.0.client.send(upstream_request),
+/// An upstream's answer to an attempt, and what to end with it.
+pub(crate) struct Answer {
+    upstream: Arc<Upstream>,
+    response: http::Response<hyper::body::Incoming>,
+    attempt_span: tracing::Span,
+    in_flight: InFlight,
+}
+
+/// Why a disaggregated request did not reach its decode half.
+enum Stop {
+    /// The prefill worker's own error answer, passed on.
+    Answered(Answer),
+    Refused(ApiError, &'static str),
+}
+
+/// One request's sending: to whom, under which span, with which headers.
+struct Call<'a> {
+    gw: &'a Gateway,
+    span: &'a tracing::Span,
+    parent: &'a opentelemetry::Context,
+    headers: &'a HeaderMap,
+    model: &'a str,
+    operation: &'static str,
+    path: &'static str,
+}
+
+/// Largest prefill answer read (it is one token and the transfer parameters).
+const MAX_PREFILL_ANSWER: usize = 1024 * 1024;
+
+impl Call<'_> {
+    /// The prefill half, as vLLM's P/D routers send it (one token, not streamed,
+    /// `kv_transfer_params.do_remote_decode`); returns the `kv_transfer_params` for the decode
+    /// worker.
+    async fn prefill(&self, request: &serde_json::Value) -> Result<serde_json::Value, Stop> {
+        let mut first = request.clone();
+        first["max_tokens"] = 1.into();
+        if first.get("max_completion_tokens").is_some() {
+            first["max_completion_tokens"] = 1.into();
+        }
+        first["stream"] = false.into();
+        if let Some(o) = first.as_object_mut() {
+            o.remove("stream_options");
+        }
+        first["kv_transfer_params"] = serde_json::json!({"do_remote_decode": true});
+        let body = Bytes::from(serde_json::to_vec(&first).unwrap_or_default());
+        let answer = self
+            .send(Role::Prefill, body)
+            .await
+            .map_err(|(e, kind)| Stop::Refused(e, kind))?;
+        if !answer.response.status().is_success() {
+            return Err(Stop::Answered(answer));
+        }
+        let Answer {
+            upstream,
+            response,
+            attempt_span,
+            in_flight,
+        } = answer;
+        let read = tokio::time::timeout(
+            self.gw.0.config.first_byte_timeout,
+            http_body_util::Limited::new(response.into_body(), MAX_PREFILL_ANSWER).collect(),
         )
         .await;
-        let outcome = match &sent {
-            Err(_) => AttemptOutcome::Timeout,
-            Ok(Err(_)) => AttemptOutcome::ConnectError,
-            Ok(Ok(r)) if r.status().is_server_error() => AttemptOutcome::ServerError,
-            Ok(Ok(r)) if r.status().is_client_error() => AttemptOutcome::ClientError,
-            Ok(Ok(_)) => AttemptOutcome::Ok,
+        drop(in_flight);
+        let params = match read {
+            Ok(Ok(body)) => serde_json::from_slice::<serde_json::Value>(&body.to_bytes())
+                .ok()
+                .and_then(|v| v.get("kv_transfer_params").cloned())
+                .filter(serde_json::Value::is_object),
+            _ => None,
         };
-        gw.0.metrics.attempt(&upstream.name, outcome);
-        if outcome.retryable() {
+        params.ok_or_else(|| {
+            attempt_span.record(attr::ERROR_TYPE, "no_kv_transfer_params");
+            attempt_span.record(field::OTEL_STATUS_CODE, field::STATUS_ERROR);
+            Stop::Refused(
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    SERVER_ERROR,
+                    format!(
+                        "The prefill worker {} answered without kv_transfer_params (is it started \
+                         with a KV connector?).",
+                        upstream.name
+                    ),
+                )
+                .code("prefill_failed"),
+                "prefill_failed",
+            )
+        })
+    }
+
+    /// Sends `body` to an upstream in `role`, trying another on connection failure, timeout or
+    /// 5xx (before anything reached the client) within the attempt limit and the retry budget.
+    /// The last upstream's own 5xx is an answer too; no answer at all is an error to send.
+    async fn send(&self, role: Role, body: Bytes) -> Result<Answer, (ApiError, &'static str)> {
+        let gw = self.gw;
+        let model = self.model;
+        let mut tried = Vec::new();
+        let mut last_failure: Option<(AttemptOutcome, String)> = None;
+        for attempt in 1..=gw.0.config.max_attempts.max(1) {
+            if attempt > 1 && !gw.may_retry() {
+                break;
+            }
+            let Some((index, upstream)) = gw.0.upstreams.pick(model, &tried, role) else {
+                break;
+            };
+            tried.push(index);
+            let in_flight = upstream.begin();
+            let attempt_span = tracing::info_span!(
+                target: TARGET,
+                parent: self.span,
+                "gateway_attempt",
+                otel.name = format!("{} {model}", self.operation),
+                otel.kind = "client",
+                { attr::GEN_AI_OPERATION_NAME } = self.operation,
+                { attr::GEN_AI_REQUEST_MODEL } = model,
+                { attr::LLM_UPSTREAM } = upstream.name.as_str(),
+                { attr::LLM_ATTEMPT } = attempt,
+                { attr::LLM_PD_PHASE } = (role != Role::Both).then_some(role.as_str()),
+                { attr::SERVER_ADDRESS } = upstream.base.trim_start_matches("http://"),
+                { attr::HTTP_RESPONSE_STATUS_CODE } = Empty,
+                { attr::ERROR_TYPE } = Empty,
+                otel.status_code = Empty,
+            );
+            let mut upstream_headers = HeaderMap::new();
+            for name in FORWARDED {
+                if let Some(v) = self.headers.get(name) {
+                    upstream_headers.insert(name.clone(), v.clone());
+                }
+            }
+            // The attempt's span parents the engine's; with the gateway's own tracing off, the
+            // caller's trace still continues upstream.
+            let attempt_cx = context_of(&attempt_span);
+            if attempt_cx.span().span_context().is_valid() {
+                inject_context(&attempt_cx, &mut upstream_headers);
+            } else {
+                inject_context(self.parent, &mut upstream_headers);
+            }
+            let mut upstream_request =
+                http::Request::post(format!("{}{}", upstream.base, self.path))
+                    .body(Full::new(body.clone()))
+                    .expect("a valid URI: upstream URLs are checked at startup");
+            *upstream_request.headers_mut() = upstream_headers;
+
+            let sent = tokio::time::timeout(
+                gw.0.config.first_byte_timeout,
+                gw.0.client.send(upstream_request),
+            )
+            .await;
+            let outcome = match &sent {
+                Err(_) => AttemptOutcome::Timeout,
+                Ok(Err(_)) => AttemptOutcome::ConnectError,
+                Ok(Ok(r)) if r.status().is_server_error() => AttemptOutcome::ServerError,
+                Ok(Ok(r)) if r.status().is_client_error() => AttemptOutcome::ClientError,
+                Ok(Ok(_)) => AttemptOutcome::Ok,
+            };
+            gw.0.metrics.attempt(&upstream.name, outcome);
+            if !outcome.retryable() {
+                upstream.succeeded();
+                let Ok(Ok(response)) = sent else {
+                    unreachable!("non-retryable outcomes have a response")
+                };
+                return Ok(Answer {
+                    upstream,
+                    response,
+                    attempt_span,
+                    in_flight,
+                });
+            }
             upstream.failed(gw.0.config.unhealthy_after);
             let detail = match &sent {
                 Err(_) => format!(
@@ -440,54 +580,45 @@ async fn proxy(
             if let Ok(Ok(r)) = &sent {
                 attempt_span.record(attr::HTTP_RESPONSE_STATUS_CODE, r.status().as_u16());
             }
-            let more =
-                attempt < gw.0.config.max_attempts && gw.0.upstreams.pick(&model, &tried).is_some();
+            let more = attempt < gw.0.config.max_attempts
+                && gw.0.upstreams.pick(model, &tried, role).is_some();
             if !more {
                 if let Ok(Ok(response)) = sent {
                     // The last word is the upstream's own 5xx: passed on as it is.
-                    return respond(
-                        &gw,
-                        span,
-                        attempt_span,
+                    return Ok(Answer {
+                        upstream,
                         response,
-                        streaming,
-                        received,
-                        measured,
-                        price,
+                        attempt_span,
                         in_flight,
-                        admission,
-                        &upstream.name,
-                    );
+                    });
                 }
             }
             last_failure = Some((outcome, detail));
-            continue;
         }
-        upstream.succeeded();
-        let Ok(Ok(response)) = sent else {
-            unreachable!("non-retryable outcomes have a response")
-        };
-        return respond(
-            &gw,
-            span,
-            attempt_span,
-            response,
-            streaming,
-            received,
-            measured,
-            price,
-            in_flight,
-            admission,
-            &upstream.name,
-        );
+        Err(no_answer(model, tried.is_empty(), last_failure))
     }
+}
 
+/// The error for a request no upstream answered.
+fn no_answer(
+    model: &str,
+    nobody_serves: bool,
+    last_failure: Option<(AttemptOutcome, String)>,
+) -> (ApiError, &'static str) {
     let (status, message, kind) = match last_failure {
-        None if tried.is_empty() => (
-            StatusCode::NOT_FOUND,
-            format!("The model `{model}` is not served by any upstream of this gateway (GET /v1/models lists them)."),
-            "model_not_found",
-        ),
+        None if nobody_serves => {
+            let e = ApiError::new(
+                StatusCode::NOT_FOUND,
+                INVALID_REQUEST,
+                format!(
+                    "The model `{model}` is not served by any upstream of this gateway (GET \
+                     /v1/models lists them)."
+                ),
+            )
+            .param("model")
+            .code("model_not_found");
+            return (e, "model_not_found");
+        }
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "No upstream could take the request (retry budget spent).".to_owned(),
@@ -504,22 +635,10 @@ async fn proxy(
             "upstream_unavailable",
         ),
     };
-    let mut error = ApiError::new(
-        status,
-        if status == StatusCode::NOT_FOUND {
-            INVALID_REQUEST
-        } else {
-            SERVER_ERROR
-        },
-        message,
-    )
-    .code(kind);
-    if status != StatusCode::NOT_FOUND {
-        error = error.retry_after(1);
-    } else {
-        error = error.param("model");
-    }
-    refuse(&gw, &span, measured, received, error, kind)
+    let error = ApiError::new(status, SERVER_ERROR, message)
+        .code(kind)
+        .retry_after(1);
+    (error, kind)
 }
 
 /// Passes the upstream's answer on: status and headers now, the body as it streams.
@@ -527,16 +646,20 @@ async fn proxy(
 fn respond(
     gw: &Gateway,
     span: tracing::Span,
-    attempt_span: tracing::Span,
-    response: http::Response<hyper::body::Incoming>,
+    answer: Answer,
     streaming: bool,
     received: Instant,
     mut measured: Measured,
     price: Option<Price>,
-    in_flight: InFlight,
     admission: Admission,
-    upstream: &str,
 ) -> Response {
+    let Answer {
+        upstream,
+        response,
+        attempt_span,
+        in_flight,
+    } = answer;
+    let upstream = upstream.name.as_str();
     let (parts, incoming) = response.into_parts();
     let status = parts.status.as_u16();
     span.record(attr::HTTP_RESPONSE_STATUS_CODE, status);

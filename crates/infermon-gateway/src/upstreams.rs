@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::config::UpstreamConfig;
+use crate::config::{Role, UpstreamConfig};
 
 /// One upstream engine and what the gateway knows of it.
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
+    pub role: Role,
     /// `http://host:port`, no trailing slash.
     pub base: String,
     outstanding: AtomicUsize,
@@ -26,6 +27,7 @@ impl Upstream {
     fn new(config: &UpstreamConfig) -> Self {
         Self {
             name: config.name.clone(),
+            role: config.role,
             base: config.url.trim_end_matches('/').to_owned(),
             outstanding: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
@@ -124,15 +126,21 @@ impl Upstreams {
         &self.list
     }
 
-    /// The upstream for a request for `model`: the least outstanding among the healthy ones
-    /// that serve it and were not `tried` (ties taken in turn); if none is healthy, the least
-    /// outstanding of the rest (a probe may lag behind a recovery; trying beats refusing).
-    pub fn pick(&self, model: &str, tried: &[usize]) -> Option<(usize, Arc<Upstream>)> {
+    /// Whether requests go prefill worker → decode worker (both kinds are configured).
+    pub fn disaggregated(&self) -> bool {
+        self.list.iter().any(|u| u.role == Role::Prefill)
+    }
+
+    /// The upstream in `role` for a request for `model`: the least outstanding among the
+    /// healthy ones that serve it and were not `tried` (ties taken in turn); if none is healthy,
+    /// the least outstanding of the rest (a probe may lag behind a recovery; trying beats
+    /// refusing).
+    pub fn pick(&self, model: &str, tried: &[usize], role: Role) -> Option<(usize, Arc<Upstream>)> {
         let candidates: Vec<(usize, &Arc<Upstream>)> = self
             .list
             .iter()
             .enumerate()
-            .filter(|(i, u)| !tried.contains(i) && u.serves(model))
+            .filter(|(i, u)| u.role == role && !tried.contains(i) && u.serves(model))
             .collect();
         let healthy: Vec<(usize, &Arc<Upstream>)> = candidates
             .iter()
@@ -184,6 +192,7 @@ mod tests {
             .map(|i| UpstreamConfig {
                 name: format!("u{i}"),
                 url: format!("http://127.0.0.1:{}", 9000 + i),
+                role: crate::config::Role::Both,
             })
             .collect();
         Upstreams::new(&configs)
@@ -192,17 +201,19 @@ mod tests {
     #[test]
     fn least_outstanding_wins_and_ties_are_taken_in_turn() {
         let p = pool(3);
-        let picks: Vec<usize> = (0..6).map(|_| p.pick("m", &[]).unwrap().0).collect();
+        let picks: Vec<usize> = (0..6)
+            .map(|_| p.pick("m", &[], Role::Both).unwrap().0)
+            .collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2], "idle upstreams share the load");
         let _a = p.all()[0].begin();
         let _b = p.all()[1].begin();
-        assert_eq!(p.pick("m", &[]).unwrap().0, 2);
+        assert_eq!(p.pick("m", &[], Role::Both).unwrap().0, 2);
         let _c = p.all()[2].begin();
         let _d = p.all()[2].begin();
-        let next = p.pick("m", &[]).unwrap().0;
+        let next = p.pick("m", &[], Role::Both).unwrap().0;
         assert!(next == 0 || next == 1, "2 is the busiest: {next}");
         assert_eq!(
-            p.pick("m", &[0]).unwrap().0,
+            p.pick("m", &[0], Role::Both).unwrap().0,
             1,
             "tried upstreams are skipped"
         );
@@ -218,9 +229,17 @@ mod tests {
         p.all()[0].failed(2);
         assert!(!p.all()[0].is_healthy());
         let _busy = p.all()[1].begin();
-        assert_eq!(p.pick("m", &[]).unwrap().0, 1, "busier but healthy");
-        assert_eq!(p.pick("m", &[1]).unwrap().0, 0, "unhealthy beats nothing");
-        assert!(p.pick("m", &[0, 1]).is_none());
+        assert_eq!(
+            p.pick("m", &[], Role::Both).unwrap().0,
+            1,
+            "busier but healthy"
+        );
+        assert_eq!(
+            p.pick("m", &[1], Role::Both).unwrap().0,
+            0,
+            "unhealthy beats nothing"
+        );
+        assert!(p.pick("m", &[0, 1], Role::Both).is_none());
         p.all()[0].probed(Some(HashSet::from(["m".to_owned()])));
         assert!(p.all()[0].is_healthy(), "a good probe restores it");
     }
@@ -231,8 +250,8 @@ mod tests {
         p.all()[0].probed(Some(HashSet::from(["a".to_owned()])));
         p.all()[1].probed(Some(HashSet::from(["b".to_owned()])));
         let _busy = p.all()[1].begin();
-        assert_eq!(p.pick("b", &[]).unwrap().0, 1);
-        assert_eq!(p.pick("a", &[]).unwrap().0, 0);
-        assert!(p.pick("c", &[]).is_none(), "nobody serves c");
+        assert_eq!(p.pick("b", &[], Role::Both).unwrap().0, 1);
+        assert_eq!(p.pick("a", &[], Role::Both).unwrap().0, 0);
+        assert!(p.pick("c", &[], Role::Both).is_none(), "nobody serves c");
     }
 }

@@ -525,3 +525,47 @@ async fn the_callers_trace_continues_to_the_upstream_and_models_are_listed() {
         .unwrap();
     assert_eq!(unserved.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disaggregated_pool_prefills_on_one_worker_and_decodes_on_another() {
+    let (p, d) = (sim().await, sim().await);
+    let mut upstreams = upstreams(&[&p, &d]);
+    upstreams[0].name = "p".into();
+    upstreams[0].role = infermon_gateway::Role::Prefill;
+    upstreams[1].name = "d".into();
+    upstreams[1].role = infermon_gateway::Role::Decode;
+    let mut c = GatewayConfig::new(upstreams);
+    c.first_byte_timeout = Duration::from_secs(5);
+    c.validate().expect("a P/D pool is a valid config");
+    let gw = Running::start(c).await;
+
+    let response = gw.chat(true).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["x-infermon-upstream"],
+        "d",
+        "the stream comes from decode"
+    );
+    let events = events(response).await;
+    let usage: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(
+        usage["usage"]["completion_tokens"], 8,
+        "all tokens from the decode worker"
+    );
+
+    let m = gw.metrics();
+    for upstream in ["p", "d"] {
+        let ok = [
+            (attr::LLM_UPSTREAM, upstream),
+            (attr::LLM_ATTEMPT_OUTCOME, "ok"),
+        ];
+        assert_eq!(counter(&m, metric::GATEWAY_ATTEMPTS, &ok), 1, "{upstream}");
+    }
+    let ttft = [(attr::LLM_UPSTREAM, "d")];
+    assert_eq!(histogram(&m, metric::TIME_TO_FIRST_TOKEN, &ttft).0, 1);
+
+    // A prefill pool without decode workers is refused at startup.
+    let mut half = GatewayConfig::new(common::upstreams(&[&p]));
+    half.upstreams[0].role = infermon_gateway::Role::Prefill;
+    assert!(half.validate().unwrap_err().to_string().contains("decode"));
+}

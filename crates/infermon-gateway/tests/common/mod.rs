@@ -69,6 +69,7 @@ pub fn upstreams(urls: &[&str]) -> Vec<UpstreamConfig> {
         .map(|(i, url)| UpstreamConfig {
             name: format!("u{i}"),
             url: (*url).to_owned(),
+            role: infermon_gateway::Role::Both,
         })
         .collect()
 }
