@@ -283,23 +283,25 @@ async fn one_trace_one_bill_and_failover_through_the_gateway() {
         );
     }
     assert!(summary["requests"]["succeeded"].as_u64().unwrap_or(0) > 0);
-    let q = format!(
-        "sum({}{{llm_upstream=\"b\", llm_gateway_attempt_outcome=~\"connect_error|timeout|server_error\"}})",
-        prom_name(infermon::contract::metric::GATEWAY_ATTEMPTS)
+    // The gateway noticed: failed attempts on b, or its probe took b out (whichever came
+    // first; requests between the kill and the next probe fail over).
+    let healthy = format!(
+        "max({}{{llm_upstream=\"b\"}})",
+        prom_name(infermon::contract::metric::GATEWAY_HEALTHY)
     );
-    let failovers = eventually(
-        "failed attempts on the killed engine",
-        Duration::from_secs(30),
-        || {
-            let (prom, q) = (prom.clone(), q.clone());
-            async move {
-                let v = prom.query_sum(&q).await?;
-                Ok((v > 0.0).then_some(v))
-            }
-        },
-    )
+    eventually("engine b marked unhealthy", Duration::from_secs(30), || {
+        let (prom, q) = (prom.clone(), healthy.clone());
+        async move { Ok((prom.query(&q).await?.iter().any(|s| s.value == 0.0)).then_some(())) }
+    })
     .await;
-    println!("GATEWAY: failed attempts on b after the kill: {failovers}");
+    let failovers = prom
+        .query_sum(&format!(
+            "sum({}{{llm_upstream=\"b\", llm_gateway_attempt_outcome!=\"ok\"}})",
+            prom_name(infermon::contract::metric::GATEWAY_ATTEMPTS)
+        ))
+        .await
+        .unwrap_or(0.0);
+    println!("GATEWAY: engine b out of rotation; failed attempts on it: {failovers}");
 
     assert!(
         gateway.terminate(),
@@ -307,4 +309,155 @@ async fn one_trace_one_bill_and_failover_through_the_gateway() {
         gateway.output()
     );
     let _ = std::fs::remove_file(config);
+
+    // 4. Disaggregated prefill/decode: load → gateway → prefill engine, then kv_transfer and
+    //    the decode engine, on one trace.
+    let pd_env = |service: &'static str| -> Vec<(&str, &str)> {
+        fast_export
+            .iter()
+            .copied()
+            .chain([("OTEL_SERVICE_NAME", service)])
+            .collect()
+    };
+    let (p_addr, d_addr) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let _prefill = Process::spawn(
+        "sim-prefill",
+        &bin,
+        &["sim", "--listen", &p_addr, "--time-scale", "5"],
+        &pd_env(PREFILL_SERVICE),
+    );
+    let _decode = Process::spawn(
+        "sim-decode",
+        &bin,
+        &[
+            "sim",
+            "--listen",
+            &d_addr,
+            "--time-scale",
+            "5",
+            "--kv-transport",
+            "tcp",
+        ],
+        &pd_env(DECODE_SERVICE),
+    );
+    for addr in [&p_addr, &d_addr] {
+        wait_healthy(&format!("http://{addr}/health")).await;
+    }
+    let pd_gateway_addr = format!("127.0.0.1:{}", free_port());
+    let mut pd_gateway = Process::spawn(
+        "gateway-pd",
+        &bin,
+        &[
+            "gateway",
+            "--listen",
+            &pd_gateway_addr,
+            "--prefill-upstream",
+            &format!("p=http://{p_addr}"),
+            "--decode-upstream",
+            &format!("d=http://{d_addr}"),
+        ],
+        &gateway_env,
+    );
+    wait_healthy(&format!("http://{pd_gateway_addr}/health")).await;
+    let pd = load(
+        &bin,
+        &format!("http://{pd_gateway_addr}"),
+        "none",
+        "2s",
+        &load_env,
+    );
+    assert_eq!(pd["requests"]["failed"], 0, "{pd}");
+    let (trace, transfer_bytes) = eventually(
+        "a trace load → gateway → prefill → kv_transfer → decode",
+        Duration::from_secs(60),
+        || {
+            let jaeger = jaeger.clone();
+            async move {
+                let ids = jaeger.trace_ids(DECODE_SERVICE, 20).await?;
+                let mut last = format!("{} traces", ids.len());
+                for id in ids {
+                    let Some(spans) = jaeger.trace(&id).await? else {
+                        continue;
+                    };
+                    match pd_chain(&spans) {
+                        Ok(bytes) => return Ok(Some((id, bytes))),
+                        Err(problem) => last = format!("trace {id}: {problem}"),
+                    }
+                }
+                Err(last)
+            }
+        },
+    )
+    .await;
+    println!(
+        "GATEWAY: P/D trace {trace}: prefill engine, then {transfer_bytes} KV bytes over tcp, \
+         then the decode engine"
+    );
+    assert!(
+        pd_gateway.terminate(),
+        "P/D gateway did not stop cleanly:\n{}",
+        pd_gateway.output()
+    );
+}
+
+const PREFILL_SERVICE: &str = "infermon-sim-prefill-e2e";
+const DECODE_SERVICE: &str = "infermon-sim-decode-e2e";
+
+/// load → gateway SERVER → attempt (prefill) → prefill engine's request span; attempt (decode)
+/// → kv_transfer (decode engine) and the decode engine's request span, in that order. Returns
+/// the transfer's bytes.
+fn pd_chain(spans: &[TraceSpan]) -> Result<u64, String> {
+    let load = spans
+        .iter()
+        .find(|s| s.service == LOAD_SERVICE)
+        .ok_or("no load generator span")?;
+    let children = |parent: &TraceSpan| -> Vec<&TraceSpan> {
+        spans
+            .iter()
+            .filter(|s| s.parent_id.as_deref() == Some(&parent.span_id))
+            .collect()
+    };
+    let server = *children(load)
+        .iter()
+        .find(|s| s.service == GATEWAY_SERVICE)
+        .ok_or("no gateway span under the load's")?;
+    let phase = |name: &str| {
+        children(server)
+            .into_iter()
+            .find(|s| s.tags.get(attr::LLM_PD_PHASE).and_then(Value::as_str) == Some(name))
+            .ok_or(format!("no {name} attempt"))
+    };
+    let (prefill_attempt, decode_attempt) = (phase("prefill")?, phase("decode")?);
+    let prefill = *children(prefill_attempt)
+        .iter()
+        .find(|s| s.service == PREFILL_SERVICE)
+        .ok_or("no prefill engine span")?;
+    let under_decode = children(decode_attempt);
+    let transfer = *under_decode
+        .iter()
+        .find(|s| s.name == infermon::contract::span::KV_TRANSFER)
+        .ok_or("no kv_transfer span")?;
+    let decode = *under_decode
+        .iter()
+        .find(|s| s.service == DECODE_SERVICE && s.name != infermon::contract::span::KV_TRANSFER)
+        .ok_or("no decode engine span")?;
+    let end = |s: &TraceSpan| s.start_us + s.duration_us;
+    if !(end(prefill) <= transfer.start_us + 1000 && end(transfer) <= decode.start_us + 1) {
+        return Err(format!(
+            "out of order: prefill ends {}, transfer {}..{}, decode starts {}",
+            end(prefill),
+            transfer.start_us,
+            end(transfer),
+            decode.start_us
+        ));
+    }
+    transfer
+        .tags
+        .get(attr::LLM_KV_TRANSFER_BYTES)
+        .and_then(Value::as_u64)
+        .filter(|b| *b > 0)
+        .ok_or_else(|| "kv_transfer without bytes".to_owned())
 }
