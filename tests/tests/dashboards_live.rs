@@ -1,8 +1,9 @@
 //! Every dashboard query proven against real data: the simulator (with simulated GPUs, an
-//! error burst and KV-cache pressure) and a vLLM-format engine feed the real collector,
-//! Prometheus and Jaeger; then every panel target runs with its variables expanded to "All"
-//! and to one concrete value, and must return data (or be listed in `MAY_BE_EMPTY` with the
-//! reason).
+//! error burst and KV-cache pressure) behind `infermon gateway` (a tenant's key, a price
+//! table), a disaggregated prefill/decode pair behind a second gateway, and a vLLM-format
+//! engine feed the real collector, Prometheus and Jaeger; then every panel target runs with its
+//! variables expanded to "All" and to one concrete value, and must return data (or be listed in
+//! `MAY_BE_EMPTY` with the reason).
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ kv_pressure = 0.95
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_returns_data() {
+    const TENANT_KEY: &str = "sk-dashboards";
     let bin = infermon_bin();
     let vllm_port = free_port();
     let stack = Stack::start(
@@ -75,21 +77,93 @@ async fn every_dashboard_query_returns_data() {
         ],
         &[],
     );
-    for addr in [&sim_addr, &vllm_addr] {
+    // A disaggregated pair, and a gateway in front of each kind of engine.
+    let (prefill_addr, decode_addr) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let mut engines = Vec::new();
+    for (addr, service) in [(&prefill_addr, "sim-prefill"), (&decode_addr, "sim-decode")] {
+        let env: Vec<(&str, &str)> = telemetry_env
+            .iter()
+            .copied()
+            .chain([("OTEL_SERVICE_NAME", service)])
+            .collect();
+        engines.push(Process::spawn(
+            service,
+            &bin,
+            &["sim", "--listen", addr, "--time-scale", "10"],
+            &env,
+        ));
+    }
+    for addr in [&sim_addr, &vllm_addr, &prefill_addr, &decode_addr] {
+        wait_healthy(&format!("http://{addr}/health")).await;
+    }
+    let gateway_config =
+        std::env::temp_dir().join(format!("infermon-dash-gw-{}.toml", std::process::id()));
+    std::fs::write(
+        &gateway_config,
+        format!(
+            "[[tenant]]\nname = \"acme\"\nkey_sha256 = \"{}\"\n\n\
+             [[price]]\nmodel = \"llama-3.1-8b-instruct\"\ninput_per_million = 0.2\n\
+             output_per_million = 0.6\n",
+            infermon_gateway::hash_key(TENANT_KEY)
+        ),
+    )
+    .expect("write the gateway config");
+    let (gateway_addr, pd_gateway_addr) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let gateway_config_arg = gateway_config.display().to_string();
+    let (sim_upstream, prefill_upstream, decode_upstream) = (
+        format!("sim=http://{sim_addr}"),
+        format!("p=http://{prefill_addr}"),
+        format!("d=http://{decode_addr}"),
+    );
+    let gateways = [
+        (
+            &gateway_addr,
+            vec![
+                "--upstream",
+                &sim_upstream,
+                "--gateway-config",
+                &gateway_config_arg,
+            ],
+        ),
+        (
+            &pd_gateway_addr,
+            vec![
+                "--prefill-upstream",
+                &prefill_upstream,
+                "--decode-upstream",
+                &decode_upstream,
+            ],
+        ),
+    ];
+    for (addr, extra) in gateways {
+        let mut args = vec!["gateway", "--listen", addr.as_str()];
+        args.extend(extra);
+        engines.push(Process::spawn("gateway", &bin, &args, &telemetry_env));
         wait_healthy(&format!("http://{addr}/health")).await;
     }
 
     let mut loads = Vec::new();
     // 256 output tokens take about 2 s at the H100 profile's pace: slow enough for the
     // "slow requests" panel (default threshold 1 s).
-    for (addr, extra) in [(&sim_addr, None), (&vllm_addr, Some("--no-otlp"))] {
+    // The simulator's traffic comes through its gateway with the tenant's key.
+    for (addr, rate, extra) in [
+        (&gateway_addr, "8", ["--api-key", TENANT_KEY].as_slice()),
+        (&vllm_addr, "8", ["--no-otlp"].as_slice()),
+        (&pd_gateway_addr, "2", [].as_slice()),
+    ] {
         let url = format!("http://{addr}");
         let mut args = vec![
             "load",
             "--url",
             &url,
             "--rate",
-            "8",
+            rate,
             "--duration",
             "50s",
             "--quiet",
@@ -139,4 +213,5 @@ async fn every_dashboard_query_returns_data() {
         "dashboard targets skipped:\n{table}"
     );
     let _ = std::fs::remove_file(scenario);
+    let _ = std::fs::remove_file(gateway_config);
 }

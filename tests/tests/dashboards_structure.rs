@@ -19,6 +19,7 @@ const REQUIRED_DASHBOARDS: &[&str] = &[
     "infermon-resources",
     "infermon-errors",
     "infermon-traces",
+    "infermon-gateway",
 ];
 
 fn dashboards() -> Vec<Dashboard> {
@@ -75,7 +76,7 @@ fn raw_promql(d: &Dashboard) -> Vec<(String, String)> {
 }
 
 #[test]
-fn the_five_dashboards_are_valid_json_with_unique_uids() {
+fn the_six_dashboards_are_valid_json_with_unique_uids() {
     let all = dashboards();
     let uids: BTreeSet<&str> = all.iter().map(|d| d.uid.as_str()).collect();
     assert_eq!(uids.len(), all.len(), "dashboard uids must be unique");

@@ -359,15 +359,36 @@ impl Stack {
                 v.name
             ))
         })?;
+        // The dropdown's own values, where its query can be expanded with what is chosen so far
+        // (it may name variables this target does not use).
+        let own_selector = expand(&selector, variables, chosen, &self.time, Format::Regex);
+        let offered = match &own_selector {
+            Ok(own) => self.label_values(&label, std::slice::from_ref(own)).await?,
+            Err(_) => BTreeSet::new(),
+        };
         let selectors: Vec<String> = match selectors.filter(|s| !s.is_empty()) {
             Some(own) => own.iter().map(|s| narrowed(s, variables, chosen)).collect(),
-            None => vec![
-                expand(&selector, variables, chosen, &self.time, Format::Regex)
-                    .map_err(|e| Unresolved::Error(e.to_string()))?,
-            ],
+            None => vec![own_selector.map_err(|e| Unresolved::Error(e.to_string()))?],
         };
+        let values = self.label_values(&label, &selectors).await?;
+        // A value the variable's dropdown offers, if the target's series carry one (a user
+        // cannot pick any other); else the first the target's series carry.
+        let first_offered = values.iter().find(|v| offered.contains(*v)).cloned();
+        first_offered
+            .or_else(|| values.into_iter().next())
+            .ok_or_else(|| {
+                Unresolved::NoValue(format!("no `{label}` value in {}", selectors.join(", ")))
+            })
+    }
+
+    /// The values of `label` on the series `selectors` select.
+    async fn label_values(
+        &self,
+        label: &str,
+        selectors: &[String],
+    ) -> Result<BTreeSet<String>, Unresolved> {
         let mut values = BTreeSet::new();
-        for selector in &selectors {
+        for selector in selectors {
             let samples = self
                 .prometheus
                 .query(&format!("group by ({label}) ({selector})"))
@@ -376,14 +397,12 @@ impl Stack {
             values.extend(
                 samples
                     .iter()
-                    .filter_map(|s| s.label(&label))
+                    .filter_map(|s| s.label(label))
                     .filter(|s| !s.is_empty())
                     .map(str::to_string),
             );
         }
-        values.into_iter().next().ok_or_else(|| {
-            Unresolved::NoValue(format!("no `{label}` value in {}", selectors.join(", ")))
-        })
+        Ok(values)
     }
 
     async fn run(
