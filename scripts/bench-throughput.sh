@@ -20,6 +20,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 LEVELS=${LEVELS:-"50 100 200 300"}
 DURATION=${DURATION:-20s}
 PROMPT=${PROMPT:-256}
@@ -40,52 +42,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log() { printf '%s\n' "$*" >&2; }
-
-# CPU seconds (user + system) a process has used so far.
-cpu_seconds() {
-  awk -v tck="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / tck }' "/proc/$1/stat"
-}
-
-wait_for_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  log "error: nothing listens on port $1 (see $2)"
-  exit 1
-}
-
 log "building infermon (release)…"
 cargo build --release --quiet -p infermon-cli
 BIN="$TARGET_DIR/release/infermon"
 
-OTELCOL=${OTELCOL:-$(ls -1 "${HOME}"/.cache/infermon-stack/otelcol*/otelcol* 2>/dev/null | head -n1 || true)}
-if [[ -n "$OTELCOL" && -x "$OTELCOL" ]]; then
-  cat >"$WORK/otelcol.yaml" <<EOF
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:${OTLP_PORT}
-exporters:
-  debug:
-    verbosity: basic
-service:
-  telemetry:
-    metrics:
-      level: none
-  pipelines:
-    traces: { receivers: [otlp], exporters: [debug] }
-    metrics: { receivers: [otlp], exporters: [debug] }
-EOF
-  "$OTELCOL" --config "$WORK/otelcol.yaml" >"$WORK/otelcol.log" 2>&1 &
-  PIDS+=($!)
-  wait_for_port "$OTLP_PORT" "$WORK/otelcol.log"
-  SINK="OpenTelemetry Collector $(basename "$OTELCOL"), debug exporter"
-else
-  SINK="none reachable (exports fail, are retried and counted)"
-fi
+start_debug_collector "$WORK" "$OTLP_PORT"
+[[ -n "$COLLECTOR_PID" ]] && PIDS+=("$COLLECTOR_PID")
 
 "$BIN" sim --listen "127.0.0.1:$PORT" --profile "$PROFILE" --time-scale "$TIME_SCALE" \
   --max-num-seqs "$MAX_NUM_SEQS" --otlp-endpoint "http://127.0.0.1:$OTLP_PORT" \

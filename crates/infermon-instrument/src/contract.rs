@@ -114,6 +114,9 @@ pub mod attr {
     pub const LLM_PREEMPTION_COUNT: &str = "llm.preemption.count";
     /// Resource attribute marking a simulated workload.
     pub const LLM_SIMULATED: &str = "llm.simulated";
+    /// Request span: the request's share of the engine's step time, in seconds (each step's
+    /// duration split over the sequences it served by the tokens it computed for each).
+    pub const LLM_REQUEST_GPU_TIME: &str = "llm.request.gpu_time";
     /// `kv_transfer` span and metrics: bytes of KV cache moved.
     pub const LLM_KV_TRANSFER_BYTES: &str = "llm.kv_transfer.bytes";
     /// `kv_transfer` span and metrics: the link (`nvlink`, `rdma`, `tcp`).
@@ -307,6 +310,7 @@ pub mod metric {
     pub const PREFILL_DURATION: &str = "llm.request.prefill.duration";
     pub const DECODE_DURATION: &str = "llm.request.decode.duration";
     pub const REQUEST_TOKENS: &str = "llm.request.tokens";
+    pub const REQUEST_GPU_TIME: &str = "llm.request.gpu_time";
     pub const REQUESTS: &str = "llm.requests";
     // `infermon gateway` (besides the contract's TTFT, TPOT and request duration, which it
     // records with `llm.upstream` as a client sees them).
@@ -417,6 +421,7 @@ pub mod buckets {
             m::TIME_PER_OUTPUT_TOKEN => TIME_PER_OUTPUT_TOKEN,
             m::QUEUE_DURATION | m::PREFILL_DURATION | m::DECODE_DURATION => PHASE_DURATION,
             m::GATEWAY_INTER_TOKEN_LATENCY => TIME_PER_OUTPUT_TOKEN,
+            m::REQUEST_GPU_TIME => PHASE_DURATION,
             m::KV_TRANSFER_DURATION => PHASE_DURATION,
             m::REQUEST_TOKENS => TOKENS,
             r::REQUEST_TIME_TO_FIRST_TOKEN => TIME_TO_FIRST_TOKEN,
@@ -632,6 +637,14 @@ pub const METRICS: &[MetricSpec] = &[
         attributes: MODEL_OP_TOKEN,
         prometheus: "llm_request_tokens",
         description: "Tokens per request, input (prompt) or output (generated).",
+    },
+    MetricSpec {
+        name: metric::REQUEST_GPU_TIME,
+        instrument: Histogram,
+        unit: unit::SECONDS,
+        attributes: MODEL_OP,
+        prometheus: "llm_request_gpu_time_seconds",
+        description: "A request's share of the engine's step time (GPU time it used), from the request span's llm.request.gpu_time.",
     },
     MetricSpec {
         name: metric::REQUESTS,

@@ -55,6 +55,7 @@ pub(crate) struct Inner {
     pub prefill_duration: Histogram<f64>,
     pub decode_duration: Histogram<f64>,
     pub request_tokens: Histogram<u64>,
+    pub gpu_time: Histogram<f64>,
     pub requests: Counter<u64>,
     pub tokens: Counter<u64>,
     pub prefix_cache_queries: Counter<u64>,
@@ -88,6 +89,7 @@ pub(crate) struct Series {
     pub decode_duration: TracedHistogram,
     pub request_input_tokens: BoundHistogram<u64>,
     pub request_output_tokens: BoundHistogram<u64>,
+    pub gpu_time: BoundHistogram<f64>,
     pub input_tokens: BoundCounter<u64>,
     pub output_tokens: BoundCounter<u64>,
     pub prefix_cache_queries: BoundCounter<u64>,
@@ -175,6 +177,7 @@ impl Inner {
             decode_duration: traced(&self.decode_duration, metric::DECODE_DURATION, &mo),
             request_input_tokens: self.request_tokens.bind(&token(value::TOKEN_INPUT)),
             request_output_tokens: self.request_tokens.bind(&token(value::TOKEN_OUTPUT)),
+            gpu_time: self.gpu_time.bind(&mo),
             input_tokens: self.tokens.bind(&token(value::TOKEN_INPUT)),
             output_tokens: self.tokens.bind(&token(value::TOKEN_OUTPUT)),
             prefix_cache_queries: self.prefix_cache_queries.bind(&mo),
@@ -287,6 +290,7 @@ impl InferenceMetricsBuilder<'_> {
                         .with_boundaries(buckets::TOKENS.to_vec())
                         .build()
                 },
+                gpu_time: f64_histogram(m, metric::REQUEST_GPU_TIME, buckets::PHASE_DURATION),
                 requests: u64_counter(m, metric::REQUESTS),
                 tokens: u64_counter(m, metric::TOKENS),
                 prefix_cache_queries: u64_counter(m, metric::PREFIX_CACHE_QUERIES),

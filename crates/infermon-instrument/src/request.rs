@@ -146,6 +146,8 @@ pub struct TrackedRequest {
     preemptions: u64,
     arrived: SystemTime,
     first_token: Option<SystemTime>,
+    /// Seconds of engine step time attributed to this request so far.
+    gpu_time: f64,
 }
 
 /// The request span; one macro so the contextual and explicit-root forms cannot drift apart.
@@ -172,6 +174,7 @@ macro_rules! request_span {
                 { attr::GEN_AI_USAGE_OUTPUT_TOKENS } = Empty,
                 { attr::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS } = Empty,
                 { attr::GEN_AI_RESPONSE_FINISH_REASONS } = Empty,
+                { attr::LLM_REQUEST_GPU_TIME } = Empty,
                 { attr::ERROR_TYPE } = Empty,
                 { field::OTEL_STATUS_CODE } = Empty,
                 { field::OTEL_STATUS_DESCRIPTION } = Empty,
@@ -287,6 +290,12 @@ impl<S> InferenceRequest<S> {
     /// [`inject`](crate::propagation::inject_context) into a downstream call.
     pub fn context(&self) -> Context {
         self.core.context()
+    }
+
+    /// `seconds` more of the engine's step time belong to this request; see
+    /// [`TrackedRequest::add_gpu_time`].
+    pub fn add_gpu_time(&mut self, seconds: f64) {
+        self.core.add_gpu_time(seconds);
     }
 
     /// The engine evicted the sequence from the running batch.
@@ -416,6 +425,7 @@ impl TrackedRequest {
             preemptions: 0,
             arrived: at,
             first_token: None,
+            gpu_time: 0.0,
         }
     }
 
@@ -543,6 +553,15 @@ impl TrackedRequest {
     /// `n` more output tokens. Counted in any phase before the end.
     pub fn tokens(&mut self, n: u64) {
         self.output_tokens = self.output_tokens.saturating_add(n);
+    }
+
+    /// `seconds` more of the engine's step time belong to this request (its share of a step,
+    /// e.g. the step's duration × its tokens ÷ the step's tokens). Summed; reported at the end as
+    /// `llm.request.gpu_time` and the `llm.request.gpu_time` histogram. Ignored once ended.
+    pub fn add_gpu_time(&mut self, seconds: f64) {
+        if self.phase != Phase::Ended && seconds.is_finite() && seconds > 0.0 {
+            self.gpu_time += seconds;
+        }
     }
 
     /// The sequence was evicted from the running batch. Ignored once ended.
@@ -717,6 +736,7 @@ impl TrackedRequest {
         // the first token.
         let ttft = self.first_token.map(|first| seconds(self.arrived, first));
         let cached = self.first_token.map(|_| self.cached_input_tokens);
+        let gpu_time = (self.gpu_time > 0.0).then_some(self.gpu_time);
         record_fields(
             &self.span,
             [
@@ -732,6 +752,10 @@ impl TrackedRequest {
                 (
                     attr::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
                     cached.as_ref().map(|v| v as &dyn Value),
+                ),
+                (
+                    attr::LLM_REQUEST_GPU_TIME,
+                    gpu_time.as_ref().map(|v| v as &dyn Value),
                 ),
                 (
                     attr::ERROR_TYPE,
@@ -776,6 +800,7 @@ impl TrackedRequest {
                     finish_reason: Some(finish_reason),
                     status_error: error_type.is_some(),
                     error_type,
+                    gpu_time: self.gpu_time,
                     ids: None,
                 },
                 &|| self.trace_ids(),

@@ -457,6 +457,7 @@ impl Engine {
             // before the step's simulated end (a late timer or a busy host only adds to it).
             let end_time = self.shared.clock.system(step_end.max(Instant::now()));
             self.stats.busy_seconds += sim_seconds;
+            self.share_step_time(&plan, step_end.saturating_duration_since(step_start));
             let tokens = self.scheduler.complete(&plan);
             if self.shared.vllm.is_some() {
                 // vLLM counts prompt tokens computed plus tokens generated. A decoding
@@ -556,6 +557,21 @@ impl Engine {
                 self.shared.fresh_waiting.fetch_sub(1, Ordering::AcqRel);
             } else if s.resumed {
                 c.lifecycle.resumed(at);
+            }
+        }
+    }
+
+    /// Splits a step's (wall-clock) duration over the sequences it served, by the tokens it
+    /// computed for each: the GPU-time share each request's span and metrics report.
+    fn share_step_time(&mut self, plan: &StepPlan, step: Duration) {
+        let total: u64 = plan.scheduled.iter().map(|s| u64::from(s.new_tokens)).sum();
+        if total == 0 {
+            return;
+        }
+        let per_token = step.as_secs_f64() / total as f64;
+        for s in &plan.scheduled {
+            if let Some(c) = self.clients.get_mut(&s.id) {
+                c.lifecycle.gpu_time(per_token * f64::from(s.new_tokens));
             }
         }
     }

@@ -108,6 +108,13 @@ impl Lifecycle {
         }
     }
 
+    /// This step's share of engine time for the request.
+    pub fn gpu_time(&mut self, seconds: f64) {
+        if let Some(r) = self.tracked() {
+            r.add_gpu_time(seconds);
+        }
+    }
+
     pub fn token(&mut self) {
         if let Some(r) = self.tracked() {
             r.tokens(1);

@@ -476,3 +476,36 @@ fn f64_gauge_present(m: &opentelemetry_sdk::metrics::data::ResourceMetrics, name
         .flat_map(|s| s.metrics())
         .any(|x| x.name() == name)
 }
+
+/// Each request's share of the engine's step time: on its span, and as a histogram. Two
+/// requests served together split the steps they share, so their shares add up to no more
+/// than the time the engine was busy.
+#[tokio::test(flavor = "current_thread")]
+async fn requests_report_their_share_of_engine_time() {
+    let harness = Harness::new();
+    let _guard = tracing::dispatcher::set_default(&harness.dispatch);
+    let server = Server::start_with(test_config(), harness.sim_telemetry()).await;
+    let started = Instant::now();
+    let (a, b) = tokio::join!(
+        stream_chat(&server, "first", None),
+        stream_chat(&server, "second", None)
+    );
+    let wall = started.elapsed().as_secs_f64();
+    let _ = (a, b);
+    let shares: Vec<f64> = harness
+        .spans()
+        .iter()
+        .filter(|s| s.name == format!("chat {MODEL}"))
+        .map(|s| match attr(&s.attributes, key::LLM_REQUEST_GPU_TIME) {
+            Some(Value::F64(v)) => *v,
+            other => panic!("no llm.request.gpu_time on the request span: {other:?}"),
+        })
+        .collect();
+    assert_eq!(shares.len(), 2);
+    assert!(shares.iter().all(|s| *s > 0.0), "{shares:?}");
+    let total: f64 = shares.iter().sum();
+    assert!(total <= wall, "shares {shares:?} add up to more than the {wall} s the engine ran");
+    let m = harness.collect();
+    let labels = [(key::GEN_AI_REQUEST_MODEL, MODEL)];
+    assert_eq!(f64_histogram_count(&m, metric::REQUEST_GPU_TIME, &labels), 2);
+}

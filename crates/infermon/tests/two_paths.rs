@@ -26,7 +26,8 @@ fn ns(ms: u64) -> u64 {
 }
 
 /// Arrive at 0, scheduled at 50 ms (queue position 3), first token at 250 ms (40 of 100 prompt
-/// tokens cached), preempted at 300 and resumed at 400 ms, 10 tokens, finish at 1250 ms.
+/// tokens cached), preempted at 300 and resumed at 400 ms, 10 tokens, 0.25 s of engine time,
+/// finish at 1250 ms.
 fn typed() -> Telemetry {
     let h = Harness::new();
     let metrics = h.metrics();
@@ -48,6 +49,8 @@ fn typed() -> Telemetry {
         req.preempted_at(t(300));
         req.resumed_at(t(400));
         req.tokens(9);
+        req.add_gpu_time(0.125);
+        req.add_gpu_time(0.125);
         req.finish_at(value::FINISH_STOP, t(1250));
     });
     Telemetry::of(&h)
@@ -76,6 +79,7 @@ fn macros() -> Telemetry {
             gen_ai.usage.output_tokens = tracing::field::Empty,
             gen_ai.usage.cache_read.input_tokens = tracing::field::Empty,
             gen_ai.response.finish_reasons = tracing::field::Empty,
+            llm.request.gpu_time = tracing::field::Empty,
             infermon.end_time_unix_nano = tracing::field::Empty,
         );
         tracing::info_span!(
@@ -119,6 +123,7 @@ fn macros() -> Telemetry {
         request.record("gen_ai.response.finish_reasons", "stop");
         request.record("gen_ai.usage.output_tokens", 10u64);
         request.record("gen_ai.usage.cache_read.input_tokens", 40u64);
+        request.record("llm.request.gpu_time", 0.25);
         request.record("infermon.end_time_unix_nano", ns(1250));
     });
     Telemetry::of(&h)
@@ -256,7 +261,7 @@ fn canonical_points(rm: &ResourceMetrics) -> Vec<String> {
 fn macros_and_typed_paths_produce_identical_spans_and_metrics() {
     let (typed, macros) = (typed(), macros());
     assert_eq!(typed.spans.len(), 4, "{:#?}", typed.spans);
-    assert_eq!(typed.points.len(), 14, "{:#?}", typed.points);
+    assert_eq!(typed.points.len(), 15, "{:#?}", typed.points);
     assert_eq!(typed.spans, macros.spans);
     assert_eq!(typed.points, macros.points);
     // One exemplar per latency histogram (request duration, TTFT, TPOT, queue, prefill,

@@ -70,6 +70,8 @@ pub(crate) struct RequestState {
     pub finish_reason: Option<StringValue>,
     pub error_type: Option<StringValue>,
     pub status_error: bool,
+    /// `llm.request.gpu_time`, seconds (0: not reported).
+    pub gpu_time: f64,
     /// The request span's ids when it is sampled (from the bridge), for exemplars.
     pub ids: Option<TraceIds>,
 }
@@ -134,6 +136,12 @@ impl Visit for RequestVisitor<'_> {
             attr::GEN_AI_REQUEST_MODEL => self.model = Some(self.inner.models.get(v)),
             attr::GEN_AI_OPERATION_NAME => self.operation = Some(self.inner.operations.get(v)),
             _ => {}
+        }
+    }
+
+    fn record_f64(&mut self, f: &Field, v: f64) {
+        if f.name() == attr::LLM_REQUEST_GPU_TIME && v.is_finite() && v > 0.0 {
+            self.state.gpu_time = v;
         }
     }
 
@@ -401,6 +409,7 @@ impl MetricsLayer {
             finish_reason: None,
             error_type: None,
             status_error: false,
+            gpu_time: 0.0,
             ids,
         };
         let mut v = RequestVisitor {
@@ -470,6 +479,9 @@ fn end_request(m: &Inner, state: RequestState, ids: &dyn Fn() -> Option<TraceIds
     }
     if state.output_tokens > 0 {
         series.output_tokens.add(state.output_tokens);
+    }
+    if state.gpu_time > 0.0 {
+        series.gpu_time.record(state.gpu_time);
     }
 }
 
