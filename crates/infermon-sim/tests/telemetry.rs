@@ -504,8 +504,14 @@ async fn requests_report_their_share_of_engine_time() {
     assert_eq!(shares.len(), 2);
     assert!(shares.iter().all(|s| *s > 0.0), "{shares:?}");
     let total: f64 = shares.iter().sum();
-    assert!(total <= wall, "shares {shares:?} add up to more than the {wall} s the engine ran");
+    assert!(
+        total <= wall,
+        "shares {shares:?} add up to more than the {wall} s the engine ran"
+    );
     let m = harness.collect();
     let labels = [(key::GEN_AI_REQUEST_MODEL, MODEL)];
-    assert_eq!(f64_histogram_count(&m, metric::REQUEST_GPU_TIME, &labels), 2);
+    assert_eq!(
+        f64_histogram_count(&m, metric::REQUEST_GPU_TIME, &labels),
+        2
+    );
 }
