@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use infermon::contract::INSTRUMENTATION_SCOPE;
-use infermon_gateway::{Gateway, GatewayConfig, Role, UpstreamConfig};
+use infermon_gateway::{Gateway, GatewayConfig, Role, Routing, UpstreamConfig};
 
 use crate::args::{parse_duration, ServerArgs, TelemetryArgs};
 use crate::signal::first_of_two_signals;
@@ -67,6 +67,12 @@ pub struct GatewayArgs {
     /// long.
     #[arg(long, value_name = "DURATION", env = "INFERMON_GATEWAY_STREAM_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub stream_idle_timeout: Duration,
+
+    /// How to choose among upstreams: least-outstanding (fewest requests in flight), or
+    /// kv-cache (the same, avoiding upstreams whose KV cache is over 90 % full, read from their
+    /// /metrics at each probe).
+    #[arg(long, value_name = "POLICY", env = "INFERMON_GATEWAY_ROUTING", default_value = "least-outstanding", value_parser = ["least-outstanding", "kv-cache"])]
+    pub routing: String,
 
     /// How often each upstream's /v1/models is probed (health and served models).
     #[arg(long, value_name = "DURATION", env = "INFERMON_GATEWAY_PROBE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
@@ -135,6 +141,10 @@ impl GatewayArgs {
         config.first_byte_timeout = self.first_byte_timeout;
         config.stream_idle_timeout = self.stream_idle_timeout;
         config.probe_interval = self.probe_interval;
+        config.routing = match self.routing.as_str() {
+            "kv-cache" => Routing::KvCache,
+            _ => Routing::LeastOutstanding,
+        };
         config.validate()?;
         Ok(config)
     }

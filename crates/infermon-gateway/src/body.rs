@@ -77,14 +77,21 @@ impl Observed {
                     if event == b"[DONE]" {
                         return;
                     }
-                    let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(event) else {
-                        return; // not ours to judge: passed on as it came
+                    // Most chunks are one token: a few byte searches decide, and only a chunk
+                    // that may carry usage is parsed.
+                    let content = if find(event, b"\"usage\"").is_some() {
+                        let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(event) else {
+                            return; // not ours to judge: passed on as it came
+                        };
+                        if let Some(usage) = chunk.usage {
+                            seen.input_tokens = usage.prompt_tokens;
+                            seen.output_tokens = usage.completion_tokens;
+                        }
+                        chunk.choices.iter().any(Choice::has_content)
+                    } else {
+                        has_content(event)
                     };
-                    if let Some(usage) = chunk.usage {
-                        seen.input_tokens = usage.prompt_tokens;
-                        seen.output_tokens = usage.completion_tokens;
-                    }
-                    if chunk.choices.iter().any(Choice::has_content) {
+                    if content {
                         if seen.first_content.is_none() {
                             seen.first_content = Some(now);
                         } else if let (Some(last), Some(f)) = (seen.last_content, finisher) {
@@ -253,4 +260,72 @@ impl Choice<'_> {
 struct Usage {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
+}
+
+/// Whether a completion chunk carries output — a non-empty `content`, `reasoning_content` or
+/// `text`, or `tool_calls` — decided by byte searches instead of a JSON parse per token. A key
+/// inside a string value is escaped (`\"content\"`) and does not match.
+fn has_content(event: &[u8]) -> bool {
+    let non_empty_string =
+        |key: &[u8]| values_after(event, key).any(|v| v.len() > 1 && v[0] == b'"' && v[1] != b'"');
+    non_empty_string(b"\"content\"")
+        || non_empty_string(b"\"reasoning_content\"")
+        || non_empty_string(b"\"text\"")
+        || values_after(event, b"\"tool_calls\"")
+            .any(|v| v.first() == Some(&b'[') && v.get(1) != Some(&b']'))
+}
+
+/// For each occurrence of `key` followed by `:`, what follows the colon and any whitespace.
+fn values_after<'a>(event: &'a [u8], key: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut rest = event;
+    std::iter::from_fn(move || loop {
+        let at = find(rest, key)?;
+        let after = &rest[at + key.len()..];
+        rest = after;
+        let after = trim_start(after);
+        if let Some(value) = after.strip_prefix(b":") {
+            return Some(trim_start(value));
+        }
+    })
+}
+
+fn trim_start(bytes: &[u8]) -> &[u8] {
+    let skip = bytes.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    &bytes[skip..]
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_content;
+
+    #[test]
+    fn content_is_recognised_without_parsing() {
+        let yes: &[&str] = &[
+            r#"{"choices":[{"index":0,"delta":{"content":" tex"},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"This"}}]}"#,
+            r#"{"choices": [{"index": 0, "delta": {"content" : "spaced"}}]}"#,
+            r#"{"choices":[{"index":0,"text":"completion text"}]}"#,
+            r#"{"choices":[{"delta":{"reasoning_content":"thinking"}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}]}"#,
+            // Tool-call arguments are output, even when they quote a "content" key.
+            r#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{\"content\":\"\"}"}}]}}]}"#,
+        ];
+        let no: &[&str] = &[
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":null}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[]}}]}"#,
+            r#"{"error":{"message":"boom"}}"#,
+        ];
+        for e in yes {
+            assert!(has_content(e.as_bytes()), "{e}");
+        }
+        for e in no {
+            assert!(!has_content(e.as_bytes()), "{e}");
+        }
+    }
 }

@@ -44,6 +44,28 @@ impl UpstreamClient {
         self.client.request(request).await
     }
 
+    /// `base`'s KV cache usage (0–1) from its `/metrics`: vLLM's `vllm:kv_cache_usage_perc`
+    /// (a fraction despite its name) or infermon's `llm_kv_cache_usage_ratio`; the highest
+    /// series if there are several (one engine per model or data-parallel rank).
+    pub async fn kv_usage(&self, base: &str) -> Option<f64> {
+        let request = http::Request::get(format!("{base}/metrics"))
+            .body(Full::new(Bytes::new()))
+            .ok()?;
+        let fetch = async {
+            let response = self.send(request).await.ok()?;
+            if !response.status().is_success() {
+                return None;
+            }
+            let body = http_body_util::Limited::new(response.into_body(), PROBE_MAX_BYTES * 4)
+                .collect()
+                .await
+                .ok()?
+                .to_bytes();
+            kv_usage_in(&String::from_utf8_lossy(&body))
+        };
+        tokio::time::timeout(PROBE_TIMEOUT, fetch).await.ok()?
+    }
+
     /// The model ids `base`'s `/v1/models` lists, or `None` if it does not answer well.
     pub async fn models(&self, base: &str) -> Option<HashSet<String>> {
         let request = http::Request::get(format!("{base}/v1/models"))
@@ -69,5 +91,37 @@ impl UpstreamClient {
             )
         };
         tokio::time::timeout(PROBE_TIMEOUT, fetch).await.ok()?
+    }
+}
+
+/// The KV cache usage in a Prometheus text exposition (see [`UpstreamClient::kv_usage`]).
+fn kv_usage_in(text: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let name = l.split(['{', ' ']).next()?;
+            if name != "vllm:kv_cache_usage_perc" && name != "llm_kv_cache_usage_ratio" {
+                return None;
+            }
+            l.rsplit(' ').next()?.parse::<f64>().ok()
+        })
+        .filter(|v| v.is_finite())
+        .reduce(f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kv_usage_in;
+
+    #[test]
+    fn kv_usage_is_read_from_vllm_and_infermon_names() {
+        let vllm = "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.\n\
+                    # TYPE vllm:kv_cache_usage_perc gauge\n\
+                    vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.25\n\
+                    vllm:kv_cache_usage_perc{engine=\"1\",model_name=\"m\"} 0.75\n\
+                    vllm:num_requests_running{engine=\"0\"} 3.0\n";
+        assert_eq!(kv_usage_in(vllm), Some(0.75));
+        assert_eq!(kv_usage_in("llm_kv_cache_usage_ratio 0.5\n"), Some(0.5));
+        assert_eq!(kv_usage_in("other_metric 1\n"), None);
     }
 }

@@ -63,6 +63,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub upstreams: Vec<UpstreamConfig>,
+    pub routing: Routing,
     /// API keys and limits; `None`: no authentication, every request is tenant `default`.
     pub tenants: Option<Vec<TenantConfig>>,
     pub prices: HashMap<String, Price>,
@@ -93,6 +94,18 @@ pub struct UpstreamConfig {
     /// `http://host:port` (no path).
     pub url: String,
     pub role: Role,
+}
+
+/// How the gateway chooses among upstreams that can take a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Routing {
+    /// The one with the fewest requests in flight (ties in turn).
+    #[default]
+    LeastOutstanding,
+    /// The same, but upstreams whose KV cache is nearly full (from their `/metrics`:
+    /// `vllm:kv_cache_usage_perc` or infermon's `llm_kv_cache_usage_ratio`) only when no other
+    /// is left: a request there would wait for blocks or cause preemptions.
+    KvCache,
 }
 
 /// What an upstream does in disaggregated prefill/decode.
@@ -146,6 +159,7 @@ impl GatewayConfig {
     pub fn new(upstreams: Vec<UpstreamConfig>) -> Self {
         Self {
             upstreams,
+            routing: Routing::default(),
             tenants: None,
             prices: HashMap::new(),
             connect_timeout: Duration::from_secs(2),

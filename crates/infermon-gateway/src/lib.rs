@@ -30,5 +30,7 @@ pub mod telemetry;
 pub mod tenants;
 pub mod upstreams;
 
-pub use config::{hash_key, ConfigError, GatewayConfig, Price, Role, TenantConfig, UpstreamConfig};
+pub use config::{
+    hash_key, ConfigError, GatewayConfig, Price, Role, Routing, TenantConfig, UpstreamConfig,
+};
 pub use proxy::{Gateway, TARGET};

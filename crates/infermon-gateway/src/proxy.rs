@@ -56,7 +56,7 @@ struct Inner {
 
 impl Gateway {
     pub fn new(config: GatewayConfig, meter: &opentelemetry::metrics::Meter) -> Self {
-        let upstreams = Upstreams::new(&config.upstreams);
+        let upstreams = Upstreams::new(&config.upstreams).with_routing(config.routing);
         Self(Arc::new(Inner {
             client: UpstreamClient::new(config.connect_timeout),
             tenants: Tenants::new(config.tenants.as_deref()),
@@ -540,11 +540,16 @@ impl Call<'_> {
                     .expect("a valid URI: upstream URLs are checked at startup");
             *upstream_request.headers_mut() = upstream_headers;
 
+            let sent_at = Instant::now();
             let sent = tokio::time::timeout(
                 gw.0.config.first_byte_timeout,
                 gw.0.client.send(upstream_request),
             )
             .await;
+            if let Ok(Ok(_)) = &sent {
+                gw.0.metrics
+                    .time_to_headers(&upstream.name, sent_at.elapsed().as_secs_f64());
+            }
             let outcome = match &sent {
                 Err(_) => AttemptOutcome::Timeout,
                 Ok(Err(_)) => AttemptOutcome::ConnectError,

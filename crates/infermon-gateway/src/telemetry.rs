@@ -75,6 +75,7 @@ pub struct GatewayMetrics {
     tokens: Counter<u64>,
     cost: Counter<f64>,
     attempts: Counter<u64>,
+    time_to_headers: Histogram<f64>,
     models: LabelCap,
     tenants: LabelCap,
 }
@@ -152,6 +153,7 @@ impl GatewayMetrics {
                 .with_description(cost.description)
                 .build(),
             attempts: counter(metric::GATEWAY_ATTEMPTS),
+            time_to_headers: histogram(meter, metric::GATEWAY_TIME_TO_HEADERS),
             models: LabelCap::new(MODEL_CAP),
             tenants: LabelCap::new(TENANT_CAP),
         }
@@ -164,6 +166,14 @@ impl GatewayMetrics {
                 KeyValue::new(attr::LLM_UPSTREAM, upstream.to_owned()),
                 KeyValue::new(attr::LLM_ATTEMPT_OUTCOME, outcome.as_str()),
             ],
+        );
+    }
+
+    /// How long an upstream took to answer with headers.
+    pub fn time_to_headers(&self, upstream: &str, seconds: f64) {
+        self.time_to_headers.record(
+            seconds,
+            &[KeyValue::new(attr::LLM_UPSTREAM, upstream.to_owned())],
         );
     }
 

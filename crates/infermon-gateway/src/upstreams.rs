@@ -3,11 +3,15 @@
 //! (which also learns the models each upstream serves).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::config::{Role, UpstreamConfig};
+use crate::config::{Role, Routing, UpstreamConfig};
+
+/// KV cache usage from which kv-cache routing avoids an upstream (vLLM preempts when its cache
+/// runs out; past 90 % a burst of long prompts gets there).
+const KV_NEARLY_FULL: f64 = 0.9;
 
 /// One upstream engine and what the gateway knows of it.
 #[derive(Debug)]
@@ -19,6 +23,8 @@ pub struct Upstream {
     outstanding: AtomicUsize,
     healthy: AtomicBool,
     failures: AtomicU32,
+    /// KV cache usage (0–1) from the last probe of `/metrics`, as `f64` bits; NaN: unknown.
+    kv_usage: AtomicU64,
     /// Model ids from the last successful probe; empty until then (then any model is tried).
     models: RwLock<HashSet<String>>,
 }
@@ -32,6 +38,7 @@ impl Upstream {
             outstanding: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
             failures: AtomicU32::new(0),
+            kv_usage: AtomicU64::new(f64::NAN.to_bits()),
             models: RwLock::new(HashSet::new()),
         }
     }
@@ -42,6 +49,22 @@ impl Upstream {
 
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// KV cache usage (0–1) from the last `/metrics` probe, if known.
+    pub fn kv_usage(&self) -> Option<f64> {
+        let v = f64::from_bits(self.kv_usage.load(Ordering::Relaxed));
+        (!v.is_nan()).then_some(v)
+    }
+
+    pub(crate) fn set_kv_usage(&self, usage: Option<f64>) {
+        let v = usage.unwrap_or(f64::NAN);
+        self.kv_usage.store(v.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Nearly full: a request here would wait for KV blocks or preempt others.
+    fn kv_nearly_full(&self) -> bool {
+        self.kv_usage().is_some_and(|u| u >= KV_NEARLY_FULL)
     }
 
     fn serves(&self, model: &str) -> bool {
@@ -110,6 +133,7 @@ impl Drop for InFlight {
 #[derive(Debug, Clone)]
 pub struct Upstreams {
     list: Arc<Vec<Arc<Upstream>>>,
+    routing: Routing,
     /// Rotates the choice among equally loaded upstreams (at low load all have 0 outstanding).
     turn: Arc<AtomicUsize>,
 }
@@ -118,8 +142,15 @@ impl Upstreams {
     pub fn new(configs: &[UpstreamConfig]) -> Self {
         Self {
             list: Arc::new(configs.iter().map(|c| Arc::new(Upstream::new(c))).collect()),
+            routing: Routing::default(),
             turn: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The same upstreams, chosen by `routing`.
+    pub fn with_routing(mut self, routing: Routing) -> Self {
+        self.routing = routing;
+        self
     }
 
     pub fn all(&self) -> &[Arc<Upstream>] {
@@ -147,11 +178,28 @@ impl Upstreams {
             .copied()
             .filter(|(_, u)| u.is_healthy())
             .collect();
-        let pool = if healthy.is_empty() {
+        let mut pool = if healthy.is_empty() {
             candidates
         } else {
             healthy
         };
+        if self.routing == Routing::KvCache {
+            let roomy: Vec<_> = pool
+                .iter()
+                .copied()
+                .filter(|(_, u)| !u.kv_nearly_full())
+                .collect();
+            if roomy.is_empty() {
+                // All nearly full: the emptiest cache.
+                let emptiest = pool
+                    .iter()
+                    .map(|(_, u)| u.kv_usage().unwrap_or(0.0))
+                    .fold(f64::INFINITY, f64::min);
+                pool.retain(|(_, u)| u.kv_usage().unwrap_or(0.0) <= emptiest);
+            } else {
+                pool = roomy;
+            }
+        }
         let least = pool.iter().map(|(_, u)| u.outstanding()).min()?;
         let tied: Vec<&(usize, &Arc<Upstream>)> = pool
             .iter()
@@ -177,6 +225,9 @@ impl Upstreams {
                 for u in upstreams.all() {
                     let models = client.models(&u.base).await;
                     u.probed(models);
+                    if upstreams.routing == Routing::KvCache {
+                        u.set_kv_usage(client.kv_usage(&u.base).await);
+                    }
                 }
             }
         })
@@ -253,5 +304,33 @@ mod tests {
         assert_eq!(p.pick("b", &[], Role::Both).unwrap().0, 1);
         assert_eq!(p.pick("a", &[], Role::Both).unwrap().0, 0);
         assert!(p.pick("c", &[], Role::Both).is_none(), "nobody serves c");
+    }
+
+    #[test]
+    fn kv_cache_routing_avoids_nearly_full_caches() {
+        let p = pool(3).with_routing(Routing::KvCache);
+        p.all()[0].set_kv_usage(Some(0.95));
+        p.all()[1].set_kv_usage(Some(0.5));
+        let _busy = p.all()[1].begin();
+        // u2's usage is unknown (not probed yet): it counts as room.
+        let picks: Vec<usize> = (0..4)
+            .map(|_| p.pick("m", &[], Role::Both).unwrap().0)
+            .collect();
+        assert_eq!(
+            picks,
+            [2, 2, 2, 2],
+            "least outstanding among those with room"
+        );
+        p.all()[1].set_kv_usage(Some(0.97));
+        p.all()[2].set_kv_usage(Some(0.92));
+        assert_eq!(
+            p.pick("m", &[], Role::Both).unwrap().0,
+            2,
+            "all nearly full: the emptiest"
+        );
+        let plain = pool(2);
+        plain.all()[0].set_kv_usage(Some(0.99));
+        let first = plain.pick("m", &[], Role::Both).unwrap().0;
+        assert_eq!(first, 0, "ignored unless asked for");
     }
 }

@@ -569,3 +569,46 @@ async fn a_disaggregated_pool_prefills_on_one_worker_and_decodes_on_another() {
     half.upstreams[0].role = infermon_gateway::Role::Prefill;
     assert!(half.validate().unwrap_err().to_string().contains("decode"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_cache_routing_steers_away_from_a_nearly_full_engine() {
+    // An engine reporting a 97 % full KV cache (vLLM's metric name) beside a simulator.
+    let full = fake(
+        axum::Router::new()
+            .route(
+                "/metrics",
+                get(|| async {
+                    "# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{engine=\"0\",model_name=\"llama-3.1-8b-instruct\"} 0.97\n"
+                }),
+            )
+            .route(
+                "/v1/models",
+                get(|| async { axum::Json(serde_json::json!({"data": [{"id": MODEL}]})) }),
+            ),
+    )
+    .await;
+    let roomy = sim().await;
+    let mut c = config(&[&full, &roomy]);
+    c.routing = infermon_gateway::Routing::KvCache;
+    c.probe_interval = Duration::from_millis(100);
+    let gw = Running::start(c).await;
+    let probe = gw.gateway.spawn_probe();
+    let probed = eventually(Duration::from_secs(3), || {
+        gw.gateway.upstreams().all()[0].kv_usage() == Some(0.97)
+            && gw.gateway.upstreams().all()[1].kv_usage().is_some()
+    })
+    .await;
+    assert!(probed, "the probe read both upstreams' KV usage");
+    for _ in 0..4 {
+        let response = gw.chat(false).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-infermon-upstream"], "u1");
+    }
+    probe.abort();
+    let m = gw.metrics();
+    let headers = [(attr::LLM_UPSTREAM, "u1")];
+    assert_eq!(
+        histogram(&m, metric::GATEWAY_TIME_TO_HEADERS, &headers).0,
+        4
+    );
+}

@@ -321,6 +321,7 @@ pub mod metric {
     pub const GATEWAY_COST: &str = "llm.gateway.cost";
     pub const GATEWAY_INTER_TOKEN_LATENCY: &str = "llm.gateway.inter_token_latency";
     pub const GATEWAY_ATTEMPTS: &str = "llm.gateway.upstream.attempts";
+    pub const GATEWAY_TIME_TO_HEADERS: &str = "llm.gateway.upstream.time_to_headers";
     pub const GATEWAY_OUTSTANDING: &str = "llm.gateway.upstream.outstanding";
     pub const GATEWAY_HEALTHY: &str = "llm.gateway.upstream.healthy";
     pub const TOKENS: &str = "llm.tokens";
@@ -422,6 +423,7 @@ pub mod buckets {
             m::QUEUE_DURATION | m::PREFILL_DURATION | m::DECODE_DURATION => PHASE_DURATION,
             m::GATEWAY_INTER_TOKEN_LATENCY => TIME_PER_OUTPUT_TOKEN,
             m::REQUEST_GPU_TIME => PHASE_DURATION,
+            m::GATEWAY_TIME_TO_HEADERS => TIME_TO_FIRST_TOKEN,
             m::KV_TRANSFER_DURATION => PHASE_DURATION,
             m::REQUEST_TOKENS => TOKENS,
             r::REQUEST_TIME_TO_FIRST_TOKEN => TIME_TO_FIRST_TOKEN,
@@ -1090,6 +1092,14 @@ pub const METRICS: &[MetricSpec] = &[
         description: "Requests sent to each upstream, by how the attempt ended (retries count).",
     },
     MetricSpec {
+        name: metric::GATEWAY_TIME_TO_HEADERS,
+        instrument: Histogram,
+        unit: unit::SECONDS,
+        attributes: &[LLM_UPSTREAM],
+        prometheus: "llm_gateway_upstream_time_to_headers_seconds",
+        description: "From sending a request upstream to its response headers: connecting (or a pooled connection) and the engine accepting it.",
+    },
+    MetricSpec {
         name: metric::GATEWAY_OUTSTANDING,
         instrument: Gauge,
         unit: unit::REQUESTS,
@@ -1139,7 +1149,8 @@ mod tests {
     }
 
     /// The Prometheus forms follow the default OTLP translation: dots to underscores, a unit
-    /// suffix (`_seconds`, `_bytes`, `_ratio` for unit 1 gauges, …), `_total` on counters, and
+    /// suffix (`_seconds`, `_bytes`, `_ratio` for unit 1 gauges, …) unless the name already
+    /// ends with it (`llm.kv_transfer.bytes` stays `…_bytes`), `_total` on counters, and
     /// annotation units (`{token}`) dropped.
     #[test]
     fn prometheus_names_follow_the_default_translation() {
@@ -1155,6 +1166,7 @@ mod tests {
                 "1" if m.instrument == Instrument::Gauge => "_ratio",
                 _ => "",
             };
+            let suffix = if base.ends_with(suffix) { "" } else { suffix };
             let total = if m.instrument == Instrument::Counter {
                 "_total"
             } else {
