@@ -81,10 +81,14 @@ fn run_load(bin: &std::path::Path, url: &str, args: &[&str], env: &[(&str, &str)
         .expect("load finished in time");
     let output = load.output();
     assert!(status.success(), "infermon load failed:\n{output}");
-    let json = output
-        .lines()
-        .find(|l| l.trim_start().starts_with('{'))
-        .map(|first| &output[output.find(first).unwrap()..])
+    // The summary starts at a line of its own; log lines before it may contain braces.
+    let start = if output.starts_with('{') {
+        Some(0)
+    } else {
+        output.find("\n{").map(|i| i + 1)
+    };
+    let json = start
+        .map(|i| &output[i..])
         .unwrap_or_else(|| panic!("no JSON summary in:\n{output}"));
     serde_json::Deserializer::from_str(json)
         .into_iter::<Value>()

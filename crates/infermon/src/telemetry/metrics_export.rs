@@ -120,9 +120,14 @@ impl PushMetricExporter for OtlpMetricExporter {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
         let mut request = ExportMetricsServiceRequest::from(metrics);
         attach_exemplars(&mut request, exemplars::registry().drain());
-        self.send(request)
-            .await
-            .map_err(|status| OTelSdkError::InternalFailure(format!("export failed: {status}")))
+        self.send(request).await.map_err(|status| {
+            // One line, like the trace exporter's: the code and tonic's message.
+            OTelSdkError::InternalFailure(format!(
+                "export failed with gRPC code {:?}: {}",
+                status.code(),
+                status.message()
+            ))
+        })
     }
 
     fn force_flush(&self) -> OTelSdkResult {
