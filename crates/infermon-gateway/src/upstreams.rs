@@ -62,11 +62,6 @@ impl Upstream {
         self.kv_usage.store(v.to_bits(), Ordering::Relaxed);
     }
 
-    /// Nearly full: a request here would wait for KV blocks or preempt others.
-    fn kv_nearly_full(&self) -> bool {
-        self.kv_usage().is_some_and(|u| u >= KV_NEARLY_FULL)
-    }
-
     fn serves(&self, model: &str) -> bool {
         let models = self.models.read().unwrap_or_else(|e| e.into_inner());
         models.is_empty() || models.contains(model)
@@ -178,35 +173,30 @@ impl Upstreams {
             .copied()
             .filter(|(_, u)| u.is_healthy())
             .collect();
-        let mut pool = if healthy.is_empty() {
+        let pool = if healthy.is_empty() {
             candidates
         } else {
             healthy
         };
+        // One reading of each upstream's load and KV usage: other requests change them
+        // meanwhile, and the choice must be made on one consistent view.
+        let mut pool: Vec<(usize, &Arc<Upstream>, usize, f64)> = pool
+            .into_iter()
+            .map(|(i, u)| (i, u, u.outstanding(), u.kv_usage().unwrap_or(0.0)))
+            .collect();
         if self.routing == Routing::KvCache {
-            let roomy: Vec<_> = pool
-                .iter()
-                .copied()
-                .filter(|(_, u)| !u.kv_nearly_full())
-                .collect();
-            if roomy.is_empty() {
-                // All nearly full: the emptiest cache.
-                let emptiest = pool
-                    .iter()
-                    .map(|(_, u)| u.kv_usage().unwrap_or(0.0))
-                    .fold(f64::INFINITY, f64::min);
-                pool.retain(|(_, u)| u.kv_usage().unwrap_or(0.0) <= emptiest);
+            if pool.iter().any(|p| p.3 < KV_NEARLY_FULL) {
+                pool.retain(|p| p.3 < KV_NEARLY_FULL);
             } else {
-                pool = roomy;
+                // All nearly full: the emptiest cache.
+                let emptiest = pool.iter().map(|p| p.3).fold(f64::INFINITY, f64::min);
+                pool.retain(|p| p.3 <= emptiest);
             }
         }
-        let least = pool.iter().map(|(_, u)| u.outstanding()).min()?;
-        let tied: Vec<&(usize, &Arc<Upstream>)> = pool
-            .iter()
-            .filter(|(_, u)| u.outstanding() == least)
-            .collect();
-        let (i, u) = tied[self.turn.fetch_add(1, Ordering::Relaxed) % tied.len()];
-        Some((*i, Arc::clone(u)))
+        let least = pool.iter().map(|p| p.2).min()?;
+        pool.retain(|p| p.2 == least);
+        let (i, u, _, _) = pool[self.turn.fetch_add(1, Ordering::Relaxed) % pool.len()];
+        Some((i, Arc::clone(u)))
     }
 
     /// Probes every upstream's `/v1/models` every `interval` until the returned task is
@@ -332,5 +322,29 @@ mod tests {
         plain.all()[0].set_kv_usage(Some(0.99));
         let first = plain.pick("m", &[], Role::Both).unwrap().0;
         assert_eq!(first, 0, "ignored unless asked for");
+    }
+
+    /// Loads change while a choice is made: the choice must still be one (a race here once
+    /// divided by zero, found by the benchmark at 16 streams).
+    #[test]
+    fn picking_while_loads_change_always_finds_an_upstream() {
+        // One upstream: any change between reading its load and choosing used to leave nothing.
+        let p = pool(1);
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    for _ in 0..200_000 {
+                        let _busy = p.all()[0].begin();
+                    }
+                });
+            }
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    for _ in 0..200_000 {
+                        assert!(p.pick("m", &[], Role::Both).is_some());
+                    }
+                });
+            }
+        });
     }
 }
