@@ -48,27 +48,26 @@ impl UpstreamClient {
     /// (a fraction despite its name) or infermon's `llm_kv_cache_usage_ratio`; the highest
     /// series if there are several (one engine per model or data-parallel rank).
     pub async fn kv_usage(&self, base: &str) -> Option<f64> {
-        let request = http::Request::get(format!("{base}/metrics"))
-            .body(Full::new(Bytes::new()))
-            .ok()?;
-        let fetch = async {
-            let response = self.send(request).await.ok()?;
-            if !response.status().is_success() {
-                return None;
-            }
-            let body = http_body_util::Limited::new(response.into_body(), PROBE_MAX_BYTES * 4)
-                .collect()
-                .await
-                .ok()?
-                .to_bytes();
-            kv_usage_in(&String::from_utf8_lossy(&body))
-        };
-        tokio::time::timeout(PROBE_TIMEOUT, fetch).await.ok()?
+        let body = self.probe(base, "/metrics", PROBE_MAX_BYTES * 4).await?;
+        kv_usage_in(&String::from_utf8_lossy(&body))
     }
 
     /// The model ids `base`'s `/v1/models` lists, or `None` if it does not answer well.
     pub async fn models(&self, base: &str) -> Option<HashSet<String>> {
-        let request = http::Request::get(format!("{base}/v1/models"))
+        let body = self.probe(base, "/v1/models", PROBE_MAX_BYTES).await?;
+        let list: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        Some(
+            list["data"]
+                .as_array()?
+                .iter()
+                .filter_map(|m| m["id"].as_str().map(str::to_owned))
+                .collect(),
+        )
+    }
+
+    /// The body of `GET base+path` if it answers 2xx within the probe timeout and `limit` bytes.
+    async fn probe(&self, base: &str, path: &str, limit: usize) -> Option<Bytes> {
+        let request = http::Request::get(format!("{base}{path}"))
             .body(Full::new(Bytes::new()))
             .ok()?;
         let fetch = async {
@@ -76,19 +75,11 @@ impl UpstreamClient {
             if !response.status().is_success() {
                 return None;
             }
-            let body = http_body_util::Limited::new(response.into_body(), PROBE_MAX_BYTES)
+            let body = http_body_util::Limited::new(response.into_body(), limit)
                 .collect()
                 .await
-                .ok()?
-                .to_bytes();
-            let list: serde_json::Value = serde_json::from_slice(&body).ok()?;
-            Some(
-                list["data"]
-                    .as_array()?
-                    .iter()
-                    .filter_map(|m| m["id"].as_str().map(str::to_owned))
-                    .collect(),
-            )
+                .ok()?;
+            Some(body.to_bytes())
         };
         tokio::time::timeout(PROBE_TIMEOUT, fetch).await.ok()?
     }

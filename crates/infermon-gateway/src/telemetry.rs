@@ -98,6 +98,30 @@ fn histogram(meter: &Meter, name: &'static str) -> Histogram<f64> {
         .build()
 }
 
+/// An observable gauge with one point per upstream, read by `read` at each collection.
+fn upstream_gauge(
+    meter: &Meter,
+    upstreams: &Upstreams,
+    name: &'static str,
+    read: fn(&crate::upstreams::Upstream) -> u64,
+) {
+    let s = spec(name);
+    let pool = upstreams.clone();
+    meter
+        .u64_observable_gauge(s.name)
+        .with_unit(s.unit)
+        .with_description(s.description)
+        .with_callback(move |o| {
+            for u in pool.all() {
+                o.observe(
+                    read(u),
+                    &[KeyValue::new(attr::LLM_UPSTREAM, u.name.clone())],
+                );
+            }
+        })
+        .build();
+}
+
 impl GatewayMetrics {
     /// The instruments on `meter`, plus gauges of `upstreams`' load and health.
     pub fn new(meter: &Meter, upstreams: &Upstreams) -> Self {
@@ -109,36 +133,12 @@ impl GatewayMetrics {
                 .with_description(s.description)
                 .build()
         };
-        let s = spec(metric::GATEWAY_OUTSTANDING);
-        let pool = upstreams.clone();
-        meter
-            .u64_observable_gauge(s.name)
-            .with_unit(s.unit)
-            .with_description(s.description)
-            .with_callback(move |o| {
-                for u in pool.all() {
-                    o.observe(
-                        u.outstanding() as u64,
-                        &[KeyValue::new(attr::LLM_UPSTREAM, u.name.clone())],
-                    );
-                }
-            })
-            .build();
-        let s = spec(metric::GATEWAY_HEALTHY);
-        let pool = upstreams.clone();
-        meter
-            .u64_observable_gauge(s.name)
-            .with_unit(s.unit)
-            .with_description(s.description)
-            .with_callback(move |o| {
-                for u in pool.all() {
-                    o.observe(
-                        u64::from(u.is_healthy()),
-                        &[KeyValue::new(attr::LLM_UPSTREAM, u.name.clone())],
-                    );
-                }
-            })
-            .build();
+        upstream_gauge(meter, upstreams, metric::GATEWAY_OUTSTANDING, |u| {
+            u.outstanding() as u64
+        });
+        upstream_gauge(meter, upstreams, metric::GATEWAY_HEALTHY, |u| {
+            u64::from(u.is_healthy())
+        });
         let cost = spec(metric::GATEWAY_COST);
         Self {
             request_duration: histogram(meter, metric::REQUEST_DURATION),
