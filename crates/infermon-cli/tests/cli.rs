@@ -176,7 +176,9 @@ fn demo_runs_for_its_duration_and_prints_a_summary() {
     // A failed telemetry shutdown is one plain line, not the SDK's error value.
     assert!(!stderr.contains("InternalFailure"), "{stderr}");
     // Requests the client cancelled at exit are accounted for on the engine's side: each was
-    // aborted by the engine or had already finished there.
+    // aborted by the engine or had already finished there — except one sent in the last moment,
+    // still on its way to the engine when the client gave up (seen once in CI: 1 cancelled,
+    // 0 aborted, finished = succeeded).
     let count = |prefix: &str, field: usize| -> u64 {
         summary
             .lines()
@@ -188,10 +190,8 @@ fn demo_runs_for_its_duration_and_prints_a_summary() {
     };
     let (cancelled, finished, aborted) =
         (count("requests", 3), count("engine", 0), count("engine", 1));
-    assert!(
-        aborted + finished.saturating_sub(succeeded) >= cancelled,
-        "{summary}"
-    );
+    let accounted = aborted + finished.saturating_sub(succeeded);
+    assert!(accounted + 1 >= cancelled, "{summary}");
 }
 
 #[test]
