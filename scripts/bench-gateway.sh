@@ -36,17 +36,8 @@ LITELLM=${LITELLM:-$(command -v litellm || echo /tmp/litellm-venv/bin/litellm)}
 # Hub otherwise, which (offline) costs ~20 s of retries per request.
 MODEL=bench-model
 MASTER_KEY=sk-bench-$RANDOM$RANDOM
-WORK=$(mktemp -d)
-PIDS=()
 
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-  sleep 1
-  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 
 log "building infermon (release)…"
 cargo build --release --quiet -p infermon-cli

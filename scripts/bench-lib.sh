@@ -2,6 +2,19 @@
 # memory, waiting for a port, and a real OpenTelemetry Collector as the telemetry sink.
 # shellcheck shell=bash
 
+# Processes to stop and a scratch folder to remove on exit (bench_cleanup, set as the EXIT
+# trap by the scripts): SIGINT first (servers drain), then SIGKILL for what is left.
+PIDS=()
+WORK=$(mktemp -d)
+
+bench_cleanup() {
+  for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  sleep 1
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+
 log() { printf "%s %s\n" "$(date +%T)" "$*" >&2; }
 
 # CPU seconds (user + system, with reaped children) a process has used so far.

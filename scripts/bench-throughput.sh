@@ -32,15 +32,8 @@ MAX_NUM_SEQS=${MAX_NUM_SEQS:-512}
 PORT=${PORT:-18400}
 OTLP_PORT=${OTLP_PORT:-14317}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-WORK=$(mktemp -d)
-PIDS=()
 
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 
 log "building infermon (release)…"
 cargo build --release --quiet -p infermon-cli

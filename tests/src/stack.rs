@@ -271,3 +271,17 @@ impl Drop for Process {
         let _ = std::fs::remove_file(&self.log);
     }
 }
+
+/// The JSON summary `infermon load --json` printed into a process's output: the first value
+/// starting at the beginning of a line (log lines around it may contain braces).
+pub fn json_summary(output: &str) -> Option<serde_json::Value> {
+    let start = if output.starts_with('{') {
+        0
+    } else {
+        output.find("\n{")? + 1
+    };
+    serde_json::Deserializer::from_str(&output[start..])
+        .into_iter::<serde_json::Value>()
+        .next()?
+        .ok()
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use infermon::contract::{attr, metric_spec};
 use infermon_e2e::http_api::{eventually, wait_healthy, Jaeger, Prometheus, TraceSpan};
-use infermon_e2e::stack::{free_port, infermon_bin, Process, Stack};
+use infermon_e2e::stack::{free_port, infermon_bin, json_summary, Process, Stack};
 use serde_json::Value;
 
 const LOAD_SERVICE: &str = "infermon-load-gw-e2e";
@@ -53,18 +53,8 @@ fn load(
     );
     let status = p.wait(Duration::from_secs(120)).expect("load finished");
     assert!(status.success(), "load failed:\n{}", p.output());
-    // The pretty-printed summary starts at a line of its own; logs may surround it.
     let out = p.output();
-    let start = if out.starts_with("{\n") {
-        0
-    } else {
-        out.find("\n{\n").map_or(0, |i| i + 1)
-    };
-    serde_json::Deserializer::from_str(&out[start..])
-        .into_iter::<Value>()
-        .next()
-        .and_then(Result::ok)
-        .unwrap_or_else(|| panic!("no JSON summary in:\n{out}"))
+    json_summary(&out).unwrap_or_else(|| panic!("no JSON summary in:\n{out}"))
 }
 
 /// The spans of one request: load CLIENT → gateway SERVER → gateway CLIENT → engine request.

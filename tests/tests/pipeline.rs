@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use infermon::contract::{metric, metric_spec, Instrument};
 use infermon_e2e::http_api::{eventually, wait_healthy, Jaeger, Prometheus, TraceSpan};
-use infermon_e2e::stack::{free_port, infermon_bin, Process, Stack};
+use infermon_e2e::stack::{free_port, infermon_bin, json_summary, Process, Stack};
 use serde_json::Value;
 
 const SIM_SERVICE: &str = "infermon-sim-e2e";
@@ -81,20 +81,7 @@ fn run_load(bin: &std::path::Path, url: &str, args: &[&str], env: &[(&str, &str)
         .expect("load finished in time");
     let output = load.output();
     assert!(status.success(), "infermon load failed:\n{output}");
-    // The summary starts at a line of its own; log lines before it may contain braces.
-    let start = if output.starts_with('{') {
-        Some(0)
-    } else {
-        output.find("\n{").map(|i| i + 1)
-    };
-    let json = start
-        .map(|i| &output[i..])
-        .unwrap_or_else(|| panic!("no JSON summary in:\n{output}"));
-    serde_json::Deserializer::from_str(json)
-        .into_iter::<Value>()
-        .next()
-        .and_then(Result::ok)
-        .unwrap_or_else(|| panic!("bad JSON summary:\n{output}"))
+    json_summary(&output).unwrap_or_else(|| panic!("no JSON summary in:\n{output}"))
 }
 
 fn request_span(spans: &[TraceSpan]) -> Option<&TraceSpan> {

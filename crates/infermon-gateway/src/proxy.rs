@@ -356,7 +356,10 @@ async fn proxy(
     span.record(attr::GEN_AI_REQUEST_MODEL, model.as_str());
     measured.model = model.clone();
     let streaming = request["stream"].as_bool().unwrap_or(false);
+    // The client's bytes go upstream as they came unless the gateway adds something.
+    let mut changed = false;
     if streaming && request["stream_options"]["include_usage"].as_bool() != Some(true) {
+        changed = true;
         // The gateway accounts tokens from the usage the upstream reports; the client then also
         // receives the final usage chunk (`choices: []`), as OpenAI sends it with include_usage.
         request["stream_options"] = serde_json::json!({"include_usage": true});
@@ -377,7 +380,10 @@ async fn proxy(
     if gw.0.upstreams.disaggregated() {
         role = Role::Decode;
         match call.prefill(&request).await {
-            Ok(params) => request["kv_transfer_params"] = params,
+            Ok(params) => {
+                request["kv_transfer_params"] = params;
+                changed = true;
+            }
             Err(Stop::Answered(answer)) => {
                 return respond(
                     &gw, span, answer, false, received, measured, price, admission,
@@ -388,7 +394,11 @@ async fn proxy(
             }
         }
     }
-    let body = Bytes::from(serde_json::to_vec(&request).unwrap_or_default());
+    let body = if changed {
+        Bytes::from(serde_json::to_vec(&request).unwrap_or_default())
+    } else {
+        body
+    };
     match call.send(role, body).await {
         Ok(answer) => respond(
             &gw, span, answer, streaming, received, measured, price, admission,
