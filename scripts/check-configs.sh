@@ -10,7 +10,8 @@
 #   jaeger validate           deploy/jaeger/config.yaml
 #   amtool check-config       deploy/alertmanager/alertmanager.yml
 #   grafana provisioning      scripts/check-grafana.py (structure, uids, PromQL via promtool)
-#   docker compose            scripts/compose-check (compose-go: schema, interpolation, ...)
+#   docker compose            scripts/compose-check (compose-go: schema, interpolation, ...,
+#                             loopback ports, container hardening, secrets as files)
 #   versions                  scripts/versions.env == builder.yaml == compose image tags
 set -uo pipefail
 
@@ -89,7 +90,9 @@ build_compose_check() {
 compose_valid() {
   build_compose_check || return 1
   # Clean environment: image tags must come from the file's own defaults.
-  env -i PATH="$PATH" HOME="$HOME" GF_ADMIN_PASSWORD=check-only \
+  # compose-check also enforces the hardening rules (non-root, read-only, no capabilities,
+  # no-new-privileges, secrets as files, Grafana anonymous access off): see its main.go.
+  env -i PATH="$PATH" HOME="$HOME" GF_ADMIN_PASSWORD_FILE=/run/check-only/grafana-password \
     "$COMPOSE_CHECK_DIR/compose-check" deploy/docker-compose.yml >"$TMP/images" || return 1
   local want ok=0
   for want in "otel-collector otel/opentelemetry-collector-contrib:$OTELCOL_VERSION" \
@@ -100,14 +103,14 @@ compose_valid() {
     grep -qxF "$want" "$TMP/images" || { echo "image drifted from scripts/versions.env: want '$want'"; ok=1; }
   done
   ((ok == 0)) || { cat "$TMP/images"; return 1; }
-  # Without a Grafana password compose must refuse to run anything (no admin/admin default).
+  # Without a Grafana password file compose must refuse to run anything (no admin/admin default).
   if env -i PATH="$PATH" HOME="$HOME" "$COMPOSE_CHECK_DIR/compose-check" deploy/docker-compose.yml >/dev/null 2>"$TMP/nopw"; then
-    echo "compose loads without GF_ADMIN_PASSWORD: Grafana would start with a default password"
+    echo "compose loads without GF_ADMIN_PASSWORD_FILE: Grafana would start with a default password"
     return 1
   fi
-  grep -q GF_ADMIN_PASSWORD "$TMP/nopw" || { cat "$TMP/nopw"; return 1; }
+  grep -q GF_ADMIN_PASSWORD_FILE "$TMP/nopw" || { cat "$TMP/nopw"; return 1; }
 }
-check "deploy/docker-compose.yml (compose-go; tags == versions.env; loopback ports; password required)" compose_valid
+check "deploy/docker-compose.yml (compose-go; tags == versions.env; loopback ports; hardening; password file required)" compose_valid
 
 # ---- versions in one place ----------------------------------------------------------------
 versions_consistent() {

@@ -2,6 +2,11 @@
 //! HTTP endpoints, Alertmanager's webhook payload, Alertmanager started with the repository's
 //! config rendered for that webhook, and assertions on what was delivered.
 //!
+//! This is the one Alertmanager harness of the repository: the alert-delivery tests here and the
+//! `infermon alerts` test (crates/infermon-cli/tests/alerts.rs, which has this crate as a
+//! dev-dependency) both start Alertmanager through it, so both run the same binary with the same
+//! config, and skip or fail the same way when it has not been built.
+//!
 //! ```no_run
 //! # async fn demo() {
 //! use infermon_e2e::alerting::{Alertmanager, WebhookReceiver};
@@ -14,6 +19,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -25,7 +31,7 @@ use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
 
-use crate::stack::{repo_root, Process};
+use crate::stack::{free_port, repo_root, Process};
 
 /// Where every runbook link of alerts.yml points: `<this>#<alertname in lower case>`.
 pub const RUNBOOK_URL: &str = "https://github.com/infermon/infermon/blob/main/docs/runbook.md";
@@ -296,6 +302,21 @@ pub fn stack_binary(var: &str) -> Option<PathBuf> {
     (!path.is_empty()).then(|| PathBuf::from(path))
 }
 
+/// Fails the calling test unless the given stack binaries (`ALERTMANAGER`, `PROMETHEUS`, ...
+/// as scripts/stack-env.sh names them) are built: a test that cannot run must not pass.
+/// (`scripts/test.sh --quick` does not run these tests at all, and says so.)
+pub fn require_stack_binaries(names: &[&str]) {
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| stack_binary(n).is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "stack binaries not built: {missing:?}; run scripts/build-stack.sh"
+    );
+}
+
 /// Renders deploy/alertmanager/alertmanager.yml into `out_dir` with
 /// deploy/alertmanager/render-config.sh and the given environment; returns the config's path.
 /// Panics with the script's one-line error if it refuses.
@@ -362,17 +383,37 @@ impl Alertmanager {
         am
     }
 
+    /// Alertmanager on a free port delivering to a new webhook receiver (the test fails if it
+    /// is not built, see [`require_stack_binaries`]). The receiver comes second so that it
+    /// outlives Alertmanager when the pair is dropped.
+    pub async fn start_with_webhook() -> (Alertmanager, WebhookReceiver) {
+        require_stack_binaries(&["ALERTMANAGER"]);
+        let webhook = WebhookReceiver::start().await;
+        let am = Alertmanager::start(free_port(), &webhook.url(), &[]);
+        (am, webhook)
+    }
+
+    /// Waits until `GET /-/ready` answers 200: Alertmanager's own word that it is ready, rather
+    /// than a listening socket. Blocking, so that `start` can be called from any test.
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let address = self.url.trim_start_matches("http://").to_owned();
+        let ready = || -> std::io::Result<bool> {
+            let mut stream = std::net::TcpStream::connect(&address)?;
+            stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+            write!(stream, "GET /-/ready HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"))
+        };
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(&address).is_ok() {
+            if ready().unwrap_or(false) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!(
-            "Alertmanager not listening on {address} after 30 s:\n{}",
+            "Alertmanager not ready on {address} after 30 s:\n{}",
             self.process.output()
         );
     }
@@ -411,6 +452,34 @@ impl Alertmanager {
             .await
             .map_err(|e| e.to_string())?;
         response.json().await.map_err(|e| e.to_string())
+    }
+
+    /// `GET <path>` of the API, as JSON. Panics on failure.
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        let url = format!("{}{path}", self.url);
+        let response = reqwest::get(&url)
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+    }
+
+    /// The alert with this alertname, as the API shows it. Panics when there is none.
+    pub async fn alert(&self, alertname: &str) -> serde_json::Value {
+        let all = self.get("/api/v2/alerts").await;
+        all.as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["labels"]["alertname"] == alertname)
+            .unwrap_or_else(|| panic!("{alertname} not in {all:#}"))
+            .clone()
+    }
+
+    /// A silence by its ID, as the API shows it.
+    pub async fn silence(&self, id: &str) -> serde_json::Value {
+        self.get(&format!("/api/v2/silence/{id}")).await
     }
 }
 

@@ -10,37 +10,17 @@
 //!   annotations and runbook link, and the resolved notification follows once the fault ends
 //!   (about 5 minutes: the alert's 5m/2m rate windows and its `for: 1m` are the real ones).
 //!
-//! Both need the stack binaries (scripts/build-stack.sh) and fail without them, unless
-//! INFERMON_E2E_SKIP_MISSING=1; the second also needs the `infermon` binary
+//! Both need the stack binaries (scripts/build-stack.sh) and fail without them; the second
+//! also needs the `infermon` binary
 //! (`cargo build -p infermon-cli`, or INFERMON_BIN).
 
 use std::time::Duration;
 
 use infermon::contract::{attr, metric, metric_spec};
-use infermon_e2e::alerting::{runbook_url, stack_binary, Alertmanager, WebhookReceiver};
+use infermon_e2e::alerting::{require_stack_binaries, runbook_url, Alertmanager, WebhookReceiver};
 use infermon_e2e::http_api::{eventually, Prometheus};
 use infermon_e2e::stack::{free_port, infermon_bin, Process, Stack};
 use serde_json::json;
-
-/// Whether the given stack binaries (`ALERTMANAGER`, `PROMETHEUS`, ... as scripts/stack-env.sh
-/// names them) are built. Missing ones fail the test, or skip it with the reason printed when
-/// INFERMON_E2E_SKIP_MISSING=1.
-fn binaries_available(names: &[&str]) -> bool {
-    let missing: Vec<&str> = names
-        .iter()
-        .copied()
-        .filter(|n| stack_binary(n).is_none())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let hint = format!("stack binaries not built: {missing:?}; run scripts/build-stack.sh");
-    if std::env::var("INFERMON_E2E_SKIP_MISSING").as_deref() == Ok("1") {
-        eprintln!("skipped: {hint}");
-        return false;
-    }
-    panic!("{hint} (or set INFERMON_E2E_SKIP_MISSING=1 to skip)");
-}
 
 fn alert(
     name: &str,
@@ -57,11 +37,7 @@ fn alert(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn alertmanager_routes_inhibits_and_delivers() {
-    if !binaries_available(&["ALERTMANAGER"]) {
-        return;
-    }
-    let webhook = WebhookReceiver::start().await;
-    let am = Alertmanager::start(free_port(), &webhook.url(), &[]);
+    let (am, webhook) = Alertmanager::start_with_webhook().await;
 
     am.post_alerts(&[
         // Service "down-svc": its metrics endpoint is down, which explains its error ratio.
@@ -162,9 +138,7 @@ const MODEL: &str = "alert-e2e-model";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn error_fault_pages_and_resolves() {
-    if !binaries_available(&["PROMETHEUS", "ALERTMANAGER", "OTELCOL", "JAEGER"]) {
-        return;
-    }
+    require_stack_binaries(&["PROMETHEUS", "ALERTMANAGER", "OTELCOL", "JAEGER"]);
     let webhook = WebhookReceiver::start().await;
     // Prometheus with the repository's prometheus.yml and rules; its Alertmanager target is the
     // port below, where the rendered config runs instead of the stack's default one.

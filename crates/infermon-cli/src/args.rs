@@ -1,14 +1,18 @@
-//! Flags shared by several subcommands: telemetry export, and the workload a load generator
-//! sends. Each flag also reads an environment variable (shown by `--help`) and may be set in the
-//! `--config` file.
+//! Flags shared by several subcommands: telemetry export, the workload a load generator sends,
+//! and an HTTP server's connection handling. Each flag also reads an environment variable
+//! (shown by `--help`) and may be set in the `--config` file (see [`crate::config_file`]).
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::builder::{EnumValueParser, RangedI64ValueParser};
 use infermon::contract::attr;
 use infermon::telemetry::{TelemetryConfig, TelemetryGuard};
-use infermon_load::{Api, Arrival, LengthDist, LoadConfig};
+use infermon_load::{Api, Arrival, ConfigError, LengthDist, LoadConfig};
 use opentelemetry::KeyValue;
+
+use crate::config_file::{ConfigFileError, Layer, Layered};
 
 /// Where telemetry goes. Unset flags leave the standard `OTEL_*` variables in charge (including
 /// the per-signal `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT`).
@@ -28,6 +32,21 @@ pub struct TelemetryArgs {
     /// Export nothing over OTLP (OTEL_SDK_DISABLED=true does the same).
     #[arg(long, env = "INFERMON_NO_OTLP")]
     pub no_otlp: bool,
+
+    /// Whether `otlp_endpoint` came from OTEL_EXPORTER_OTLP_ENDPOINT: then it is left to the
+    /// telemetry configuration, which also honours the per-signal variables.
+    #[arg(skip)]
+    pub endpoint_from_env: bool,
+}
+
+impl Layered for TelemetryArgs {
+    fn layer(&mut self, layer: &mut Layer) -> Result<(), ConfigFileError> {
+        layer.optional("otlp_endpoint", &mut self.otlp_endpoint, String::from_str)?;
+        layer.optional("service_name", &mut self.service_name, String::from_str)?;
+        layer.switch("no_otlp", &mut self.no_otlp)?;
+        self.endpoint_from_env = layer.given_by_env("otlp_endpoint");
+        Ok(())
+    }
 }
 
 impl TelemetryArgs {
@@ -81,12 +100,12 @@ impl TelemetryArgs {
         if simulated {
             config = config.with_resource_attribute(KeyValue::new(attr::LLM_SIMULATED, true));
         }
-        // A value equal to the environment's came from it (or agrees with it): leave it to the
-        // telemetry config, which also honours the per-signal variables.
-        if let Some(endpoint) = &self.otlp_endpoint {
-            if std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().as_ref() != Some(endpoint) {
-                config = config.with_endpoint(endpoint);
-            }
+        if let Some(endpoint) = self
+            .otlp_endpoint
+            .as_ref()
+            .filter(|_| !self.endpoint_from_env)
+        {
+            config = config.with_endpoint(endpoint);
         }
         if let Some(name) = &self.service_name {
             config = config.with_service_name(name);
@@ -178,6 +197,41 @@ pub enum ApiArg {
     Completions,
 }
 
+impl Layered for WorkloadArgs {
+    fn layer(&mut self, layer: &mut Layer) -> Result<(), ConfigFileError> {
+        layer.either(
+            ("rate", &mut self.rate, f64::from_str),
+            ("concurrency", &mut self.concurrency, usize::from_str),
+        )?;
+        layer.value(
+            "prompt_tokens",
+            &mut self.prompt_tokens,
+            LengthDist::from_str,
+        )?;
+        layer.value(
+            "output_tokens",
+            &mut self.output_tokens,
+            LengthDist::from_str,
+        )?;
+        layer.value("api", &mut self.api, EnumValueParser::<ApiArg>::new())?;
+        layer.switch("no_stream", &mut self.no_stream)?;
+        layer.value("timeout", &mut self.timeout, parse_duration)?;
+        layer.value("max_in_flight", &mut self.max_in_flight, usize::from_str)?;
+        layer.optional("temperature", &mut self.temperature, f64::from_str)?;
+        layer.switch("ignore_eos", &mut self.ignore_eos)?;
+        layer.optional("seed", &mut self.seed, u64::from_str)
+    }
+}
+
+/// The load generator's objection to a setting, naming the flag that sets it (every setting
+/// the library names is a flag of `load`, spelled with dashes).
+pub fn load_config_error(e: ConfigError) -> anyhow::Error {
+    match e.setting() {
+        Some(setting) => anyhow::anyhow!("--{} {}", setting.replace('_', "-"), e.problem()),
+        None => e.into(),
+    }
+}
+
 impl WorkloadArgs {
     /// The load configuration these flags describe; `default_arrival` applies when neither
     /// --rate nor --concurrency is given.
@@ -209,75 +263,14 @@ impl WorkloadArgs {
     }
 }
 
-/// `500ms`, `30s`, `5m`, `2h`, or a bare number of seconds (fractions allowed).
+/// `500ms`, `30s`, `5m`, `2h`, or a bare number of seconds (fractions allowed): the one syntax
+/// of every duration flag, config key and variable ([`infermon::duration`]), as clap's value
+/// parser wants it.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let scale = match unit.trim() {
-        "" | "s" => 1.0,
-        "ms" => 1e-3,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{s}`; use ms, s, m or h (e.g. 30s)"
-            ))
-        }
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration; write e.g. 500ms, 30s, 5m or 1h"))?;
-    Duration::try_from_secs_f64(value * scale)
-        .map_err(|_| format!("`{s}` is not a duration; write e.g. 500ms, 30s, 5m or 1h"))
+    infermon::duration::parse_duration(s).map_err(|e| e.to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_in_every_unit() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-    }
-
-    #[test]
-    fn bad_durations_say_how_to_write_one() {
-        for bad in ["", "s", "5 parsecs", "-3s", "1e999s", "1.2.3s"] {
-            let e = parse_duration(bad).unwrap_err();
-            assert!(e.contains("30s"), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn shutdown_errors_become_one_line() {
-        use infermon::telemetry::TelemetryError;
-        let args = TelemetryArgs {
-            otlp_endpoint: Some("http://c:4317".into()),
-            service_name: None,
-            no_otlp: false,
-        };
-        let e = TelemetryError::Shutdown("InternalFailure(\"Failed to shutdown\")".into());
-        let line = args.shutdown_message(&e);
-        assert_eq!(
-            line,
-            "telemetry: the last spans and metrics could not be delivered to http://c:4317 at \
-             exit and were dropped (is the collector running?)"
-        );
-        let timed_out = TelemetryError::ShutdownTimedOut(std::time::Duration::from_secs(5));
-        let line = args.shutdown_message(&timed_out);
-        assert!(line.contains("gave up after 5s"), "{line}");
-        assert_eq!(line.lines().count(), 1);
-    }
-}
-
-/// Connection handling and shutdown of an HTTP server (`sim`, `gateway`).
+/// Connection handling and shutdown of a server (`sim`, `gateway`, and `relay`'s receivers).
 #[derive(clap::Args, Debug, Clone)]
 #[command(next_help_heading = "HTTP server")]
 pub struct ServerArgs {
@@ -295,8 +288,26 @@ pub struct ServerArgs {
     pub idle_timeout: Duration,
 
     /// Most open connections; more are answered 503 and closed.
-    #[arg(long, value_name = "N", env = "INFERMON_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", env = "INFERMON_MAX_CONNECTIONS", default_value_t = 4096, value_parser = max_connections())]
     pub max_connections: u32,
+}
+
+/// `--max-connections`' values (the flag's and the config file's).
+fn max_connections() -> RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..)
+}
+
+impl Layered for ServerArgs {
+    fn layer(&mut self, layer: &mut Layer) -> Result<(), ConfigFileError> {
+        layer.value("drain_timeout", &mut self.drain_timeout, parse_duration)?;
+        layer.value("header_timeout", &mut self.header_timeout, parse_duration)?;
+        layer.value("idle_timeout", &mut self.idle_timeout, parse_duration)?;
+        layer.value(
+            "max_connections",
+            &mut self.max_connections,
+            max_connections(),
+        )
+    }
 }
 
 impl ServerArgs {
@@ -307,5 +318,78 @@ impl ServerArgs {
             max_connections: self.max_connections as usize,
             drain_timeout: self.drain_timeout,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_durations_say_how_to_write_one() {
+        for bad in ["", "s", "5 parsecs", "-3s", "1e999s", "1.2.3s"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("30s"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn load_errors_name_the_flag() {
+        let e = load_config_error(ConfigError::Rate(0.0)).to_string();
+        assert_eq!(
+            e,
+            "--rate must be a positive number of requests per second, got 0"
+        );
+        let e = load_config_error(ConfigError::MaxInFlight).to_string();
+        assert_eq!(e, "--max-in-flight must be at least 1");
+    }
+
+    #[test]
+    fn every_setting_the_load_library_names_is_a_load_flag() {
+        use clap::CommandFactory as _;
+        let cli = crate::Cli::command();
+        let load = cli.find_subcommand("load").unwrap();
+        let errors = [
+            ConfigError::NoUrl,
+            ConfigError::EmptyModel,
+            ConfigError::Rate(0.0),
+            ConfigError::Concurrency,
+            ConfigError::Duration,
+            ConfigError::Requests,
+            ConfigError::Timeout,
+            ConfigError::MaxInFlight,
+            ConfigError::Temperature(3.0),
+            ConfigError::ApiKey,
+        ];
+        for e in errors {
+            let flag = e.setting().unwrap().replace('_', "-");
+            assert!(
+                load.get_arguments()
+                    .any(|a| a.get_long() == Some(flag.as_str())),
+                "--{flag}"
+            );
+        }
+    }
+
+    #[test]
+    fn shutdown_errors_become_one_line() {
+        use infermon::telemetry::TelemetryError;
+        let args = TelemetryArgs {
+            otlp_endpoint: Some("http://c:4317".into()),
+            service_name: None,
+            no_otlp: false,
+            endpoint_from_env: false,
+        };
+        let e = TelemetryError::Shutdown("InternalFailure(\"Failed to shutdown\")".into());
+        let line = args.shutdown_message(&e);
+        assert_eq!(
+            line,
+            "telemetry: the last spans and metrics could not be delivered to http://c:4317 at \
+             exit and were dropped (is the collector running?)"
+        );
+        let timed_out = TelemetryError::ShutdownTimedOut(std::time::Duration::from_secs(5));
+        let line = args.shutdown_message(&timed_out);
+        assert!(line.contains("gave up after 5s"), "{line}");
+        assert_eq!(line.lines().count(), 1);
     }
 }

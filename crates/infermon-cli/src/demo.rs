@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal as _, Write};
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +15,8 @@ use infermon::telemetry::{TelemetryGuard, TelemetryStats, DEFAULT_EXPORT_INTERVA
 use infermon_load::{human_secs, key_counts, Arrival, LoadGenerator, Progress, Summary, Window};
 use infermon_sim::{EngineStats, SimHandle};
 
-use crate::args::{parse_duration, TelemetryArgs, WorkloadArgs};
+use crate::args::{load_config_error, parse_duration, TelemetryArgs, WorkloadArgs};
+use crate::config_file::{ConfigFileError, Layer, Layered};
 use crate::sim::{bind, EngineArgs};
 
 /// Without --rate or --concurrency, the demo's Poisson arrival rate.
@@ -64,6 +66,18 @@ pub struct DemoArgs {
     pub telemetry: TelemetryArgs,
 }
 
+impl Layered for DemoArgs {
+    fn layer(&mut self, layer: &mut Layer) -> Result<(), ConfigFileError> {
+        layer.optional("duration", &mut self.duration, parse_duration)?;
+        layer.value("listen", &mut self.listen, String::from_str)?;
+        layer.value("refresh", &mut self.refresh, parse_duration)?;
+        layer.switch("json", &mut self.json)?;
+        self.engine.layer(layer)?;
+        self.workload.layer(layer)?;
+        self.telemetry.layer(layer)
+    }
+}
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.refresh.is_zero() {
         anyhow::bail!("--refresh must be longer than zero, e.g. --refresh 2s");
@@ -108,7 +122,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Arrival::Poisson { rate: DEFAULT_RATE },
     );
     load.duration = args.duration;
-    let generator = LoadGenerator::new(load)?;
+    let generator = LoadGenerator::new(load).map_err(load_config_error)?;
     // Whether a collector was there at some point: if never, the user has been told already
     // and a failed flush at exit is no news.
     let collector_seen = Arc::new(AtomicBool::new(otlp == Otlp::Reachable));

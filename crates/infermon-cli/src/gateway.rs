@@ -2,13 +2,17 @@
 //! `docs/gateway.md`). Wiring only; the work is in `infermon-gateway`.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use infermon::contract::INSTRUMENTATION_SCOPE;
 use infermon_gateway::{Gateway, GatewayConfig, Role, Routing, UpstreamConfig};
 
+use clap::builder::{PossibleValuesParser, RangedI64ValueParser};
+
 use crate::args::{parse_duration, ServerArgs, TelemetryArgs};
+use crate::config_file::{ConfigFileError, Layer, Layered};
 use crate::signal::first_of_two_signals;
 
 /// `service.name` default of the gateway.
@@ -56,7 +60,7 @@ pub struct GatewayArgs {
 
     /// Attempts per request, on different upstreams (1 = no retry). Retries happen only before
     /// the client received anything: connection failure, timeout or 5xx.
-    #[arg(long, value_name = "N", env = "INFERMON_GATEWAY_MAX_ATTEMPTS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10))]
+    #[arg(long, value_name = "N", env = "INFERMON_GATEWAY_MAX_ATTEMPTS", default_value_t = 2, value_parser = max_attempts())]
     pub max_attempts: u32,
 
     /// Give an upstream up (and retry elsewhere) when its response headers take longer.
@@ -71,7 +75,7 @@ pub struct GatewayArgs {
     /// How to choose among upstreams: least-outstanding (fewest requests in flight), or
     /// kv-cache (the same, avoiding upstreams whose KV cache is over 90 % full, read from their
     /// /metrics at each probe).
-    #[arg(long, value_name = "POLICY", env = "INFERMON_GATEWAY_ROUTING", default_value = "least-outstanding", value_parser = ["least-outstanding", "kv-cache"])]
+    #[arg(long, value_name = "POLICY", env = "INFERMON_GATEWAY_ROUTING", default_value = "least-outstanding", value_parser = routings())]
     pub routing: String,
 
     /// How often each upstream's /v1/models is probed (health and served models).
@@ -93,6 +97,46 @@ pub enum GatewayCommand {
         /// The API key.
         key: String,
     },
+}
+
+impl Layered for GatewayArgs {
+    fn layer(&mut self, layer: &mut Layer) -> Result<(), ConfigFileError> {
+        layer.value("listen", &mut self.listen, String::from_str)?;
+        layer.list("upstream", &mut self.upstream, parse_upstream)?;
+        layer.list(
+            "prefill_upstream",
+            &mut self.prefill_upstream,
+            parse_prefill,
+        )?;
+        layer.list("decode_upstream", &mut self.decode_upstream, parse_decode)?;
+        layer.optional(
+            "gateway_config",
+            &mut self.gateway_config,
+            PathBuf::from_str,
+        )?;
+        layer.value("max_attempts", &mut self.max_attempts, max_attempts())?;
+        layer.value(
+            "first_byte_timeout",
+            &mut self.first_byte_timeout,
+            parse_duration,
+        )?;
+        let idle = &mut self.stream_idle_timeout;
+        layer.value("stream_idle_timeout", idle, parse_duration)?;
+        layer.value("routing", &mut self.routing, routings())?;
+        layer.value("probe_interval", &mut self.probe_interval, parse_duration)?;
+        self.server.layer(layer)?;
+        self.telemetry.layer(layer)
+    }
+}
+
+// The values of the flags below, shared by the flag and the config file.
+
+fn max_attempts() -> RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..=10)
+}
+
+fn routings() -> PossibleValuesParser {
+    PossibleValuesParser::new(["least-outstanding", "kv-cache"])
 }
 
 fn parse_prefill(s: &str) -> Result<UpstreamConfig, String> {

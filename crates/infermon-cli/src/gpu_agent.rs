@@ -2,6 +2,7 @@
 //! GPU nodes. `--once` prints one reading instead (handy for checking a node); `--fake N` runs
 //! with simulated GPUs for demos and CI.
 
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -11,7 +12,10 @@ use infermon_gpu::{
     GpuSnapshot, NvmlSource, DEFAULT_TOP_PROCESSES, MIN_INTERVAL,
 };
 
+use clap::builder::RangedI64ValueParser;
+
 use crate::args::{parse_duration, TelemetryArgs};
+use crate::config_file::{ConfigFileError, Layer, Layered};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -48,7 +52,7 @@ pub struct GpuAgentArgs {
     pub allow_no_gpu: bool,
 
     /// Read N simulated GPUs instead of NVML (hw.vendor = infermon-simulated), for demos and CI.
-    #[arg(long, value_name = "N", env = "INFERMON_GPU_FAKE", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, value_name = "N", env = "INFERMON_GPU_FAKE", value_parser = fake_gpus())]
     pub fake: Option<u32>,
 
     /// Report GPU memory of the N processes using the most, per device (0: none).
@@ -57,6 +61,24 @@ pub struct GpuAgentArgs {
 
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+impl Layered for GpuAgentArgs {
+    fn layer(&mut self, layer: &mut Layer) -> Result<(), ConfigFileError> {
+        layer.value("interval", &mut self.interval, parse_interval)?;
+        layer.value("devices", &mut self.devices, parse_devices)?;
+        layer.switch("once", &mut self.once)?;
+        layer.switch("json", &mut self.json)?;
+        layer.switch("allow_no_gpu", &mut self.allow_no_gpu)?;
+        layer.optional("fake", &mut self.fake, fake_gpus())?;
+        layer.value("top_processes", &mut self.top_processes, usize::from_str)?;
+        self.telemetry.layer(layer)
+    }
+}
+
+/// `--fake`'s values (the flag's and the config file's).
+fn fake_gpus() -> RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..=1024)
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -125,7 +147,7 @@ async fn export(source: Option<Source>, args: &GpuAgentArgs) -> anyhow::Result<(
         Some(Source::Fake(s)) => start(s, &meter, args.interval),
         None => GpuMonitor::off(),
     };
-    shutdown_signal().await?;
+    crate::signal::shutdown_signal().await;
     monitor.shutdown().await;
     // Blocking flush of the last export, off the async workers.
     tokio::task::spawn_blocking(move || telemetry.shutdown())
@@ -143,23 +165,6 @@ fn start<S: DeviceSource>(
     let devices = source.devices().len();
     tracing::info!(devices, interval = ?interval, "gpu-agent polling");
     spawn_gpu_monitor(source, meter, interval)
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")?;
-    Ok(())
 }
 
 /// Two reads one interval apart: the second has GPM metrics and PCIe byte counts.

@@ -1,15 +1,18 @@
 //! `infermon load`: drive OpenAI-compatible endpoints, export the client spans, print a summary.
 
 use std::io::Write as _;
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use infermon::contract::value;
 use infermon_load::{
-    human_secs, key_counts, served_model, Arrival, LoadGenerator, Progress, Summary,
+    human_secs, key_counts, served_model, Arrival, LoadGenerator, ModelLookupError, Progress,
+    Summary,
 };
 
-use crate::args::{parse_duration, TelemetryArgs, WorkloadArgs};
+use crate::args::{load_config_error, parse_duration, TelemetryArgs, WorkloadArgs};
+use crate::config_file::{ConfigFileError, Layer, Layered};
 
 /// How often a progress line is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -72,10 +75,29 @@ pub struct LoadArgs {
     pub telemetry: TelemetryArgs,
 }
 
+impl Layered for LoadArgs {
+    fn layer(&mut self, layer: &mut Layer) -> Result<(), ConfigFileError> {
+        layer.list("urls", &mut self.urls, String::from_str)?;
+        layer.optional("model", &mut self.model, String::from_str)?;
+        layer.optional("duration", &mut self.duration, parse_duration)?;
+        layer.optional("requests", &mut self.requests, u64::from_str)?;
+        layer.optional("api_key", &mut self.api_key, String::from_str)?;
+        layer.switch("json", &mut self.json)?;
+        layer.switch("quiet", &mut self.quiet)?;
+        self.workload.layer(layer)?;
+        self.telemetry.layer(layer)
+    }
+}
+
 pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let model = match &args.model {
         Some(model) => model.clone(),
-        None => served_model(args.urls.first().map_or("", String::as_str)).await?,
+        None => served_model(args.urls.first().map_or("", String::as_str))
+            .await
+            .map_err(|e| match e {
+                ModelLookupError::Config(e) => load_config_error(e),
+                other => anyhow::anyhow!("{other}; or pass --model"),
+            })?,
     };
     let mut config = args.workload.load_config(
         args.urls.clone(),
@@ -89,13 +111,16 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         .or((args.requests.is_none()).then_some(DEFAULT_DURATION));
     config.requests = args.requests;
     config.api_key = args.api_key.clone();
-    let generator = LoadGenerator::new(config)?;
+    let generator = LoadGenerator::new(config).map_err(load_config_error)?;
 
     let telemetry = args.telemetry.init(value::SERVICE_LOAD, false)?;
     let progress = generator.progress();
     let printer = (!args.quiet).then(|| tokio::spawn(print_progress(progress)));
 
-    let summary = generator.run(crate::signal::shutdown_signal()).await?;
+    let summary = generator
+        .run(crate::signal::shutdown_signal())
+        .await
+        .map_err(load_config_error)?;
     if let Some(printer) = printer {
         printer.abort();
     }

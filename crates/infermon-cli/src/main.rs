@@ -18,6 +18,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use config_file::{ConfigFile, ConfigFileError, Layer, Layered};
+
 #[derive(Parser)]
 #[command(
     name = "infermon",
@@ -25,11 +27,13 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
     about = "OpenTelemetry-native observability for LLM inference: simulator, load generator, demo, GPU agent, vLLM trace relay, gateway.",
     long_about = None,
     after_help = "Every flag can also be set by the environment variable shown in its help, or in \
-        the --config file.\nQuick start (nothing else needed): infermon demo"
+        the --config file. Precedence: command-line flag > environment variable > config file > \
+        default.\nQuick start (nothing else needed): infermon demo"
 )]
 pub(crate) struct Cli {
-    /// TOML file with defaults for any flag: a [sim], [load], [demo], [gpu-agent], [relay] or [gateway] table whose
-    /// keys are long flag names. Command-line flags and environment variables take precedence.
+    /// TOML file with settings for any flag: a [sim], [load], [demo], [gpu-agent], [alerts],
+    /// [relay] or [gateway] table whose keys are long flag names. Precedence: command-line flag
+    /// > environment variable > this file > default.
     #[arg(long, global = true, value_name = "FILE", env = "INFERMON_CONFIG")]
     config: Option<PathBuf>,
 
@@ -83,6 +87,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The label-cap policy variables are read where the caps are made, which must not fail a
+    // service; a command refuses a bad value here, at start-up, instead.
+    if let Err(e) = infermon::cardinality::LabelPolicy::from_env() {
+        eprintln!("error: {:#}", anyhow::Error::new(e));
+        return ExitCode::from(2);
+    }
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| {
@@ -115,34 +125,48 @@ enum Parsed {
     Invalid(String),
 }
 
-/// Parses the command line, then applies the `--config` file to whatever the command line and
-/// environment left unset (see [`config_file`]).
-fn parse(mut argv: Vec<OsString>) -> Result<Cli, Parsed> {
-    let command = Cli::command();
+/// Parses the command line (once), then takes from the `--config` file the settings that the
+/// command line and environment left unset (see [`config_file`]).
+fn parse(argv: Vec<OsString>) -> Result<Cli, Parsed> {
+    let mut command = Cli::command();
+    // Built (help flags, global flags and value counts filled in), as the file's values are
+    // checked against its arguments.
+    command.build();
     let help = help_hint(&command, &argv);
-    let clap_failure = |e| clap_failure(e, &help);
+    let clap_failure = |e: clap::Error| clap_failure(e, &help);
     let matches = command
         .clone()
         .try_get_matches_from(&argv)
         .map_err(clap_failure)?;
-    if let Some(path) = matches.get_one::<PathBuf>("config") {
-        let extra = config_file::file_args(path, &command, &matches)
-            .map_err(|e| Parsed::Invalid(format!("error: {e}")))?;
-        if !extra.is_empty() {
-            argv.extend(extra);
-            let with_file =
-                command
-                    .try_get_matches_from(&argv)
-                    .map_err(|e| match clap_failure(e) {
-                        Parsed::Invalid(line) => {
-                            Parsed::Invalid(format!("{line} (from config file {})", path.display()))
-                        }
-                        other => other,
-                    })?;
-            return Cli::from_arg_matches(&with_file).map_err(clap_failure);
+    let mut cli = Cli::from_arg_matches(&matches).map_err(clap_failure)?;
+    // The error and its causes (e.g. the I/O error of an unreadable file), on one line.
+    let invalid =
+        |e: ConfigFileError| Parsed::Invalid(format!("error: {:#}", anyhow::Error::new(e)));
+    let file = match &cli.config {
+        Some(path) => Some(ConfigFile::read(path, &command).map_err(invalid)?),
+        None => None,
+    };
+    let (name, sub_matches) = matches.subcommand().expect("clap requires a subcommand");
+    let sub = command
+        .find_subcommand(name)
+        .expect("the subcommand clap matched");
+    let mut layer = Layer::new(file.as_ref(), sub, sub_matches).map_err(invalid)?;
+    cli.command.layer(&mut layer).map_err(invalid)?;
+    Ok(cli)
+}
+
+impl Layered for Command {
+    fn layer(&mut self, layer: &mut Layer) -> Result<(), ConfigFileError> {
+        match self {
+            Command::Sim(args) => args.layer(layer),
+            Command::Load(args) => args.layer(layer),
+            Command::Demo(args) => args.layer(layer),
+            Command::GpuAgent(args) => args.layer(layer),
+            Command::Alerts(args) => args.layer(layer),
+            Command::Relay(args) => args.layer(layer),
+            Command::Gateway(args) => args.layer(layer),
         }
     }
-    Cli::from_arg_matches(&matches).map_err(clap_failure)
 }
 
 /// Clap's errors are several lines (message, usage, tip); keep the message and the tip on one
@@ -157,9 +181,13 @@ fn clap_failure(e: clap::Error, help: &str) -> Parsed {
     ) {
         return Parsed::Exit(e);
     }
+    Parsed::Invalid(format!("{}; see `{help}`", one_line(&e)))
+}
+
+/// A clap error's "error:" and "tip:" lines joined into one, the indented lines that continue
+/// an error (e.g. the list of missing required arguments) folded into it.
+pub(crate) fn one_line(e: &clap::Error) -> String {
     let rendered = e.render().to_string();
-    // Keep "error:" and "tip:" lines, folding the indented lines that continue an error (e.g.
-    // the list of missing required arguments) into it.
     let mut parts: Vec<String> = Vec::new();
     let mut continues_error = false;
     for line in rendered.lines().map(str::trim) {
@@ -184,7 +212,7 @@ fn clap_failure(e: clap::Error, help: &str) -> Parsed {
                 .to_owned(),
         );
     }
-    Parsed::Invalid(format!("{}; see `{help}`", parts.join("; ")))
+    parts.join("; ")
 }
 
 /// `infermon <subcommand> --help` for the subcommand named on the command line, else

@@ -2,6 +2,7 @@
 //! spans (see `docs/relay.md`). Wiring only; the work is in `infermon-relay`.
 
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -9,7 +10,10 @@ use infermon::contract::{relay::SERVICE_RELAY, value, INSTRUMENTATION_SCOPE};
 use infermon_relay::config::DEFAULT_MODEL;
 use infermon_relay::{ModelNames, Relay, RelayConfig, RetryPolicy};
 
-use crate::args::{parse_duration, TelemetryArgs};
+use clap::builder::{PossibleValuesParser, RangedI64ValueParser};
+
+use crate::args::{parse_duration, ServerArgs, TelemetryArgs};
+use crate::config_file::{ConfigFileError, Layer, Layered};
 use crate::signal::first_of_two_signals;
 
 #[derive(clap::Args, Debug)]
@@ -54,19 +58,19 @@ pub struct RelayArgs {
 
     /// gen_ai.operation.name when the request id does not tell (vLLM's OpenAI server ids start
     /// chatcmpl- or cmpl-).
-    #[arg(long, value_name = "OPERATION", env = "INFERMON_RELAY_DEFAULT_OPERATION", default_value = value::OPERATION_CHAT, value_parser = [value::OPERATION_CHAT, value::OPERATION_TEXT_COMPLETION])]
+    #[arg(long, value_name = "OPERATION", env = "INFERMON_RELAY_DEFAULT_OPERATION", default_value = value::OPERATION_CHAT, value_parser = operations())]
     pub default_operation: String,
 
     /// Most spans waiting for the collector; past it senders are told to retry later.
-    #[arg(long, value_name = "N", env = "INFERMON_RELAY_QUEUE_SPANS", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", env = "INFERMON_RELAY_QUEUE_SPANS", default_value_t = 65_536, value_parser = queue_spans())]
     pub queue_spans: u32,
 
     /// Largest OTLP message accepted, in bytes (gRPC message or HTTP body).
-    #[arg(long, value_name = "BYTES", env = "INFERMON_RELAY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
+    #[arg(long, value_name = "BYTES", env = "INFERMON_RELAY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = message_bytes())]
     pub max_message_bytes: u32,
 
     /// Concurrent exports to the collector.
-    #[arg(long, value_name = "N", env = "INFERMON_RELAY_EXPORT_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, value_name = "N", env = "INFERMON_RELAY_EXPORT_WORKERS", default_value_t = 2, value_parser = export_workers())]
     pub export_workers: u16,
 
     /// Give a batch up when the collector has failed it for this long (e.g. 60s).
@@ -77,8 +81,57 @@ pub struct RelayArgs {
     #[arg(long, value_name = "DURATION", env = "INFERMON_RELAY_DRAIN", default_value = "5s", value_parser = parse_duration)]
     pub drain: Duration,
 
+    /// The receivers' connection limits (`--drain-timeout` here is for open requests; queued
+    /// spans get `--drain`).
+    #[command(flatten)]
+    pub server: ServerArgs,
+
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+impl Layered for RelayArgs {
+    fn layer(&mut self, layer: &mut Layer) -> Result<(), ConfigFileError> {
+        layer.value("grpc_listen", &mut self.grpc_listen, SocketAddr::from_str)?;
+        layer.value("http_listen", &mut self.http_listen, SocketAddr::from_str)?;
+        layer.value("upstream", &mut self.upstream, parse_upstream)?;
+        layer.value("model", &mut self.model, String::from_str)?;
+        layer.list("model_for", &mut self.model_for, parse_model_for)?;
+        layer.value(
+            "default_operation",
+            &mut self.default_operation,
+            operations(),
+        )?;
+        layer.value("queue_spans", &mut self.queue_spans, queue_spans())?;
+        layer.value(
+            "max_message_bytes",
+            &mut self.max_message_bytes,
+            message_bytes(),
+        )?;
+        layer.value("export_workers", &mut self.export_workers, export_workers())?;
+        layer.value("retry_for", &mut self.retry_for, parse_duration)?;
+        layer.value("drain", &mut self.drain, parse_duration)?;
+        self.server.layer(layer)?;
+        self.telemetry.layer(layer)
+    }
+}
+
+// The values of the flags below, shared by the flag and the config file.
+
+fn operations() -> PossibleValuesParser {
+    PossibleValuesParser::new([value::OPERATION_CHAT, value::OPERATION_TEXT_COMPLETION])
+}
+
+fn queue_spans() -> RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..)
+}
+
+fn message_bytes() -> RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1024..)
+}
+
+fn export_workers() -> RangedI64ValueParser<u16> {
+    clap::value_parser!(u16).range(1..=64)
 }
 
 fn parse_upstream(s: &str) -> Result<String, String> {
@@ -122,6 +175,7 @@ impl RelayArgs {
             max_elapsed: self.retry_for,
             ..RetryPolicy::default()
         };
+        config.serve = self.server.options();
         config
     }
 }

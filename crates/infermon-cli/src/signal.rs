@@ -1,5 +1,8 @@
 //! Shutdown on Ctrl-C (SIGINT) or SIGTERM: containers and process supervisors stop services
-//! with SIGTERM, and the commands must flush their telemetry and exit 0 then too.
+//! with SIGTERM, and the commands must flush their telemetry and exit 0 then too. Every command
+//! waits for its stop here, so all treat a signal handler that cannot be installed the same way:
+//! a warning, and the other signal still stops the process cleanly (the one without a handler
+//! keeps its default action, ending the process at once).
 
 use std::time::Duration;
 

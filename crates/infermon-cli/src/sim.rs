@@ -2,8 +2,10 @@
 //! telemetry exported over OTLP.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use anyhow::Context as _;
+use clap::builder::EnumValueParser;
 use infermon::contract::{value, INSTRUMENTATION_SCOPE};
 use infermon_sim::{
     MetricsFormat, SimConfig, SimHandle, SimTelemetry, Simulator, TraceFormat, VllmTraces,
@@ -12,6 +14,7 @@ use opentelemetry_sdk::trace::Sampler;
 use tokio::net::TcpListener;
 
 use crate::args::{ServerArgs, TelemetryArgs};
+use crate::config_file::{ConfigFileError, Layer, Layered};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -49,6 +52,17 @@ pub struct SimArgs {
 
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+impl Layered for SimArgs {
+    fn layer(&mut self, layer: &mut Layer) -> Result<(), ConfigFileError> {
+        layer.value("listen", &mut self.listen, String::from_str)?;
+        self.engine.layer(layer)?;
+        let formats = EnumValueParser::<TraceFormatArg>::new();
+        layer.optional("trace_format", &mut self.trace_format, formats)?;
+        self.server.layer(layer)?;
+        self.telemetry.layer(layer)
+    }
 }
 
 /// The simulated engine's settings (shared by `sim` and `demo`). Flags override the
@@ -113,6 +127,26 @@ pub struct EngineArgs {
     /// Seed of the simulator's random choices (faults, natural output lengths).
     #[arg(long, value_name = "N", env = "INFERMON_SIM_SEED")]
     pub sim_seed: Option<u64>,
+}
+
+impl Layered for EngineArgs {
+    fn layer(&mut self, layer: &mut Layer) -> Result<(), ConfigFileError> {
+        layer.optional("sim_config", &mut self.sim_config, PathBuf::from_str)?;
+        layer.optional("profile", &mut self.profile, String::from_str)?;
+        layer.optional("model", &mut self.model, String::from_str)?;
+        layer.optional("time_scale", &mut self.time_scale, f64::from_str)?;
+        layer.optional("scenario", &mut self.scenario, PathBuf::from_str)?;
+        let metrics = EnumValueParser::<MetricsArg>::new();
+        layer.optional("metrics", &mut self.metrics, metrics)?;
+        layer.optional("simulated_gpus", &mut self.simulated_gpus, u32::from_str)?;
+        let transport = infermon_sim::KvTransport::from_str;
+        layer.optional("kv_transport", &mut self.kv_transport, transport)?;
+        layer.optional("max_num_seqs", &mut self.max_num_seqs, u32::from_str)?;
+        layer.optional("max_waiting", &mut self.max_waiting, u32::from_str)?;
+        layer.optional("kv_blocks", &mut self.kv_blocks, u32::from_str)?;
+        layer.optional("max_model_len", &mut self.max_model_len, u32::from_str)?;
+        layer.optional("sim_seed", &mut self.sim_seed, u64::from_str)
+    }
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]

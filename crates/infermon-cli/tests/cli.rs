@@ -109,6 +109,21 @@ fn bad_flags_give_one_clear_line_and_a_failing_exit() {
 }
 
 #[test]
+fn a_bad_label_policy_variable_stops_the_command_with_one_line() {
+    let out = infermon(&["load", "--rate", "1", "--model", "m", "--no-otlp"])
+        .env("INFERMON_LABEL_IDLE_EVICTION", "15 minutes")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("INFERMON_LABEL_IDLE_EVICTION") && stderr.contains("30s"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn config_file_mistakes_are_one_line_too() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("infermon.toml");

@@ -174,12 +174,17 @@ impl GatewayConfig {
     }
 
     /// Reads `[[upstream]]`, `[[tenant]]` and `[[price]]` from a TOML file on top of `self`.
-    pub fn merge_file(mut self, path: &Path) -> Result<Self, ConfigError> {
+    pub fn merge_file(self, path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let file: FileConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        self.merge_toml(&text, path)
+    }
+
+    /// [`merge_file`](Self::merge_file) on the file's text; `path` names it in errors.
+    pub fn merge_toml(mut self, text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source,
         })?;

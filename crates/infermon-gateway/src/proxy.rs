@@ -60,7 +60,7 @@ impl Gateway {
         Self(Arc::new(Inner {
             client: UpstreamClient::new(config.connect_timeout),
             tenants: Tenants::new(config.tenants.as_deref()),
-            metrics: GatewayMetrics::new(meter, &upstreams),
+            metrics: GatewayMetrics::new(meter, &upstreams, config.tenants.as_deref()),
             upstreams,
             config,
             requests: AtomicU64::new(0),
@@ -328,42 +328,17 @@ async fn proxy(
     };
 
     // What is asked: the model, and whether to stream (with usage, for the accounting).
-    let mut request: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(v @ serde_json::Value::Object(_)) => v,
-        Ok(_) => {
-            let e = ApiError::new(
-                StatusCode::BAD_REQUEST,
-                INVALID_REQUEST,
-                "The request body must be a JSON object.",
-            );
-            return refuse(&gw, &span, measured, received, e, "invalid_request");
-        }
-        Err(err) => {
-            return refuse(
-                &gw,
-                &span,
-                measured,
-                received,
-                ApiError::bad_json(&err),
-                "invalid_request",
-            )
-        }
-    };
-    let Some(model) = request["model"].as_str().map(str::to_owned) else {
-        let e = ApiError::invalid("model", "`model` is required and must be a string.");
-        return refuse(&gw, &span, measured, received, e, "invalid_request");
+    let ClientRequest {
+        json: mut request,
+        model,
+        streaming,
+        mut changed,
+    } = match read_request(&body) {
+        Ok(r) => r,
+        Err(e) => return refuse(&gw, &span, measured, received, e, "invalid_request"),
     };
     span.record(attr::GEN_AI_REQUEST_MODEL, model.as_str());
     measured.model = model.clone();
-    let streaming = request["stream"].as_bool().unwrap_or(false);
-    // The client's bytes go upstream as they came unless the gateway adds something.
-    let mut changed = false;
-    if streaming && request["stream_options"]["include_usage"].as_bool() != Some(true) {
-        changed = true;
-        // The gateway accounts tokens from the usage the upstream reports; the client then also
-        // receives the final usage chunk (`choices: []`), as OpenAI sends it with include_usage.
-        request["stream_options"] = serde_json::json!({"include_usage": true});
-    }
     let price = gw.0.config.prices.get(&model).copied();
     let call = Call {
         gw: &gw,
@@ -405,6 +380,54 @@ async fn proxy(
         ),
         Err((error, kind)) => refuse(&gw, &span, measured, received, error, kind),
     }
+}
+
+/// What the gateway reads of a client's chat or completions request body.
+#[derive(Debug)]
+pub struct ClientRequest {
+    /// The body, a JSON object; a streaming request's asks for usage (see [`read_request`]).
+    pub json: serde_json::Value,
+    pub model: String,
+    pub streaming: bool,
+    /// Whether `json` differs from the client's bytes (then it goes upstream re-serialised).
+    pub changed: bool,
+}
+
+/// Reads a client's request body: a JSON object with a string `model`, else an OpenAI-style
+/// 400. A streaming request is made to ask for usage, which the gateway accounts tokens from.
+pub fn read_request(body: &[u8]) -> Result<ClientRequest, ApiError> {
+    let mut json: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        Ok(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                "The request body must be a JSON object.",
+            ))
+        }
+        Err(err) => return Err(ApiError::bad_json(&err)),
+    };
+    let Some(model) = json["model"].as_str().map(str::to_owned) else {
+        return Err(ApiError::invalid(
+            "model",
+            "`model` is required and must be a string.",
+        ));
+    };
+    let streaming = json["stream"].as_bool().unwrap_or(false);
+    // The client's bytes go upstream as they came unless the gateway adds something.
+    let mut changed = false;
+    if streaming && json["stream_options"]["include_usage"].as_bool() != Some(true) {
+        changed = true;
+        // The gateway accounts tokens from the usage the upstream reports; the client then also
+        // receives the final usage chunk (`choices: []`), as OpenAI sends it with include_usage.
+        json["stream_options"] = serde_json::json!({"include_usage": true});
+    }
+    Ok(ClientRequest {
+        json,
+        model,
+        streaming,
+        changed,
+    })
 }
 
 /// An upstream's answer to an attempt, and what to end with it.

@@ -3,11 +3,12 @@
 //! model), and the gateway's own (`llm.gateway.*`): requests, tokens and cost per tenant, inter-
 //! token latency, attempts per upstream, and the upstreams' load and health.
 
-use infermon_instrument::cardinality::LabelCap;
+use infermon_instrument::cardinality::{LabelCap, LabelPolicy};
 use infermon_instrument::contract::{attr, buckets, metric, metric_spec, value};
 use opentelemetry::metrics::{Counter, Histogram, Meter};
 use opentelemetry::KeyValue;
 
+use crate::config::TenantConfig;
 use crate::upstreams::Upstreams;
 
 /// Distinct model names in labels (they come from request bodies).
@@ -123,8 +124,10 @@ fn upstream_gauge(
 }
 
 impl GatewayMetrics {
-    /// The instruments on `meter`, plus gauges of `upstreams`' load and health.
-    pub fn new(meter: &Meter, upstreams: &Upstreams) -> Self {
+    /// The instruments on `meter`, plus gauges of `upstreams`' load and health. The configured
+    /// `tenants` always keep their own label (junk keys are refused before they are counted,
+    /// but the cap's policy applies to models and tenants alike).
+    pub fn new(meter: &Meter, upstreams: &Upstreams, tenants: Option<&[TenantConfig]>) -> Self {
         let counter = |name: &'static str| {
             let s = spec(name);
             meter
@@ -154,8 +157,13 @@ impl GatewayMetrics {
                 .build(),
             attempts: counter(metric::GATEWAY_ATTEMPTS),
             time_to_headers: histogram(meter, metric::GATEWAY_TIME_TO_HEADERS),
-            models: LabelCap::new(MODEL_CAP),
-            tenants: LabelCap::new(TENANT_CAP),
+            models: LabelCap::with_policy(MODEL_CAP, LabelPolicy::process()),
+            tenants: LabelCap::with_policy(
+                TENANT_CAP,
+                &LabelPolicy::process()
+                    .clone()
+                    .allowing(tenants.unwrap_or_default().iter().map(|t| t.name.clone())),
+            ),
         }
     }
 

@@ -5,6 +5,7 @@
 //! - `TCP_NODELAY` on every accepted socket: without it Nagle's algorithm holds a streamed token
 //!   back until the previous segment is acknowledged (up to the peer's ~40 ms delayed ACK), so a
 //!   client on a reused connection sees bunched tokens and a late first one.
+//! - A bounded request head ([`MAX_HEADER_BYTES`], [`MAX_HEADERS`]: past either, `431`).
 //! - A header-read timeout (a request's headers must arrive complete within it) and a
 //!   keep-alive idle timeout (a connection with no request in flight is closed after it; vLLM's
 //!   uvicorn closes after `VLLM_HTTP_TIMEOUT_KEEP_ALIVE` = 5 s, vllm/envs.py, vLLM 0.33.0).
@@ -92,6 +93,13 @@ impl Default for ServeOptions {
         }
     }
 }
+
+/// Largest request head (request line and headers) read; a larger one is answered `431`.
+/// Without it only hyper's read buffer (about 400 KB) bounds a head; no OpenAI client sends
+/// more than a few KB.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Most headers in a request; more are answered `431` (hyper's default, stated here).
+pub const MAX_HEADERS: usize = 100;
 
 /// After [`Drain::drain_timed_out`], how long connections get to write their final bytes.
 const FLUSH_AFTER_STOP: Duration = Duration::from_secs(2);
@@ -318,7 +326,9 @@ async fn serve_connection(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_timeout);
+        .header_read_timeout(options.header_timeout)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut closing = false;

@@ -74,3 +74,50 @@ async fn a_connection_over_the_cap_gets_an_openai_style_503_and_the_drain_waits_
         .expect("server returned after the drain")
         .expect("server task");
 }
+
+#[tokio::test]
+async fn an_oversized_request_head_is_refused_with_431() {
+    let router = axum::Router::new().route("/", get(|| async { "ok" }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve(
+        router,
+        listener,
+        ServeOptions::default(),
+        (),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let send = |head: String| async move {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+            .await;
+        response
+    };
+    let big = "x".repeat(infermon_http::MAX_HEADER_BYTES);
+    let response = send(format!(
+        "GET / HTTP/1.1\r\nhost: t\r\nx-big: {big}\r\nconnection: close\r\n\r\n"
+    ))
+    .await;
+    assert!(response.starts_with("HTTP/1.1 431"), "{response:.80}");
+
+    let many: String = (0..=infermon_http::MAX_HEADERS)
+        .map(|i| format!("x-h{i}: v\r\n"))
+        .collect();
+    let response = send(format!(
+        "GET / HTTP/1.1\r\nhost: t\r\n{many}connection: close\r\n\r\n"
+    ))
+    .await;
+    assert!(response.starts_with("HTTP/1.1 431"), "{response:.80}");
+
+    // A normal request still gets through.
+    let response = send("GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n".into()).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:.80}");
+    let _ = stop.send(());
+    server.await.expect("server task");
+}

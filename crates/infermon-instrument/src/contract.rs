@@ -929,7 +929,7 @@ pub const METRICS: &[MetricSpec] = &[
         unit: unit::SPANS,
         attributes: &[],
         prometheus: "infermon_telemetry_spans_dropped_total",
-        description: "Spans dropped because the export queue was full.",
+        description: "Spans that will not be delivered: the export queue was full, the export that met the start of a collector outage failed, or the outage outlasted the retry buffer.",
     },
     MetricSpec {
         name: metric::TELEMETRY_EXPORT_FAILURES,

@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock, Weak};
 use opentelemetry::metrics::{BoundCounter, BoundHistogram, Counter, Histogram, Meter};
 use opentelemetry::{KeyValue, StringValue};
 
-use crate::cardinality::{FastHash, LabelCap};
+use crate::cardinality::{FastHash, LabelCap, LabelPolicy};
 use crate::contract::{attr, buckets, metric, metric_spec, value};
 use crate::exemplars::TracedHistogram;
 
@@ -295,7 +295,7 @@ impl InferenceMetricsBuilder<'_> {
                 tokens: u64_counter(m, metric::TOKENS),
                 prefix_cache_queries: u64_counter(m, metric::PREFIX_CACHE_QUERIES),
                 prefix_cache_hits: u64_counter(m, metric::PREFIX_CACHE_HITS),
-                models: LabelCap::new(self.model_cap),
+                models: LabelCap::with_policy(self.model_cap, LabelPolicy::process()),
                 operations: LabelCap::new(OPERATION_CAP),
                 finish_reasons: LabelCap::new(FINISH_REASON_CAP),
                 error_types: LabelCap::new(ERROR_TYPE_CAP),

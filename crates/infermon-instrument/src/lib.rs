@@ -28,12 +28,15 @@
 //!               latency points (the SDK records none; the bootstrap's exporter attaches them)
 //! propagation   extract_context(&HeaderMap) -> Context, inject_context(&Context, &mut HeaderMap)
 //! cardinality   LabelCap::new(cap).get(value) -> StringValue (value, or "other" past the cap)
+//!               LabelCap::with_policy(cap, &LabelPolicy { allow, idle_eviction }), LabelPolicy::process()
+//! duration      parse_duration("30s") — the unit syntax every flag and variable accepts
 //! ```
 //!
 //! The macros path — the same spans written with `tracing::info_span!` — is described in
 //! `docs/instrumenting.md` and shown in `crates/infermon/examples/axum_macros.rs`.
 pub mod cardinality;
 pub mod contract;
+pub mod duration;
 pub mod exemplars;
 pub mod instruments;
 pub mod layer;

@@ -22,7 +22,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
-/// One target server endpoint, resolved from a `--url`.
+/// One target server endpoint, resolved from one of the configured URLs.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub url: reqwest::Url,

@@ -1,5 +1,6 @@
 //! What a load run does, and its validation: every problem is reported as one line that names
-//! the setting (by its `infermon load` flag) and says how to fix it.
+//! the setting (by its [`LoadConfig`] name; a front end such as the CLI can name its own flag
+//! instead, see [`ConfigError::setting`]) and says what a valid value is.
 
 use std::time::Duration;
 
@@ -114,35 +115,75 @@ impl LoadConfig {
 }
 
 /// A setting that cannot work.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ConfigError {
-    #[error("no target: give at least one --url, e.g. --url http://127.0.0.1:8000")]
     NoUrl,
-    #[error("invalid --url `{url}`: {reason}")]
     Url { url: String, reason: String },
-    #[error("--model must not be empty: give the model name the server serves")]
     EmptyModel,
-    #[error("--rate must be a positive number of requests per second, got {0}")]
     Rate(f64),
-    #[error("--concurrency must be at least 1")]
     Concurrency,
-    #[error("--duration must be longer than zero, e.g. --duration 30s")]
     Duration,
-    #[error("--requests must be at least 1")]
     Requests,
-    #[error("--timeout must be longer than zero, e.g. --timeout 60s")]
     Timeout,
-    #[error("--max-in-flight must be at least 1")]
     MaxInFlight,
-    #[error("--temperature must be between 0 and 2, got {0}")]
     Temperature(f64),
-    #[error("--api-key contains characters that cannot be sent in an HTTP header")]
     ApiKey,
-    #[error("cannot build the HTTP client: {0}")]
     HttpClient(String),
 }
 
-/// Resolves a `--url` to the endpoint to POST to: `http://h:p` and `http://h:p/v1` get the API's
+impl ConfigError {
+    /// The setting at fault, as [`LoadConfig`] names it (`rate` and `concurrency` being those
+    /// of [`Arrival`], `url` one of `urls`); None when no setting is.
+    pub fn setting(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::NoUrl | Self::Url { .. } => "url",
+            Self::EmptyModel => "model",
+            Self::Rate(_) => "rate",
+            Self::Concurrency => "concurrency",
+            Self::Duration => "duration",
+            Self::Requests => "requests",
+            Self::Timeout => "timeout",
+            Self::MaxInFlight => "max_in_flight",
+            Self::Temperature(_) => "temperature",
+            Self::ApiKey => "api_key",
+            Self::HttpClient(_) => return None,
+        })
+    }
+
+    /// What is wrong, and what would be right, without naming the setting (the message is
+    /// `{setting} {problem}`).
+    pub fn problem(&self) -> String {
+        match self {
+            Self::NoUrl => {
+                "is missing: give at least one target, e.g. http://127.0.0.1:8000".into()
+            }
+            Self::Url { url, reason } => format!("`{url}` is invalid: {reason}"),
+            Self::EmptyModel => "must not be empty: give the model name the server serves".into(),
+            Self::Rate(rate) => {
+                format!("must be a positive number of requests per second, got {rate}")
+            }
+            Self::Concurrency | Self::Requests | Self::MaxInFlight => "must be at least 1".into(),
+            Self::Duration => "must be longer than zero, e.g. 30s".into(),
+            Self::Timeout => "must be longer than zero, e.g. 60s".into(),
+            Self::Temperature(t) => format!("must be between 0 and 2, got {t}"),
+            Self::ApiKey => "contains characters that cannot be sent in an HTTP header".into(),
+            Self::HttpClient(reason) => reason.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.setting() {
+            Some(setting) => write!(f, "{setting} {}", self.problem()),
+            None => write!(f, "cannot build the HTTP client: {}", self.problem()),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Resolves a target URL to the endpoint to POST to: `http://h:p` and `http://h:p/v1` get the API's
 /// path appended; a URL already ending in `/chat/completions` or `/completions` is used as is.
 pub(crate) fn endpoint(url: &str, api: Api) -> Result<Endpoint, ConfigError> {
     let fail = |reason: &str| ConfigError::Url {
@@ -216,8 +257,8 @@ mod tests {
     fn bad_urls_say_what_to_write() {
         for bad in ["localhost:8000", "127.0.0.1", "https://x", "ftp://x", ""] {
             let e = endpoint(bad, Api::Chat).unwrap_err().to_string();
-            assert!(e.starts_with(&format!("invalid --url `{bad}`")), "{e}");
-            assert!(!e.contains('\n'));
+            assert!(e.starts_with(&format!("url `{bad}` is invalid: ")), "{e}");
+            assert!(!e.contains('\n') && !e.contains("--"), "{e}");
         }
     }
 

@@ -1,4 +1,4 @@
-//! Asking a server which model it serves (`GET /v1/models`), so `--model` can be left out.
+//! Asking a server which model it serves (`GET /v1/models`), so the model need not be given.
 
 use std::time::Duration;
 
@@ -8,16 +8,14 @@ use crate::client::Endpoint;
 use crate::config::endpoint;
 use crate::openai::Api;
 
-/// Why the served model could not be found out; each says what to do instead.
+/// Why the served model could not be found out (naming the model is the way around it).
 #[derive(Debug, thiserror::Error)]
 pub enum ModelLookupError {
     #[error(transparent)]
     Config(#[from] crate::ConfigError),
-    #[error(
-        "cannot ask {url} which model it serves ({reason}); is the server up? Or pass --model"
-    )]
+    #[error("cannot ask {url} which model it serves ({reason}); is the server up?")]
     Request { url: String, reason: String },
-    #[error("{url} lists no models; pass --model")]
+    #[error("{url} lists no models")]
     NoModel { url: String },
 }
 
@@ -32,7 +30,7 @@ struct ModelEntry {
     id: String,
 }
 
-/// The first model `GET /v1/models` of `url` lists (`url` as given to `--url`).
+/// The first model `GET /v1/models` of `url` lists (`url` as in [`crate::LoadConfig::urls`]).
 pub async fn served_model(url: &str) -> Result<String, ModelLookupError> {
     let models_url = models_url(&endpoint(url, Api::Chat)?);
     let fail = |reason: String| ModelLookupError::Request {

@@ -260,8 +260,13 @@ async fn shutdown_cancels_requests_in_flight() {
 async fn invalid_settings_fail_before_anything_is_sent() {
     let mut c = config(vec!["http://127.0.0.1:1".into()], 1);
     c.arrival = Arrival::Poisson { rate: -1.0 };
-    let e = LoadGenerator::new(c).err().unwrap().to_string();
-    assert!(e.contains("--rate"), "{e}");
+    let e = LoadGenerator::new(c).err().unwrap();
+    assert_eq!(e, infermon_load::ConfigError::Rate(-1.0));
+    // The library names the setting, not a command-line flag.
+    assert_eq!(
+        e.to_string(),
+        "rate must be a positive number of requests per second, got -1"
+    );
 }
 
 #[tokio::test]

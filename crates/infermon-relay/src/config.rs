@@ -32,6 +32,9 @@ pub struct RelayConfig {
     pub retry: RetryPolicy,
     /// What a refused sender is told to wait (`Retry-After`, gRPC `RetryInfo`).
     pub retry_after: Duration,
+    /// Connection limits of both receivers: the header-read and idle timeouts (OTLP/HTTP),
+    /// the connection cap (each receiver), and how long open requests may finish on shutdown.
+    pub serve: infermon_http::ServeOptions,
 }
 
 impl RelayConfig {
@@ -48,6 +51,7 @@ impl RelayConfig {
             export_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             retry_after: Duration::from_secs(1),
+            serve: infermon_http::ServeOptions::default(),
         }
     }
 }

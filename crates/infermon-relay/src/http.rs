@@ -32,11 +32,13 @@ struct AppState {
     max_message_bytes: usize,
 }
 
-/// Serves until `stop` turns true.
+/// Serves until `stop` turns true, through infermon's HTTP server (header-read and idle
+/// timeouts, a connection cap, a bounded drain: the same as the simulator's and the gateway's).
 pub(crate) async fn serve(
     listener: TcpListener,
     intake: Arc<Intake>,
     max_message_bytes: usize,
+    options: infermon_http::ServeOptions,
     mut stop: watch::Receiver<bool>,
 ) {
     let app = Router::new()
@@ -47,14 +49,10 @@ pub(crate) async fn serve(
             intake,
             max_message_bytes,
         });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "OTLP/HTTP receiver failed");
-    }
+    let shutdown = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    infermon_http::serve(app, listener, options, (), shutdown).await;
 }
 
 async fn export(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {

@@ -102,12 +102,14 @@ impl Relay {
                 grpc,
                 intake.clone(),
                 config.max_message_bytes,
+                config.serve.clone(),
                 stopped.clone(),
             )),
             tokio::spawn(crate::http::serve(
                 http,
                 intake,
                 config.max_message_bytes,
+                config.serve.clone(),
                 stopped,
             )),
         ];

@@ -406,3 +406,58 @@ async fn retries_give_up_after_the_elapsed_limit() {
     assert!(s.export_failures >= 2, "{s:?}");
     relay.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn connections_over_the_cap_are_refused_on_both_protocols() {
+    let (upstream, mut accepted) = start_collector(vec![], Duration::ZERO).await;
+    let mut config = config(upstream);
+    config.serve.max_connections = 1;
+    let relay = start_relay(config).await;
+    // One idle connection on each receiver takes its only slot.
+    let held_http = tokio::net::TcpStream::connect(relay.http_addr())
+        .await
+        .unwrap();
+    let held_grpc = tokio::net::TcpStream::connect(relay.grpc_addr())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // HTTP: the shared server's answer, a 503 with an OpenAI-style JSON error.
+    let response = reqwest::Client::new()
+        .post(http_url(&relay))
+        .header("content-type", "application/x-protobuf")
+        .body(vllm_request(1).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("too_many_connections"));
+
+    // gRPC: the connection is closed at once.
+    let refused = match TraceServiceClient::connect(format!("http://{}", relay.grpc_addr())).await {
+        Err(_) => true,
+        // tonic reports the closed connection as CANCELLED; OTLP exporters retry it, as
+        // they do UNAVAILABLE.
+        Ok(mut client) => client
+            .export(vllm_request(2))
+            .await
+            .is_err_and(|s| matches!(s.code(), Code::Cancelled | Code::Unavailable)),
+    };
+    assert!(refused, "a gRPC connection over the cap was served");
+
+    // A freed slot serves again.
+    drop((held_http, held_grpc));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    grpc_client(&relay)
+        .await
+        .export(vllm_request(3))
+        .await
+        .unwrap();
+    let forwarded = next(&mut accepted).await;
+    assert_eq!(span_names(&forwarded)[0], "chat llama-3-8b");
+    relay.shutdown(Duration::from_secs(1)).await;
+}

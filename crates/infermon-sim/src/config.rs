@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::SimError;
 use crate::faults::Faults;
 use crate::profile::{Profile, DEFAULT_PROFILE};
+use crate::toml_file::{self, TomlDocument};
 
 /// Slowest and fastest simulated time: beyond them step durations stop being representable
 /// (a 1e-310 scale makes a microsecond step last longer than `Duration` can hold) or useful.
@@ -161,22 +162,18 @@ pub struct Resolved {
     pub num_blocks: u32,
 }
 
+impl TomlDocument for SimConfig {}
+
 impl SimConfig {
     /// Loads a configuration file; fields it does not set keep their defaults.
     pub fn load(path: &Path) -> Result<Self, SimError> {
-        let source = std::fs::read_to_string(path).map_err(|source| SimError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml(&source, &path.display().to_string())
+        toml_file::load(path)
     }
 
-    /// Parses a configuration; `origin` names it in error messages.
+    /// Parses a configuration; `origin` names it in error messages. Its limits are checked
+    /// together with the profile, by [`resolve`](Self::resolve).
     pub fn from_toml(source: &str, origin: &str) -> Result<Self, SimError> {
-        toml::from_str(source).map_err(|e| SimError::Parse {
-            origin: origin.to_owned(),
-            message: e.message().to_owned(),
-        })
+        toml_file::parse(source, origin)
     }
 
     /// Loads the profile and checks that the limits are coherent (the same checks vLLM makes

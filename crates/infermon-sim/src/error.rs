@@ -3,10 +3,12 @@
 use std::path::PathBuf;
 
 /// What went wrong loading a configuration, profile or scenario, or starting the simulator.
-/// Every message is one line that says what is wrong and what to change.
+/// Every message is one line that says what is wrong and what to change; an underlying I/O
+/// error is the [`source`](std::error::Error::source), not repeated in the message (so a
+/// chain printed with `{:#}` names it once).
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -23,6 +25,6 @@ pub enum SimError {
     UnknownProfile { name: String, known: String },
     #[error("the simulator needs a Tokio runtime: call Simulator::start from inside one")]
     NoRuntime,
-    #[error("serving HTTP failed: {0}")]
+    #[error("serving HTTP failed")]
     Serve(#[from] std::io::Error),
 }

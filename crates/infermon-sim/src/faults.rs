@@ -9,6 +9,7 @@ use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SimError;
+use crate::toml_file::{self, TomlDocument};
 
 /// The failures the simulator can inject. Each is recorded as its `error.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -230,22 +231,15 @@ impl TimedFaults {
 
 impl Scenario {
     pub fn load(path: &Path) -> Result<Self, SimError> {
-        let source = std::fs::read_to_string(path).map_err(|source| SimError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml(&source, &path.display().to_string())
+        toml_file::load(path)
     }
 
     pub fn from_toml(source: &str, origin: &str) -> Result<Self, SimError> {
-        let scenario: Scenario = toml::from_str(source).map_err(|e| SimError::Parse {
-            origin: origin.to_owned(),
-            message: e.message().to_owned(),
-        })?;
-        scenario.validate(origin)?;
-        Ok(scenario)
+        toml_file::parse(source, origin)
     }
+}
 
+impl TomlDocument for Scenario {
     fn validate(&self, origin: &str) -> Result<(), SimError> {
         if let Some(period) = self.loop_s {
             if !(period.is_finite() && period > 0.0) {
@@ -269,7 +263,9 @@ impl Scenario {
         }
         Ok(())
     }
+}
 
+impl Scenario {
     /// The faults in effect `elapsed_s` simulated seconds after start, on top of `base`.
     pub fn active_at(&self, base: &Faults, elapsed_s: f64) -> Faults {
         let t = match self.loop_s {

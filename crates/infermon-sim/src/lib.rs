@@ -69,6 +69,7 @@ mod scheduler;
 mod server;
 mod telemetry;
 pub mod tokens;
+mod toml_file;
 pub mod vllm_format;
 pub mod vllm_trace;
 
@@ -82,6 +83,8 @@ use rand::SeedableRng;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+#[doc(hidden)]
+pub use api::check_request;
 pub use api::{router, ApiError, Usage};
 pub use config::{KvCacheConfig, MetricsFormat, OutputConfig, SchedulerConfig, SimConfig};
 pub use disagg::{KvTransferParams, KvTransport};

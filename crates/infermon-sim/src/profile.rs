@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::SimError;
+use crate::toml_file::{self, TomlDocument};
 
 /// Built-in profiles: (name, TOML source).
 const BUILTIN: &[(&str, &str)] = &[
@@ -83,11 +84,7 @@ impl Profile {
 
     /// A profile from a TOML file.
     pub fn load(path: &Path) -> Result<Self, SimError> {
-        let source = std::fs::read_to_string(path).map_err(|source| SimError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml(&source, &path.display().to_string())
+        toml_file::load(path)
     }
 
     /// A built-in name, or else a path to a profile TOML (anything ending in `.toml` or
@@ -105,14 +102,11 @@ impl Profile {
 
     /// Parses and validates a profile; `origin` names it in error messages.
     pub fn from_toml(source: &str, origin: &str) -> Result<Self, SimError> {
-        let profile: Profile = toml::from_str(source).map_err(|e| SimError::Parse {
-            origin: origin.to_owned(),
-            message: e.message().to_owned(),
-        })?;
-        profile.validate(origin)?;
-        Ok(profile)
+        toml_file::parse(source, origin)
     }
+}
 
+impl TomlDocument for Profile {
     fn validate(&self, origin: &str) -> Result<(), SimError> {
         let invalid = |field: &str, why: &str| SimError::Invalid {
             origin: origin.to_owned(),
@@ -166,7 +160,9 @@ impl Profile {
         }
         Ok(())
     }
+}
 
+impl Profile {
     /// Bytes of model weights: params × bytes per parameter.
     pub fn weight_bytes(&self) -> f64 {
         self.model.params * self.model.bytes_per_param

@@ -16,7 +16,7 @@
 //!
 //! See `docs/instrumenting.md` for the two ways to instrument (typed and `tracing` macros).
 pub use infermon_instrument::{
-    cardinality, contract, exemplars, instruments, layer, propagation, request,
+    cardinality, contract, duration, exemplars, instruments, layer, propagation, request,
 };
 
 pub mod telemetry;

@@ -25,6 +25,8 @@ async fn malformed_endpoint_names_the_variable_to_fix() {
         err.to_string().contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
         "{err}"
     );
+    // The exporter's own reason is the error's source, not flattened into the message.
+    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
 }
 
 #[tokio::test]
@@ -46,4 +48,5 @@ async fn invalid_log_filter_shows_the_expected_syntax() {
     let err = telemetry::init(config().with_log_filter("info,[[")).unwrap_err();
     assert!(matches!(err, TelemetryError::LogFilter { .. }), "{err:?}");
     assert!(err.to_string().contains("RUST_LOG"), "{err}");
+    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
 }

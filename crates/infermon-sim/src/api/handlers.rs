@@ -64,21 +64,8 @@ pub async fn chat(
         Ok(r) => r,
         Err(rejection) => return rejection.respond(&sim, &headers, Api::Chat),
     };
-    let validated = (|| {
-        let prompt = request.prompt_bytes()?;
-        let logprobs = request.logprobs()?;
-        let tool = request.tool_call()?;
-        if tool.is_some() && request.sampling.format()? != Format::Text {
-            // vLLM's `check_structured_outputs_count`.
-            return Err(ApiError::invalid(
-                "response_format",
-                "You can only either use constraints for structured outputs or tools, not both.",
-            ));
-        }
-        Ok((prompt, logprobs, tool))
-    })();
-    let (prompt, logprobs, tool) = match validated {
-        Ok(v) => v,
+    let generation = match chat_generation(&request) {
+        Ok(g) => g,
         Err(e) => {
             return Rejection::new(e, &request.model, request.sampling.stream).respond(
                 &sim,
@@ -87,17 +74,31 @@ pub async fn chat(
             )
         }
     };
+    generate(&sim, arrival(received), &headers, generation).await
+}
+
+/// Validates a chat request: its prompt, `logprobs` and tool choice.
+fn chat_generation(request: &ChatRequest) -> Result<Generation<'_>, ApiError> {
+    let prompt = request.prompt_bytes()?;
+    let logprobs = request.logprobs()?;
+    let tool = request.tool_call()?;
+    if tool.is_some() && request.sampling.format()? != Format::Text {
+        // vLLM's `check_structured_outputs_count`.
+        return Err(ApiError::invalid(
+            "response_format",
+            "You can only either use constraints for structured outputs or tools, not both.",
+        ));
+    }
     // An echo goes into the message content; a forced tool call has none.
     let echo = request.echo_text().filter(|_| tool.is_none());
-    let generation = Generation {
+    Ok(Generation {
         api: Api::Chat,
         model: &request.model,
         sampling: &request.sampling,
         prompts: vec![(prompt, echo)],
         logprobs,
         tool,
-    };
-    generate(&sim, arrival(received), &headers, generation).await
+    })
 }
 
 pub async fn completions(
@@ -110,9 +111,8 @@ pub async fn completions(
         Ok(r) => r,
         Err(rejection) => return rejection.respond(&sim, &headers, Api::Completion),
     };
-    let validated = (|| Ok::<_, ApiError>((request.prompts()?, request.logprobs()?)))();
-    let (prompts, logprobs) = match validated {
-        Ok(v) => v,
+    let generation = match completion_generation(&request) {
+        Ok(g) => g,
         Err(e) => {
             return Rejection::new(e, &request.model, request.sampling.stream).respond(
                 &sim,
@@ -121,8 +121,15 @@ pub async fn completions(
             )
         }
     };
+    generate(&sim, arrival(received), &headers, generation).await
+}
+
+/// Validates a completions request: its prompts and `logprobs`.
+fn completion_generation(request: &CompletionRequest) -> Result<Generation<'_>, ApiError> {
+    let prompts = request.prompts()?;
+    let logprobs = request.logprobs()?;
     let echo = request.echo;
-    let generation = Generation {
+    Ok(Generation {
         api: Api::Completion,
         model: &request.model,
         sampling: &request.sampling,
@@ -132,8 +139,23 @@ pub async fn completions(
             .collect(),
         logprobs,
         tool: None,
+    })
+}
+
+/// Everything a `/v1/chat/completions` (`chat`) or `/v1/completions` body goes through before
+/// the engine sees it — the JSON, the validation, each choice's output plan — without
+/// submitting it; returns the number of choices. For the fuzz targets (`fuzz/`): the handlers'
+/// own code path, minus the engine and the telemetry of a rejection.
+#[doc(hidden)]
+pub fn check_request(sim: &SimHandle, chat: bool, body: &[u8]) -> Result<usize, ApiError> {
+    let planned = if chat {
+        let request: ChatRequest = parse_json(body).map_err(|r| r.error)?;
+        plan_choices(sim, &chat_generation(&request)?)?
+    } else {
+        let request: CompletionRequest = parse_json(body).map_err(|r| r.error)?;
+        plan_choices(sim, &completion_generation(&request)?)?
     };
-    generate(&sim, arrival(received), &headers, generation).await
+    Ok(planned.choices.len())
 }
 
 /// When the request arrived: its headers were read (the router used without [`crate::serve`]
@@ -169,9 +191,14 @@ fn parse<T: DeserializeOwned>(
             ApiError::unreadable_body(rejection.body_text())
         }
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    parse_json(&bytes)
+}
+
+/// The body as the API's JSON.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Rejection> {
+    serde_json::from_slice(bytes).map_err(|e| {
         // A body that is JSON but not the API's shape may still name its model and mode.
-        let loose: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+        let loose: Option<serde_json::Value> = serde_json::from_slice(bytes).ok();
         let field = |name: &str| loose.as_ref().and_then(|v| v.get(name));
         Rejection {
             error: ApiError::bad_json(&e),

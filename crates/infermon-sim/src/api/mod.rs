@@ -12,6 +12,8 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
+#[doc(hidden)]
+pub use handlers::check_request;
 pub use types::Usage;
 
 use crate::config::MetricsFormat;

@@ -156,9 +156,11 @@ fn split_pieces(text: &str) -> Vec<String> {
 }
 
 /// A JSON value of `schema`'s shape (objects with every property, one array item, the first
-/// `enum` / `anyOf` alternative, `$ref`s into `$defs` / `definitions`), compact.
+/// `enum` / `anyOf` alternative, `$ref`s into `$defs` / `definitions`), compact, cut short at
+/// [`MAX_DOCUMENT_BYTES`].
 pub fn document_for_schema(schema: &Value) -> String {
-    let value = sample(schema, schema, 0);
+    let mut budget = MAX_DOCUMENT_BYTES;
+    let value = sample(schema, schema, 0, &mut budget);
     serde_json::to_string(&value).unwrap_or_else(|_| "{}".to_owned())
 }
 
@@ -170,28 +172,57 @@ pub fn json_object_document() -> String {
 /// Deepest nesting followed (vLLM rejects deeper schemas; this keeps `$ref` cycles finite).
 const MAX_DEPTH: usize = 16;
 
-fn sample(schema: &Value, root: &Value, depth: usize) -> Value {
+/// Largest schema document, in bytes (about: each value is counted at its written size). A
+/// schema is client input: `minItems` and `$ref`s multiply at every level, so without a bound
+/// a 200-byte schema asks for 8^8 values and `minLength` for any length (found writing the
+/// `sim_request` fuzz target, docs/reliability.md). A document this long is never sent whole
+/// anyway: at 4 bytes a token, a 131 072-token context ends it at 512 KiB. Past the budget,
+/// values are `null` and further properties, array items and string bytes are left out.
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+
+/// Takes `bytes` from `budget`; false (taking nothing) if it has fewer left.
+fn spend(budget: &mut usize, bytes: usize) -> bool {
+    match budget.checked_sub(bytes) {
+        Some(left) => {
+            *budget = left;
+            true
+        }
+        None => false,
+    }
+}
+
+fn sample(schema: &Value, root: &Value, depth: usize, budget: &mut usize) -> Value {
     let Some(object) = schema.as_object() else {
         return Value::Null; // `true` or an unusable schema: anything is valid; null is simple
     };
-    if depth > MAX_DEPTH {
+    // Every value costs at least what `null` does.
+    if depth > MAX_DEPTH || !spend(budget, 4) {
         return Value::Null;
     }
     if let Some(reference) = object.get("$ref").and_then(Value::as_str) {
         let target = reference
             .strip_prefix("#/")
             .map(|path| path.split('/').fold(root, |v, key| &v[key]));
-        return target.map_or(Value::Null, |t| sample(t, root, depth + 1));
+        return target.map_or(Value::Null, |t| sample(t, root, depth + 1, budget));
     }
+    // A copied value costs its written size (computing it is bounded by the schema's size).
+    let copy = |value: &Value, budget: &mut usize| {
+        let size = serde_json::to_vec(value).map_or(usize::MAX, |v| v.len());
+        if spend(budget, size) {
+            value.clone()
+        } else {
+            Value::Null
+        }
+    };
     if let Some(value) = object.get("const") {
-        return value.clone();
+        return copy(value, budget);
     }
     if let Some(first) = object.get("enum").and_then(|e| e.get(0)) {
-        return first.clone();
+        return copy(first, budget);
     }
     for key in ["anyOf", "oneOf", "allOf"] {
         if let Some(first) = object.get(key).and_then(|a| a.get(0)) {
-            return sample(first, root, depth + 1);
+            return sample(first, root, depth + 1, budget);
         }
     }
     let kind = match object.get("type") {
@@ -206,7 +237,11 @@ fn sample(schema: &Value, root: &Value, depth: usize) -> Value {
             let mut out = Map::new();
             if let Some(properties) = object.get("properties").and_then(Value::as_object) {
                 for (name, property) in properties {
-                    out.insert(name.clone(), sample(property, root, depth + 1));
+                    // `"name":` and a comma.
+                    if !spend(budget, name.len() + 4) {
+                        break;
+                    }
+                    out.insert(name.clone(), sample(property, root, depth + 1, budget));
                 }
             }
             Value::Object(out)
@@ -215,18 +250,29 @@ fn sample(schema: &Value, root: &Value, depth: usize) -> Value {
             let items = object.get("items").unwrap_or(&Value::Null);
             let min = object.get("minItems").and_then(Value::as_u64).unwrap_or(1);
             let n = min.clamp(1, 8);
-            Value::Array((0..n).map(|_| sample(items, root, depth + 1)).collect())
+            let mut out = Vec::new();
+            for _ in 0..n {
+                if *budget == 0 {
+                    break;
+                }
+                out.push(sample(items, root, depth + 1, budget));
+            }
+            Value::Array(out)
         }
         "integer" => Value::from(object.get("minimum").and_then(Value::as_i64).unwrap_or(42)),
         "number" => Value::from(object.get("minimum").and_then(Value::as_f64).unwrap_or(0.5)),
         "boolean" => Value::Bool(true),
         "null" => Value::Null,
         _ => {
-            let min = object.get("minLength").and_then(Value::as_u64).unwrap_or(0) as usize;
             let mut text = "simulated".to_owned();
-            while text.len() < min {
-                text.push('x');
-            }
+            let min = object.get("minLength").and_then(Value::as_u64).unwrap_or(0);
+            // Padded to `minLength` characters, as far as the budget goes.
+            let pad = usize::try_from(min)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(text.len())
+                .min(*budget);
+            *budget -= pad;
+            text.extend(std::iter::repeat_n('x', pad));
             Value::String(text)
         }
     }
@@ -305,6 +351,42 @@ mod tests {
         assert!(doc["tags"][0].is_string());
         assert_eq!(doc["kind"], "a");
         assert!(doc["address"]["city"].is_string());
+    }
+
+    /// The schemas of the reproducers in fuzz/regressions/sim_request/: both made the request
+    /// handler hang (and would have exhausted memory) before the document had a budget.
+    #[test]
+    fn hostile_schemas_give_a_bounded_document_quickly() {
+        let nested_refs: Value = serde_json::from_str(
+            r##"{"$defs":{"a":{"type":"array","minItems":8,"items":{"$ref":"#/$defs/a"}}},"$ref":"#/$defs/a"}"##,
+        )
+        .unwrap();
+        let long_string: Value =
+            serde_json::from_str(r#"{"type":"string","minLength":100000000000}"#).unwrap();
+        let wide_refs: Value = serde_json::from_str(
+            r##"{"$defs":{"o":{"properties":{"a":{"$ref":"#/$defs/o"},"b":{"$ref":"#/$defs/o"},"c":{"$ref":"#/$defs/o"},"d":{"$ref":"#/$defs/o"}}}},"$ref":"#/$defs/o"}"##,
+        )
+        .unwrap();
+        for schema in [nested_refs, long_string, wide_refs] {
+            let started = std::time::Instant::now();
+            let doc = document_for_schema(&schema);
+            assert!(
+                doc.len() <= 2 * MAX_DOCUMENT_BYTES,
+                "{} bytes for {schema}",
+                doc.len()
+            );
+            assert!(
+                serde_json::from_str::<Value>(&doc).is_ok(),
+                "still a JSON document"
+            );
+            assert!(started.elapsed().as_secs() < 5, "{schema} took too long");
+        }
+    }
+
+    #[test]
+    fn a_long_min_length_is_honoured_within_the_budget() {
+        let doc = document_for_schema(&json!({"type": "string", "minLength": 1000}));
+        assert_eq!(doc.len(), 1000 + 2, "1000 characters, quoted: {doc}");
     }
 
     #[test]

@@ -1,15 +1,24 @@
 //! Export-path bookkeeping: a bounded span queue whose drops are counted exactly, exporters
-//! that count failures, and one warning per outage instead of one log line per failed export.
+//! that count failures, a bounded retry buffer that carries spans over a collector outage, and
+//! one warning per outage instead of one log line per failed export.
 //!
 //! The SDK's batch span processor already bounds its queue, but keeps its drop count private.
 //! [`BoundedSpanProcessor`] sits in front of it and admits a span only while fewer than
 //! `capacity` spans are waiting (counted from admission until the exporter takes them), so the
 //! SDK's own queue can never overflow and every drop happens, and is counted, here.
+//!
+//! The SDK gives a batch up once the exporter's own retries (about 3 s) fail, so a collector
+//! restart would lose every span of the restart. [`CountingSpanExporter`] keeps, while exports
+//! fail, up to `capacity` more spans for up to [`RETAIN_FOR`] and sends them, oldest first,
+//! once the collector answers again. It copies a batch only while an outage is on: in normal
+//! operation a batch goes out as it is, so the batch that meets the start of an outage is the
+//! one that is lost (counted), not the ones after it.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use opentelemetry::Context;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -24,8 +33,11 @@ use opentelemetry_sdk::Resource;
 /// `infermon.telemetry.*` self-metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TelemetryStats {
-    /// Spans dropped because the export queue was full.
+    /// Spans that will never be delivered: the export queue was full, the export that met
+    /// the start of an outage failed, or an outage outlasted the retry buffer.
     pub spans_dropped: u64,
+    /// Spans kept for a resend while the collector is unreachable, right now.
+    pub spans_retained: u64,
     /// Span export calls that failed (after the exporter's own retries).
     pub span_export_failures: u64,
     /// Metric export calls that failed (after the exporter's own retries).
@@ -45,6 +57,7 @@ pub(crate) struct Health {
     span_failures: AtomicU64,
     metric_failures: AtomicU64,
     queued: AtomicU64,
+    retained: AtomicU64,
     high_water: AtomicU64,
     capacity: u64,
     /// Set while spans are being dropped; cleared when an export succeeds again.
@@ -71,6 +84,7 @@ impl Health {
     pub(crate) fn stats(&self) -> TelemetryStats {
         TelemetryStats {
             spans_dropped: self.spans_dropped.load(Ordering::Relaxed),
+            spans_retained: self.retained.load(Ordering::Relaxed),
             span_export_failures: self.span_failures.load(Ordering::Relaxed),
             metric_export_failures: self.metric_failures.load(Ordering::Relaxed),
             spans_queued: self.queued.load(Ordering::Relaxed),
@@ -106,6 +120,16 @@ impl Health {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
                 Some(q.saturating_sub(n as u64))
             });
+    }
+
+    /// `n` spans will not be delivered (their export failed, or they aged out of the retry
+    /// buffer).
+    fn lost(&self, n: usize) {
+        self.spans_dropped.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn traces_failing(&self) -> bool {
+        self.traces.failing.load(Ordering::Relaxed)
     }
 
     fn export_result(&self, signal: SignalKind, endpoint: &str, result: &OTelSdkResult) {
@@ -189,20 +213,86 @@ impl<P: SpanProcessor> SpanProcessor for BoundedSpanProcessor<P> {
     }
 }
 
-/// A span exporter that releases queue slots and counts failed exports.
+/// How long spans wait in the retry buffer for the collector to come back.
+pub(crate) const RETAIN_FOR: Duration = Duration::from_secs(60);
+
+/// A span exporter that releases queue slots, counts failed exports and lost spans, and keeps
+/// the batches of an outage for a resend.
 pub(crate) struct CountingSpanExporter<E> {
     inner: E,
     health: Arc<Health>,
     endpoint: String,
+    /// Batches whose export failed during an outage, oldest first. The batch processor calls
+    /// `export` one batch at a time, so the buffer is taken out for the length of a call.
+    retained: Mutex<RetryBuffer>,
+}
+
+/// Failed batches waiting for a resend, bounded in spans and in age.
+#[derive(Debug)]
+struct RetryBuffer {
+    batches: VecDeque<(Instant, Vec<SpanData>)>,
+    spans: usize,
+    capacity: usize,
+}
+
+impl RetryBuffer {
+    /// Adds `batch`, then gives up (and returns the count of) the oldest spans past the
+    /// capacity or older than [`RETAIN_FOR`].
+    fn push(&mut self, batch: Vec<SpanData>, now: Instant) -> usize {
+        self.spans += batch.len();
+        self.batches.push_back((now, batch));
+        let mut lost = 0;
+        while let Some((since, front)) = self.batches.front() {
+            let too_old = now.duration_since(*since) > RETAIN_FOR;
+            // The newest batch stays even if it alone exceeds the capacity: it is what the
+            // next resend tries first once the collector is back.
+            let too_many = self.spans > self.capacity && self.batches.len() > 1;
+            if !(too_old || too_many) {
+                break;
+            }
+            lost += front.len();
+            self.spans -= front.len();
+            self.batches.pop_front();
+        }
+        lost
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, b)) = self.batches.pop_front() {
+            self.spans -= b.len();
+        }
+    }
 }
 
 impl<E> CountingSpanExporter<E> {
-    pub(crate) fn new(inner: E, health: Arc<Health>, endpoint: String) -> Self {
+    /// `capacity`: spans the retry buffer holds at most (on top of the queue's own).
+    pub(crate) fn new(inner: E, health: Arc<Health>, endpoint: String, capacity: usize) -> Self {
         Self {
             inner,
             health,
             endpoint,
+            retained: Mutex::new(RetryBuffer {
+                batches: VecDeque::new(),
+                spans: 0,
+                capacity,
+            }),
         }
+    }
+
+    fn take_buffer(&self) -> RetryBuffer {
+        let mut guard = self.retained.lock().unwrap_or_else(|e| e.into_inner());
+        RetryBuffer {
+            batches: std::mem::take(&mut guard.batches),
+            spans: std::mem::take(&mut guard.spans),
+            capacity: guard.capacity,
+        }
+    }
+
+    fn put_buffer(&self, buffer: RetryBuffer) {
+        self.health
+            .retained
+            .store(buffer.spans as u64, Ordering::Relaxed);
+        *self.retained.lock().unwrap_or_else(|e| e.into_inner()) = buffer;
     }
 }
 
@@ -217,15 +307,49 @@ impl<E> fmt::Debug for CountingSpanExporter<E> {
 impl<E: SpanExporter> SpanExporter for CountingSpanExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         // The spans have left the queue: their slots are free while this batch is in flight,
-        // so memory is bounded by the queue plus one batch.
+        // so memory is bounded by the queue, the retry buffer and one batch.
         self.health.taken(batch.len());
-        let result = self.inner.export(batch).await;
-        self.health
-            .export_result(SignalKind::Traces, &self.endpoint, &result);
+        let mut buffer = self.take_buffer();
+        if buffer.batches.is_empty() && !self.health.traces_failing() {
+            // Normal operation: no copy. If this is the export that finds the collector gone,
+            // its batch is lost; the next ones are kept.
+            let n = batch.len();
+            let result = self.inner.export(batch).await;
+            if result.is_err() {
+                self.health.lost(n);
+            }
+            self.health
+                .export_result(SignalKind::Traces, &self.endpoint, &result);
+            self.put_buffer(buffer);
+            return result;
+        }
+        // An outage is on (or just over): keep a copy of everything until it is delivered,
+        // oldest first, and stop at the first failure rather than wait on every batch.
+        self.health.lost(buffer.push(batch, Instant::now()));
+        let mut result = Ok(());
+        while let Some((_, front)) = buffer.batches.front() {
+            let attempt = self.inner.export(front.clone()).await;
+            self.health
+                .export_result(SignalKind::Traces, &self.endpoint, &attempt);
+            if attempt.is_err() {
+                result = attempt;
+                break;
+            }
+            buffer.pop_front();
+        }
+        self.put_buffer(buffer);
         result
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        // The batch processor has made its last export call: what is still retained is lost.
+        let buffer = self.take_buffer();
+        self.health.lost(buffer.spans);
+        self.put_buffer(RetryBuffer {
+            batches: VecDeque::new(),
+            spans: 0,
+            capacity: buffer.capacity,
+        });
         self.inner.shutdown_with_timeout(timeout)
     }
 
@@ -303,6 +427,100 @@ mod tests {
         h.taken(2);
         assert!(h.admit());
         assert_eq!(h.stats().spans_queued, 2);
+    }
+
+    /// An exporter whose collector can be taken down and brought back.
+    #[derive(Debug, Clone, Default)]
+    struct Collector {
+        down: Arc<AtomicBool>,
+        delivered: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl SpanExporter for Collector {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            if self.down.load(Ordering::Relaxed) {
+                return Err(OTelSdkError::InternalFailure("unavailable".into()));
+            }
+            let names = batch.iter().map(|s| s.name.to_string());
+            self.delivered.lock().unwrap().extend(names);
+            Ok(())
+        }
+    }
+
+    /// `n` finished spans named `{prefix}{i}`, as the SDK hands them to an exporter.
+    fn spans(prefix: &str, n: usize) -> Vec<SpanData> {
+        use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+        let memory = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(memory.clone())
+            .build();
+        let tracer = provider.tracer("test");
+        for i in 0..n {
+            drop(tracer.start(format!("{prefix}{i}")));
+        }
+        memory.get_finished_spans().unwrap()
+    }
+
+    fn exporter(capacity: usize) -> (CountingSpanExporter<Collector>, Collector, Arc<Health>) {
+        let collector = Collector::default();
+        let health = Health::new(capacity);
+        let e = CountingSpanExporter::new(collector.clone(), health.clone(), "e".into(), capacity);
+        (e, collector, health)
+    }
+
+    #[tokio::test]
+    async fn an_outage_costs_only_the_batch_that_met_it() {
+        let (exporter, collector, health) = exporter(100);
+        exporter.export(spans("a", 2)).await.unwrap();
+        collector.down.store(true, Ordering::Relaxed);
+        assert!(exporter.export(spans("b", 2)).await.is_err());
+        assert!(exporter.export(spans("c", 3)).await.is_err());
+        assert!(exporter.export(spans("d", 1)).await.is_err());
+        let s = health.stats();
+        assert_eq!((s.spans_dropped, s.spans_retained), (2, 4));
+
+        collector.down.store(false, Ordering::Relaxed);
+        exporter.export(spans("e", 1)).await.unwrap();
+        let delivered = collector.delivered.lock().unwrap().clone();
+        assert_eq!(delivered, ["a0", "a1", "c0", "c1", "c2", "d0", "e0"]);
+        let s = health.stats();
+        assert_eq!((s.spans_dropped, s.spans_retained), (2, 0));
+        assert!(!health.traces_failing());
+        // Back to normal: no copies kept.
+        exporter.export(spans("f", 1)).await.unwrap();
+        assert_eq!(health.stats().spans_retained, 0);
+    }
+
+    #[tokio::test]
+    async fn the_retry_buffer_gives_up_its_oldest_spans_past_its_capacity() {
+        let (exporter, collector, health) = exporter(4);
+        collector.down.store(true, Ordering::Relaxed);
+        assert!(exporter.export(spans("lost", 1)).await.is_err());
+        for prefix in ["a", "b", "c"] {
+            assert!(exporter.export(spans(prefix, 3)).await.is_err());
+        }
+        // a and b were given up for c (4 spans fit; the newest batch always stays).
+        let s = health.stats();
+        assert_eq!((s.spans_dropped, s.spans_retained), (1 + 6, 3));
+        collector.down.store(false, Ordering::Relaxed);
+        exporter.export(spans("d", 1)).await.unwrap();
+        assert_eq!(
+            *collector.delivered.lock().unwrap(),
+            ["c0", "c1", "c2", "d0"]
+        );
+    }
+
+    #[tokio::test]
+    async fn spans_still_retained_at_shutdown_are_counted_lost() {
+        let (exporter, collector, health) = exporter(100);
+        collector.down.store(true, Ordering::Relaxed);
+        let _ = exporter.export(spans("a", 1)).await;
+        let _ = exporter.export(spans("b", 2)).await;
+        exporter
+            .shutdown_with_timeout(Duration::from_secs(1))
+            .unwrap();
+        let s = health.stats();
+        assert_eq!((s.spans_dropped, s.spans_retained), (3, 0));
     }
 
     #[test]

@@ -68,19 +68,21 @@ pub enum TelemetryError {
          (e.g. under #[tokio::main])"
     )]
     NoRuntime,
+    #[error("invalid log filter {filter:?}; use RUST_LOG syntax such as `info,infermon=debug`")]
+    LogFilter {
+        filter: String,
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
     #[error(
-        "invalid log filter {filter:?}: {reason}; use RUST_LOG syntax such as \
-         `info,infermon=debug`"
-    )]
-    LogFilter { filter: String, reason: String },
-    #[error(
-        "cannot set up the OTLP {signal} exporter for {endpoint:?}: {reason}; set \
+        "cannot set up the OTLP {signal} exporter for {endpoint:?}; set \
          OTEL_EXPORTER_OTLP_ENDPOINT to a URL such as http://localhost:4317"
     )]
     Exporter {
         signal: &'static str,
         endpoint: String,
-        reason: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     #[error(
         "invalid OTLP header {key:?}: keys must be lowercase ASCII tokens and values visible \
@@ -100,9 +102,9 @@ pub enum TelemetryError {
     ShutdownTimedOut(Duration),
     #[error(
         "telemetry shutdown could not deliver everything pending (collector unreachable?); \
-         it was discarded: {0}"
+         it was discarded"
     )]
-    Shutdown(String),
+    Shutdown(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 /// Keeps telemetry running; shutting it down (explicitly or on drop) flushes what is pending,
@@ -205,13 +207,13 @@ fn run_bounded(
         .spawn(move || {
             let _ = tx.send(f());
         })
-        .map_err(|e| TelemetryError::Shutdown(e.to_string()))?;
+        .map_err(|e| TelemetryError::Shutdown(e.into()))?;
     match rx.recv_timeout(timeout + Duration::from_millis(250)) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(opentelemetry_sdk::error::OTelSdkError::Timeout(_))) | Err(_) => {
             Err(TelemetryError::ShutdownTimedOut(timeout))
         }
-        Ok(Err(e)) => Err(TelemetryError::Shutdown(e.to_string())),
+        Ok(Err(e)) => Err(TelemetryError::Shutdown(e.into())),
     }
 }
 
@@ -357,9 +359,9 @@ fn log_filter(directives: &str) -> Result<EnvFilter, TelemetryError> {
     };
     EnvFilter::builder()
         .parse(&full)
-        .map_err(|e| TelemetryError::LogFilter {
+        .map_err(|source| TelemetryError::LogFilter {
             filter: directives.to_owned(),
-            reason: e.to_string(),
+            source,
         })
 }
 
@@ -455,9 +457,10 @@ fn tracer_provider(
     let exporter = builder.build().map_err(|e| TelemetryError::Exporter {
         signal: value::SIGNAL_TRACES,
         endpoint: endpoint.clone(),
-        reason: e.to_string(),
+        source: e.into(),
     })?;
-    let exporter = CountingSpanExporter::new(exporter, health.clone(), endpoint);
+    let exporter =
+        CountingSpanExporter::new(exporter, health.clone(), endpoint, resolved.max_queue_size);
 
     // Reads the remaining OTEL_BSP_* variables; code settings override them.
     let mut batch = BatchConfigBuilder::default().with_max_queue_size(resolved.max_queue_size);
@@ -494,7 +497,7 @@ fn meter_provider(
             TelemetryError::Exporter {
                 signal: value::SIGNAL_METRICS,
                 endpoint: endpoint.clone(),
-                reason: e.to_string(),
+                source: e.into(),
             }
         })?;
     let exporter = CountingMetricExporter::new(exporter, health.clone(), endpoint);
