@@ -30,7 +30,6 @@ OUTPUT=${OUTPUT:-128}
 TIME_SCALE=${TIME_SCALE:-10}
 PORT=${PORT:-18500}
 OTLP_PORT=${OTLP_PORT:-14318}
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
 LITELLM=${LITELLM:-$(command -v litellm || echo /tmp/litellm-venv/bin/litellm)}
 # A served name no tokenizer is known for: LiteLLM looks a llama tokenizer up on the Hugging Face
 # Hub otherwise, which (offline) costs ~20 s of retries per request.
@@ -39,12 +38,8 @@ MASTER_KEY=sk-bench-$RANDOM$RANDOM
 
 trap bench_cleanup EXIT
 
-log "building infermon (release)…"
-cargo build --release --quiet -p infermon-cli
-BIN="$TARGET_DIR/release/infermon"
-
+build_infermon
 start_debug_collector "$WORK" "$OTLP_PORT"
-[[ -n "$COLLECTOR_PID" ]] && PIDS+=("$COLLECTOR_PID")
 OTLP_ARGS=(--otlp-endpoint "http://127.0.0.1:$OTLP_PORT")
 
 "$BIN" sim --listen "127.0.0.1:$PORT" --model "$MODEL" --time-scale "$TIME_SCALE" --max-num-seqs 512 --no-otlp \

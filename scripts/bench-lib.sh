@@ -37,13 +37,19 @@ wait_for_port() {
   exit 1
 }
 
+# build_infermon: a release build of the CLI (in CARGO_TARGET_DIR, else target); sets BIN to it.
+build_infermon() {
+  log "building infermon (release)…"
+  cargo build --release --quiet -p infermon-cli
+  BIN="${CARGO_TARGET_DIR:-target}/release/infermon"
+}
+
 # start_debug_collector WORKDIR OTLP_PORT: a collector (OTELCOL, or scripts/build-stack.sh's
-# cache) receiving OTLP/gRPC into its debug exporter; sets SINK (a description) and
-# COLLECTOR_PID (empty when no collector binary is found).
+# cache) receiving OTLP/gRPC into its debug exporter, stopped on exit with PIDS; sets SINK (a
+# description; it says so when no collector binary is found and none runs).
 start_debug_collector() {
   local work=$1 port=$2
   OTELCOL=${OTELCOL:-$(ls -1 "${HOME}"/.cache/infermon-stack/otelcol*/otelcol* 2>/dev/null | head -n1 || true)}
-  COLLECTOR_PID=
   SINK="none reachable (exports fail, are retried and counted)"
   [[ -n "$OTELCOL" && -x "$OTELCOL" ]] || return 0
   cat >"$work/otelcol.yaml" <<YAML
@@ -64,7 +70,7 @@ service:
     metrics: { receivers: [otlp], exporters: [debug] }
 YAML
   "$OTELCOL" --config "$work/otelcol.yaml" >"$work/otelcol.log" 2>&1 &
-  COLLECTOR_PID=$!
+  PIDS+=($!)
   wait_for_port "$port" "$work/otelcol.log"
   SINK="OpenTelemetry Collector $(basename "$OTELCOL"), debug exporter"
 }

@@ -31,16 +31,11 @@ PROFILE=${PROFILE:-h100-80gb-llama-8b}
 MAX_NUM_SEQS=${MAX_NUM_SEQS:-512}
 PORT=${PORT:-18400}
 OTLP_PORT=${OTLP_PORT:-14317}
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 trap bench_cleanup EXIT
 
-log "building infermon (release)…"
-cargo build --release --quiet -p infermon-cli
-BIN="$TARGET_DIR/release/infermon"
-
+build_infermon
 start_debug_collector "$WORK" "$OTLP_PORT"
-[[ -n "$COLLECTOR_PID" ]] && PIDS+=("$COLLECTOR_PID")
 
 "$BIN" sim --listen "127.0.0.1:$PORT" --profile "$PROFILE" --time-scale "$TIME_SCALE" \
   --max-num-seqs "$MAX_NUM_SEQS" --otlp-endpoint "http://127.0.0.1:$OTLP_PORT" \

@@ -47,13 +47,22 @@ module_dir() {
   printf '%s\n' "$dir"
 }
 
-# Copy a module to a writable work dir: modules with `replace` directives (e.g. Jaeger) cannot
-# be `go install mod@ver`'d, but build fine from their own module root.
-copy_module() {
+# enter_module MODULE@VERSION DIR: copy a module to the writable work dir DIR and cd into it:
+# modules with `replace` directives (e.g. Jaeger) cannot be `go install mod@ver`'d, but build
+# fine from their own module root.
+enter_module() {
   local src
   src=$(module_dir "$1")
   cp -R "$src" "$2"
   chmod -R u+w "$2"
+  cd "$2"
+}
+
+# prometheus_ldflags VERSION: stripped, with VERSION stamped where a Prometheus-project binary's
+# `--version` reads it (github.com/prometheus/common/version).
+prometheus_ldflags() {
+  local v=github.com/prometheus/common/version
+  printf '%s' "-s -w -X $v.Version=$1 -X $v.Branch=HEAD -X $v.BuildUser=infermon"
 }
 
 # build_component NAME VERSION BUILD_FUNCTION BINARY...
@@ -128,14 +137,11 @@ build_otelcol() {
 build_prometheus() {
   local out=$1 work=$2
   set -x
-  copy_module "github.com/prometheus/prometheus@$PROMETHEUS_GOMOD_VERSION" "$work/src"
-  cd "$work/src"
+  enter_module "github.com/prometheus/prometheus@$PROMETHEUS_GOMOD_VERSION" "$work/src"
   # remove_all_sd: leave out the cloud service-discovery plugins (Kubernetes, AWS, Azure, GCE,
   # ...), which are most of the compile time; static, file and HTTP SD remain, which is all the
   # repo's configs use. No `builtinassets` tag: the web UI is not embedded, the APIs all work.
-  local v=github.com/prometheus/common/version
-  "${GOBUILD[@]}" -tags remove_all_sd \
-    -ldflags "-s -w -X $v.Version=$PROMETHEUS_VERSION -X $v.Branch=HEAD -X $v.BuildUser=infermon" \
+  "${GOBUILD[@]}" -tags remove_all_sd -ldflags "$(prometheus_ldflags "$PROMETHEUS_VERSION")" \
     -o "$out/" ./cmd/prometheus ./cmd/promtool
 }
 
@@ -143,8 +149,7 @@ build_prometheus() {
 build_alertmanager() {
   local out=$1 work=$2
   set -x
-  copy_module "github.com/prometheus/alertmanager@v$ALERTMANAGER_VERSION" "$work/src"
-  cd "$work/src"
+  enter_module "github.com/prometheus/alertmanager@v$ALERTMANAGER_VERSION" "$work/src"
   # The web UI's assets (ui/app/dist) are built with npm and are not in the module; embed
   # placeholder pages instead. The API, which amtool, Prometheus and Grafana use, is complete.
   local ui
@@ -153,9 +158,7 @@ build_alertmanager() {
     printf '<!doctype html><title>Alertmanager</title><p>Web UI not built into this binary; the API is at /api/v2/.\n' \
       >"ui/app/dist/$ui/index.html"
   done
-  local v=github.com/prometheus/common/version
-  "${GOBUILD[@]}" \
-    -ldflags "-s -w -X $v.Version=$ALERTMANAGER_VERSION -X $v.Branch=HEAD -X $v.BuildUser=infermon" \
+  "${GOBUILD[@]}" -ldflags "$(prometheus_ldflags "$ALERTMANAGER_VERSION")" \
     -o "$out/" ./cmd/alertmanager ./cmd/amtool
 }
 
@@ -163,8 +166,7 @@ build_alertmanager() {
 build_jaeger() {
   local out=$1 work=$2
   set -x
-  copy_module "github.com/jaegertracing/jaeger@$JAEGER_GOMOD_VERSION" "$work/src"
-  cd "$work/src"
+  enter_module "github.com/jaegertracing/jaeger@$JAEGER_GOMOD_VERSION" "$work/src"
   "${GOBUILD[@]}" \
     -ldflags "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=v$JAEGER_VERSION" \
     -o "$out/jaeger" ./cmd/jaeger

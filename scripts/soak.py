@@ -29,6 +29,7 @@ Usage: scripts/soak.py [--phase-seconds 190] [--rate 4] [--bin PATH] [--out DIR]
 
 import argparse
 import csv
+import http.client
 import json
 import os
 import random
@@ -150,6 +151,57 @@ class Stack:
         log(f"{component}: killed (SIGKILL)")
 
 
+class Supervisor(threading.Thread):
+    """Restarts a stack component that died on its own, as compose's `restart: unless-stopped`
+    does (10 s apart at most once), and records it: a crash is a finding of the run."""
+
+    COMPONENTS = ("prometheus", "alertmanager", "jaeger", "otelcol")
+
+    def __init__(self, stack):
+        super().__init__(daemon=True)
+        self.stack = stack
+        self.paused = set()  # components a fault has taken down on purpose
+        self.crashes = []  # (time, component)
+        self.last_restart = {}
+        self.stopped = threading.Event()
+        self.lock = threading.Lock()
+
+    def alive(self, component):
+        try:
+            pid = int((self.stack.run_dir / "pids" / f"{component}.pid").read_text())
+            status = Path(f"/proc/{pid}/status").read_text()
+        except (OSError, ValueError):
+            return False
+        return "zombie" not in status
+
+    def run(self):
+        while not self.stopped.wait(2):
+            for c in self.COMPONENTS:
+                with self.lock:
+                    if c in self.paused or self.alive(c):
+                        continue
+                    if time.time() - self.last_restart.get(c, 0) < 10:
+                        continue
+                    log(f"{c} died on its own (see {self.stack.run_dir}/logs/{c}.log*); restarting")
+                    self.crashes.append((time.time(), c))
+                    log_file = self.stack.run_dir / "logs" / f"{c}.log"
+                    if log_file.exists():
+                        shutil.copy(log_file, log_file.with_suffix(f".crash-{int(time.time())}.log"))
+                    self.last_restart[c] = time.time()
+                    try:
+                        self.stack.start(c)
+                    except subprocess.CalledProcessError as e:
+                        log(f"{c} did not come back: {e}")
+
+    def pause(self, *components):
+        with self.lock:
+            self.paused.update(components)
+
+    def resume(self, *components):
+        with self.lock:
+            self.paused.difference_update(components)
+
+
 # ---- probes ------------------------------------------------------------------------------
 
 
@@ -170,13 +222,13 @@ class Probe:
             http_json(f"{base_url}/v1/chat/completions", body, headers, timeout=15)
             self.answered[base_url] = self.answered.get(base_url, 0) + 1
             return trace_id
-        except (urllib.error.URLError, OSError, ValueError):
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
             return None
 
     def trace_services(self, trace_id):
         try:
             data = http_json(f"{self.stack.jaeger}/api/traces/{trace_id}", timeout=5)
-        except (urllib.error.URLError, OSError, ValueError):
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
             return set()
         services = set()
         for trace in data.get("data") or []:
@@ -191,7 +243,7 @@ class Probe:
             data = http_json(f"{self.stack.prometheus}/api/v1/query?{q}", timeout=5)
             result = data["data"]["result"]
             return float(result[0]["value"][1]) if result else 0.0
-        except (urllib.error.URLError, OSError, ValueError, KeyError):
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, KeyError):
             return 0.0
 
     def until_traced(self, base_url, want, since, any_of=None, timeout=180):
@@ -303,9 +355,12 @@ def main():
 
     stack = Stack(run_dir, args.port_base)
     services = {}
+    threads = []
     try:
-        run(args, binary, out, logs, run_dir, stack, services)
+        run(args, binary, out, logs, run_dir, stack, services, threads)
     finally:
+        for t in threads:  # the supervisor first: it must not restart what stops next
+            t.stopped.set()
         for s in services.values():
             s.stop()
         stack.stop()
@@ -315,7 +370,7 @@ def main():
     print((out / "report.md").read_text())
 
 
-def run(args, binary, out, logs, run_dir, stack, services):
+def run(args, binary, out, logs, run_dir, stack, services, threads):
     stack.start(keep_data=False)
 
     # Jaeger's data dir on a small tmpfs, so that the disk can be filled without touching
@@ -379,6 +434,7 @@ def run(args, binary, out, logs, run_dir, stack, services):
     probe = Probe(stack, model)
     rss = RssSampler(list(services.values()), out / "rss.csv")
     rss.start()
+    threads.append(rss)
 
     def through_gateway(since):
         # A request through the gateway, stored with the gateway's span and an engine's
@@ -398,18 +454,36 @@ def run(args, binary, out, logs, run_dir, stack, services):
     fill = jaeger_data / "fill"
 
     def disk_full():
-        # Fill the tmpfs to the last byte: Badger's writes fail with ENOSPC.
+        # Fill the tmpfs to the last byte. What Jaeger (Badger, which writes through mmap)
+        # does then is what this phase finds out.
         subprocess.run(["dd", "if=/dev/zero", f"of={fill}", "bs=1M"], stderr=subprocess.DEVNULL)
         log(f"jaeger data dir full: {shutil.disk_usage(jaeger_data).free} bytes free")
+
+    supervisor = Supervisor(stack)
+    supervisor.start()
+    threads.append(supervisor)
+
+    def down(component, how):
+        # The supervisor leaves a component alone while a fault keeps it down on purpose.
+        def fault():
+            supervisor.pause(component)
+            how()
+        return fault
+
+    def up(component):
+        def restore():
+            stack.start(component)
+            supervisor.resume(component)
+        return restore
 
     phases = [
         ("baseline", None, 0, None, None),
         ("collector killed, restarted after 15 s",
-         lambda: stack.kill("otelcol"), 15, lambda: stack.start("otelcol"),
+         down("otelcol", lambda: stack.kill("otelcol")), 15, up("otelcol"),
          {"traces": through_gateway, "metrics": fresh_metrics(SERVICES["gateway"])}),
-        ("Prometheus down 60 s", lambda: stack.stop("prometheus"), 60,
-         lambda: stack.start("prometheus"), {"metrics": fresh_metrics(SERVICES["gateway"])}),
-        ("Jaeger down 60 s", lambda: stack.stop("jaeger"), 60, lambda: stack.start("jaeger"),
+        ("Prometheus down 60 s", down("prometheus", lambda: stack.stop("prometheus")), 60,
+         up("prometheus"), {"metrics": fresh_metrics(SERVICES["gateway"])}),
+        ("Jaeger down 60 s", down("jaeger", lambda: stack.stop("jaeger")), 60, up("jaeger"),
          {"traces": through_gateway}),
         ("relay restarted (SIGTERM)", lambda: services["relay"].stop(), 0,
          lambda: services["relay"].start(), {"traces": engine_traced("engine-b")}),
@@ -461,6 +535,8 @@ def run(args, binary, out, logs, run_dir, stack, services):
                 log(f"phase {i}: recovered {result['recovery_s']}")
             load.wait()
         result["end"] = time.time()
+        result["crashes"] = [f"{c} at +{t - start:.0f} s" for t, c in supervisor.crashes
+                             if start <= t < result["end"]]
         try:
             result["load"] = json.loads(summary_path.read_text())
         except ValueError:
@@ -471,6 +547,7 @@ def run(args, binary, out, logs, run_dir, stack, services):
     # Let the last exports (5 s intervals, batches, the collector's queues) land.
     time.sleep(30)
     rss.stopped.set()
+    supervisor.stopped.set()
     report = analyse(stack, results, out, probe.answered)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     write_markdown(report, out / "report.md", args)
@@ -485,7 +562,7 @@ def jaeger_traces(stack, service, start, end):
                                 "end": int(end * 1e6), "limit": 100000})
     try:
         return http_json(f"{stack.jaeger}/api/traces?{q}", timeout=300).get("data") or []
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         log(f"jaeger query for {service} failed: {e}")
         return []
 
@@ -525,6 +602,7 @@ def analyse(stack, results, out, probes):
         req = load.get("requests", {})
         report["phases"].append({
             "phase": r["phase"], "fault": r["fault"], "recovery_s": r["recovery_s"],
+            "crashes": r.get("crashes", []),
             "sent": req.get("sent"), "succeeded": req.get("succeeded"),
             "failed": req.get("failed"), "cancelled": req.get("cancelled"),
             "errors": load.get("errors", {}),
@@ -572,14 +650,16 @@ def write_markdown(report, path, args):
              f"{len(report['phases'])} phases of {args.phase_seconds} s at {args.rate} req/s "
              f"(Poisson) through the gateway.", "",
              "| phase | sent | ok | failed | traces with load span | complete traces | "
-             "recovery (s) | errors |", "|---|---|---|---|---|---|---|---|"]
+             "recovery (s) | stack crashes | errors |", "|---|---|---|---|---|---|---|---|---|"]
     for p in report["phases"]:
         rec = ", ".join(f"{k} {v}" for k, v in p["recovery_s"].items()) or "-"
         if isinstance(p["fault"], str):
             rec = p["fault"]
         errs = ", ".join(f"{k} {v}" for k, v in p["errors"].items()) or "-"
+        crashes = ", ".join(p["crashes"]) or "-"
         lines.append(f"| {p['phase']} | {p['sent']} | {p['succeeded']} | {p['failed']} | "
-                     f"{p['traces_with_load_span']} | {p['complete_traces']} | {rec} | {errs} |")
+                     f"{p['traces_with_load_span']} | {p['complete_traces']} | {rec} | "
+                     f"{crashes} | {errs} |")
     lines += ["", "Probe requests answered (counted by the servers too): " + (", ".join(
         f"{k} {v}" for k, v in report["probes_answered"].items()) or "none")]
     lines += ["", "| counter (sum over process instances) | value |", "|---|---|"]

@@ -94,17 +94,8 @@ impl Prometheus {
     }
 
     async fn get(&self, path: &str, params: &[(&str, &str)]) -> Result<Value, String> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .query(params)
-            .send()
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
+        let request = self.http.get(format!("{}{path}", self.base)).query(params);
+        let body = send_for_json(request, &format!("GET {path}")).await?;
         if body["status"] != "success" {
             return Err(format!("GET {path} {params:?}: {}", body["error"]));
         }
@@ -147,16 +138,7 @@ impl Jaeger {
             "{}/api/traces?service={service}&limit={limit}&lookback=1h",
             self.base
         );
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+        let body = send_for_json(self.http.get(&url), &format!("GET {url}")).await?;
         Ok(body["data"]
             .as_array()
             .into_iter()
@@ -234,6 +216,16 @@ fn key_values(list: &Value) -> serde_json::Map<String, Value> {
         .flatten()
         .filter_map(|kv| Some((kv["key"].as_str()?.to_string(), kv["value"].clone())))
         .collect()
+}
+
+/// Sends `request` and reads its JSON body; a transport or decoding error is an `Err` that
+/// starts with `what` (e.g. `GET /api/v1/query`).
+pub(crate) async fn send_for_json(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<Value, String> {
+    let response = request.send().await.map_err(|e| format!("{what}: {e}"))?;
+    response.json().await.map_err(|e| format!("{what}: {e}"))
 }
 
 fn client() -> reqwest::Client {

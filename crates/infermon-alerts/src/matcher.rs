@@ -62,7 +62,7 @@ impl FromStr for Matcher {
         .min_by_key(|(at, _, len)| (*at, usize::MAX - len))
         .ok_or_else(|| MatcherError::NoOperator(s.to_owned()))?;
         let name = s[..at].trim();
-        let value = s[at + len..].trim().trim_matches('"');
+        let value = unquote(s[at + len..].trim());
         let valid_name = name
             .chars()
             .next()
@@ -77,9 +77,29 @@ impl FromStr for Matcher {
         Ok(Self {
             name: name.to_owned(),
             op,
-            value: value.to_owned(),
+            value,
         })
     }
+}
+
+/// A matcher value as written: bare, or in double quotes with `\"` and `\\` escaped (the
+/// form [`Matcher`]'s `Display` writes, so a printed matcher parses back to itself).
+fn unquote(value: &str) -> String {
+    let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+        return value.to_owned();
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some(next @ ('"' | '\\'))) => {
+                out.push(next);
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// Alertmanager's matcher syntax, as its `filter` query parameter and amtool take it.
@@ -120,6 +140,19 @@ pub fn display_matchers<'a>(matchers: impl IntoIterator<Item = &'a Matcher>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_printed_matcher_parses_back_to_itself() {
+        for value in [r#"a"b"#, r"back\slash", r#"both\""#, "plain", ""] {
+            let m = Matcher {
+                name: "label".into(),
+                op: MatchOp::Regex,
+                value: value.into(),
+            };
+            let printed = m.to_string();
+            assert_eq!(printed.parse::<Matcher>().unwrap(), m, "{printed}");
+        }
+    }
 
     #[test]
     fn matchers_parse_every_operator_and_print_in_alertmanager_syntax() {

@@ -17,6 +17,7 @@ use infermon_sim::{EngineStats, SimHandle};
 
 use crate::args::{load_config_error, parse_duration, TelemetryArgs, WorkloadArgs};
 use crate::config_file::{ConfigFileError, Layer, Layered};
+use crate::load::print_json;
 use crate::sim::{bind, EngineArgs};
 
 /// Without --rate or --concurrency, the demo's Poisson arrival rate.
@@ -571,22 +572,20 @@ fn engine_summary(engine: &EngineStats, succeeded: u64, cancelled: u64) -> Strin
 }
 
 fn print_final(summary: &Summary, engine: &EngineStats, json: bool) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, summary)?;
-        writeln!(out)?;
-    } else {
-        writeln!(out, "\nsummary (client side)\n{summary}")?;
-        writeln!(
-            out,
-            "{}",
-            engine_summary(
-                engine,
-                summary.requests.succeeded,
-                summary.requests.cancelled
-            )
-        )?;
+        return print_json(summary);
     }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\nsummary (client side)\n{summary}")?;
+    writeln!(
+        out,
+        "{}",
+        engine_summary(
+            engine,
+            summary.requests.succeeded,
+            summary.requests.cancelled
+        )
+    )?;
     out.flush()?;
     Ok(())
 }

@@ -140,13 +140,19 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
 }
 
 fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, summary)?;
-        writeln!(out)?;
-    } else {
-        writeln!(out, "{summary}")?;
+        return print_json(summary);
     }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{summary}")?;
+    out.flush().context("cannot write the summary")
+}
+
+/// The run's summary as JSON on stdout (`--json`, of `load` and `demo`).
+pub(crate) fn print_json(summary: &Summary) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, summary)?;
+    writeln!(out)?;
     out.flush().context("cannot write the summary")
 }
 

@@ -4,18 +4,18 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+// The relay crate's OTLP fixtures (hand-built batches, a recording collector), shared rather
+// than written again.
+#[path = "../../infermon-relay/tests/common/mod.rs"]
+mod relay_fixtures;
+
 use infermon::contract::relay::vllm;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
-use tokio::sync::mpsc;
+use relay_fixtures::{batch, double, next, span_names, start_collector};
 
 fn relay(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_infermon"));
@@ -97,19 +97,6 @@ fn a_port_in_use_is_one_line() {
     );
 }
 
-struct Collector(mpsc::UnboundedSender<ExportTraceServiceRequest>);
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let _ = self.0.send(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -118,66 +105,39 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn double(key: &str, v: f64) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::DoubleValue(v)),
-        }),
-        ..Default::default()
-    }
-}
-
 fn vllm_batch() -> ExportTraceServiceRequest {
     let start = 1_764_633_600_000_000_000u64;
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".to_owned(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue("vllm-b".to_owned())),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
+    let resource = Resource {
+        attributes: vec![KeyValue {
+            key: "service.name".to_owned(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue("vllm-b".to_owned())),
             }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: vllm::SCOPE.to_owned(),
-                    ..Default::default()
-                }),
-                spans: vec![Span {
-                    trace_id: vec![3; 16],
-                    span_id: vec![4; 8],
-                    name: vllm::SPAN_NAME.to_owned(),
-                    start_time_unix_nano: start,
-                    end_time_unix_nano: start + 1_000_000_000,
-                    attributes: vec![
-                        double(vllm::LATENCY_TIME_TO_FIRST_TOKEN, 0.2),
-                        double(vllm::LATENCY_TIME_IN_QUEUE, 0.05),
-                        double(vllm::LATENCY_TIME_IN_MODEL_PREFILL, 0.1),
-                        double(vllm::LATENCY_TIME_IN_MODEL_DECODE, 0.7),
-                    ],
-                    ..Default::default()
-                }],
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
+            ..Default::default()
         }],
-    }
+        ..Default::default()
+    };
+    let span = Span {
+        trace_id: vec![3; 16],
+        span_id: vec![4; 8],
+        name: vllm::SPAN_NAME.to_owned(),
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 1_000_000_000,
+        attributes: vec![
+            double(vllm::LATENCY_TIME_TO_FIRST_TOKEN, 0.2),
+            double(vllm::LATENCY_TIME_IN_QUEUE, 0.05),
+            double(vllm::LATENCY_TIME_IN_MODEL_PREFILL, 0.1),
+            double(vllm::LATENCY_TIME_IN_MODEL_DECODE, 0.7),
+        ],
+        ..Default::default()
+    };
+    batch(Some(resource), vllm::SCOPE, vec![span])
 }
 
 #[tokio::test]
 async fn forwards_an_expanded_vllm_span_and_stops_on_sigterm() {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(Collector(tx)))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let (collector, mut accepted) = start_collector(vec![], Duration::ZERO).await;
+    let upstream = format!("http://{collector}");
     let (grpc, http) = (free_port(), free_port());
     let mut child = relay(&[
         "--upstream",
@@ -217,18 +177,11 @@ async fn forwards_an_expanded_vllm_span_and_stops_on_sigterm() {
             Err(e) => panic!("relay never listened: {e}"),
         }
     }
-    let forwarded = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("nothing forwarded")
-        .unwrap();
-    let names: Vec<&str> = forwarded
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .map(|s| s.name.as_str())
-        .collect();
-    assert_eq!(names, ["chat qwen2-7b", "queue", "prefill", "decode"]);
+    let forwarded = next(&mut accepted).await;
+    assert_eq!(
+        span_names(&forwarded),
+        ["chat qwen2-7b", "queue", "prefill", "decode"]
+    );
 
     let pid = child.id().to_string();
     assert!(Command::new("kill")

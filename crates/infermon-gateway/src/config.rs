@@ -55,7 +55,7 @@ pub enum ConfigError {
     DuplicateKey(String),
     #[error("tenant {name:?}: {what} must be greater than zero")]
     BadLimit { name: String, what: &'static str },
-    #[error("price for {0:?}: prices must be finite and not negative")]
+    #[error("price for {0:?}: prices must be between 0 and 1000000 (dollars per million tokens)")]
     BadPrice(String),
 }
 
@@ -262,7 +262,8 @@ impl GatewayConfig {
             }
         }
         for (model, p) in &self.prices {
-            let bad = |v: f64| !v.is_finite() || v < 0.0;
+            // Bounded so that no token count can make a request's cost infinite.
+            let bad = |v: f64| !v.is_finite() || !(0.0..=MAX_PRICE_PER_MILLION).contains(&v);
             if bad(p.input_per_million) || bad(p.output_per_million) {
                 return Err(ConfigError::BadPrice(model.clone()));
             }
@@ -270,6 +271,10 @@ impl GatewayConfig {
         Ok(())
     }
 }
+
+/// The highest price a `[[price]]` may set, in dollars per million tokens (far above any real
+/// one; what matters is that costs stay finite).
+pub const MAX_PRICE_PER_MILLION: f64 = 1e6;
 
 /// The SHA-256 of an API key, as the config file stores it (hex).
 pub fn hash_key(key: &str) -> String {
@@ -285,7 +290,8 @@ pub(crate) fn digest(key: &str) -> [u8; 32] {
 
 fn parse_digest(hex: &str) -> Option<[u8; 32]> {
     let hex = hex.trim();
-    if hex.len() != 64 {
+    // Hex digits only: from_str_radix alone would also take a sign (`+f`).
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -399,5 +405,37 @@ output_per_million = 2.0
         let err = GatewayConfig::new(vec![]).merge_file(&path2).unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
         let _ = (std::fs::remove_file(path), std::fs::remove_file(path2));
+    }
+
+    #[test]
+    fn a_digest_is_hex_digits_only() {
+        let hex = hash_key("sk-test");
+        assert!(parse_digest(&hex).is_some());
+        // from_str_radix alone takes "+f" as 15 (seen while writing the gateway_config fuzz target).
+        let signed = format!("+{}", &hex[1..]);
+        assert_eq!(parse_digest(&signed), None);
+    }
+
+    #[test]
+    fn prices_are_bounded_so_costs_stay_finite() {
+        let mut config = GatewayConfig::new(vec![UpstreamConfig {
+            name: "a".into(),
+            url: "http://x:1".into(),
+            role: Role::Both,
+        }]);
+        let price = |v: f64| Price {
+            input_per_million: v,
+            output_per_million: 1.0,
+        };
+        config
+            .prices
+            .insert("m".into(), price(MAX_PRICE_PER_MILLION));
+        config.validate().unwrap();
+        assert!(config.prices["m"].of(u64::MAX, u64::MAX).is_finite());
+        for bad in [1e300, -1.0, f64::NAN, f64::INFINITY] {
+            config.prices.insert("m".into(), price(bad));
+            let e = config.validate().unwrap_err().to_string();
+            assert!(e.contains("between 0 and 1000000"), "{bad}: {e}");
+        }
     }
 }

@@ -8,7 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Extension, Json, Router};
 use http_body_util::{BodyExt as _, Full};
 use infermon_http::error::{ApiError, INVALID_REQUEST, SERVER_ERROR};
@@ -30,6 +30,8 @@ use crate::upstreams::{InFlight, Upstream, Upstreams};
 /// The `tracing` target of the gateway's request spans.
 pub const TARGET: &str = "infermon::gateway";
 
+const CHAT_PATH: &str = "/v1/chat/completions";
+const COMPLETIONS_PATH: &str = "/v1/completions";
 const ROUTES: &str = "POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health";
 
 /// Request headers passed to the upstream (the client's API key is the gateway's business, not
@@ -81,8 +83,11 @@ impl Gateway {
 
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/v1/chat/completions", post(chat))
-            .route("/v1/completions", post(completions))
+            .route(CHAT_PATH, forwarding(value::OPERATION_CHAT, CHAT_PATH))
+            .route(
+                COMPLETIONS_PATH,
+                forwarding(value::OPERATION_TEXT_COMPLETION, COMPLETIONS_PATH),
+            )
             .route("/v1/models", get(models))
             .route("/health", get(health))
             .fallback(not_found)
@@ -103,38 +108,14 @@ impl Gateway {
     }
 }
 
-async fn chat(
-    State(gw): State<Gateway>,
-    received: Option<Extension<ReceivedAt>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    proxy(
-        gw,
-        value::OPERATION_CHAT,
-        "/v1/chat/completions",
-        received,
-        headers,
-        body,
+/// The handler of `POST path`: proxies the request upstream as an `operation` request.
+fn forwarding(operation: &'static str, path: &'static str) -> MethodRouter<Gateway> {
+    post(
+        move |State(gw): State<Gateway>,
+              received: Option<Extension<ReceivedAt>>,
+              headers: HeaderMap,
+              body: Bytes| proxy(gw, operation, path, received, headers, body),
     )
-    .await
-}
-
-async fn completions(
-    State(gw): State<Gateway>,
-    received: Option<Extension<ReceivedAt>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    proxy(
-        gw,
-        value::OPERATION_TEXT_COMPLETION,
-        "/v1/completions",
-        received,
-        headers,
-        body,
-    )
-    .await
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {

@@ -558,26 +558,14 @@ mod tests {
 
     #[test]
     fn nvml_errors_split_into_unsupported_and_transient() {
-        assert!(matches!(
-            classify(NvmlError::NotSupported),
-            ProblemKind::Unsupported(_)
-        ));
-        assert!(matches!(
-            classify(NvmlError::NoPermission),
-            ProblemKind::Unsupported(_)
-        ));
-        assert!(matches!(
-            classify(NvmlError::GpuLost),
-            ProblemKind::ReadError(_)
-        ));
-        assert!(matches!(
-            classify(NvmlError::Unknown),
-            ProblemKind::ReadError(_)
-        ));
-        assert!(matches!(
-            classify(NvmlError::Timeout),
-            ProblemKind::ReadError(_)
-        ));
+        for error in [NvmlError::NotSupported, NvmlError::NoPermission] {
+            let kind = classify(error);
+            assert!(matches!(kind, ProblemKind::Unsupported(_)), "{kind:?}");
+        }
+        for error in [NvmlError::GpuLost, NvmlError::Unknown, NvmlError::Timeout] {
+            let kind = classify(error);
+            assert!(matches!(kind, ProblemKind::ReadError(_)), "{kind:?}");
+        }
     }
 
     #[test]

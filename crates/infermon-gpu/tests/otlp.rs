@@ -1,87 +1,57 @@
 //! The embedded monitor on the real telemetry pipeline (`infermon::telemetry::init`): GPU
 //! metrics reach an OTLP/gRPC receiver with the contract's names and the GPU identity.
 
+// The infermon crate's recording OTLP receiver, shared rather than written again.
+#[allow(dead_code)] // this test reads only the metrics it received
+#[path = "../../infermon/tests/common/receiver.rs"]
+mod receiver;
+
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use infermon::contract::{attr, metric, value, INSTRUMENTATION_SCOPE};
 use infermon::telemetry::{init, TelemetryConfig};
 use infermon_gpu::{spawn_gpu_monitor, FakeSource, SimulatedGpu};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Request, Response, Status};
+use receiver::{Received, Receiver};
 
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<ExportMetricsServiceRequest>>>);
-
-#[tonic::async_trait]
-impl MetricsService for Received {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        self.0.lock().unwrap().push(request.into_inner());
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-impl Received {
-    /// `(metric name, hw.vendor)` of every GPU data point received.
-    fn gpu_points(&self) -> BTreeSet<(String, String)> {
-        let mut points = BTreeSet::new();
-        for request in self.0.lock().unwrap().iter() {
-            let metrics = request
-                .resource_metrics
-                .iter()
-                .flat_map(|rm| &rm.scope_metrics)
-                .flat_map(|sm| &sm.metrics);
-            for m in metrics.filter(|m| m.name.starts_with("hw.")) {
-                let attributes = match &m.data {
-                    Some(Data::Gauge(g)) => g.data_points.iter().map(|p| &p.attributes).collect(),
-                    Some(Data::Sum(s)) => s.data_points.iter().map(|p| &p.attributes).collect(),
-                    _ => Vec::new(),
-                };
-                for attrs in attributes {
-                    let vendor = attrs
-                        .iter()
-                        .find(|kv| kv.key == attr::HW_VENDOR)
-                        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
-                        .map(|v| match v {
-                            any_value::Value::StringValue(s) => s.clone(),
-                            other => format!("{other:?}"),
-                        })
-                        .unwrap_or_default();
-                    points.insert((m.name.clone(), vendor));
-                }
-            }
+/// `(metric name, hw.vendor)` of every GPU data point received.
+fn gpu_points(received: &Received) -> BTreeSet<(String, String)> {
+    let mut points = BTreeSet::new();
+    for m in received.metrics() {
+        if !m.name.starts_with("hw.") {
+            continue;
         }
-        points
+        let attributes = match &m.data {
+            Some(Data::Gauge(g)) => g.data_points.iter().map(|p| &p.attributes).collect(),
+            Some(Data::Sum(s)) => s.data_points.iter().map(|p| &p.attributes).collect(),
+            _ => Vec::new(),
+        };
+        for attrs in attributes {
+            let vendor = attrs
+                .iter()
+                .find(|kv| kv.key == attr::HW_VENDOR)
+                .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+                .map(|v| match v {
+                    any_value::Value::StringValue(s) => s.clone(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            points.insert((m.name.clone(), vendor));
+        }
     }
+    points
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpu_metrics_reach_an_otlp_receiver() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let received = Received::default();
-    let server = tonic::transport::Server::builder()
-        .add_service(MetricsServiceServer::new(received.clone()))
-        .serve_with_incoming(TcpListenerStream::new(listener));
-    tokio::spawn(server);
+    let receiver = Receiver::start().await;
+    let received = receiver.received.clone();
 
     let telemetry = init(
         TelemetryConfig::new("gpu-otlp-test")
-            .with_endpoint(format!("http://{addr}"))
+            .with_endpoint(receiver.endpoint())
             .with_export_interval(Duration::from_millis(200))
             .with_fmt_layer(false),
     )
@@ -100,7 +70,7 @@ async fn gpu_metrics_reach_an_otlp_receiver() {
         metric::GPU_SM_ACTIVITY,
     ];
     for _ in 0..300 {
-        let names: BTreeSet<String> = received.gpu_points().into_iter().map(|(n, _)| n).collect();
+        let names: BTreeSet<String> = gpu_points(&received).into_iter().map(|(n, _)| n).collect();
         if wanted.iter().all(|w| names.contains(*w)) {
             break;
         }
@@ -112,7 +82,7 @@ async fn gpu_metrics_reach_an_otlp_receiver() {
         .unwrap()
         .expect("shutdown");
 
-    let points = received.gpu_points();
+    let points = gpu_points(&received);
     for w in wanted {
         assert!(
             points.iter().any(|(n, _)| n == w),

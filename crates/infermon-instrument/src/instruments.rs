@@ -12,9 +12,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 
-use opentelemetry::metrics::{BoundCounter, BoundHistogram, Counter, Histogram, Meter};
+use opentelemetry::metrics::{
+    AsyncInstrument, AsyncInstrumentBuilder, BoundCounter, BoundHistogram, Counter, Histogram,
+    Meter,
+};
 use opentelemetry::{KeyValue, StringValue};
 
 use crate::cardinality::{FastHash, LabelCap, LabelPolicy};
@@ -406,52 +409,41 @@ impl EngineMetrics {
             by_state(value::STATE_WAITING),
             by_state(value::STATE_SWAPPED),
         );
-        let spec_ = spec(metric::SCHEDULER_REQUESTS);
-        let weak = Arc::downgrade(&state);
-        meter
-            .u64_observable_gauge(spec_.name)
-            .with_unit(spec_.unit)
-            .with_description(spec_.description)
-            .with_callback(move |obs| {
-                if let Some(s) = weak.upgrade() {
-                    obs.observe(load(&s.running), &running);
-                    obs.observe(load(&s.waiting), &waiting);
-                    obs.observe(load(&s.swapped), &swapped);
-                }
-            })
-            .build();
+        observing(
+            meter.u64_observable_gauge(metric::SCHEDULER_REQUESTS),
+            &state,
+            move |s, obs| {
+                obs.observe(load(&s.running), &running);
+                obs.observe(load(&s.waiting), &waiting);
+                obs.observe(load(&s.swapped), &swapped);
+            },
+        )
+        .build();
 
         let model_only = [model.clone()];
-        observable_counter(
-            meter,
-            metric::SCHEDULER_ITERATIONS,
-            Arc::downgrade(&state),
-            model_only.clone(),
-            |s| load(&s.iterations),
-        );
-        observable_counter(
-            meter,
-            metric::SCHEDULER_PREEMPTIONS,
-            Arc::downgrade(&state),
-            model_only.clone(),
-            |s| load(&s.preemptions),
-        );
-
-        let spec_ = spec(metric::KV_CACHE_USAGE);
-        let weak = Arc::downgrade(&state);
-        meter
-            .f64_observable_gauge(spec_.name)
-            .with_unit(spec_.unit)
-            .with_description(spec_.description)
-            .with_callback(move |obs| {
-                if let Some(s) = weak.upgrade() {
-                    obs.observe(
-                        kv_usage(load(&s.kv_blocks_used), load(&s.kv_blocks_total)),
-                        &model_only,
-                    );
-                }
+        let counters = [
+            (
+                metric::SCHEDULER_ITERATIONS,
+                (|s| load(&s.iterations)) as fn(&EngineState) -> u64,
+            ),
+            (metric::SCHEDULER_PREEMPTIONS, |s| load(&s.preemptions)),
+        ];
+        for (name, read) in counters {
+            let attributes = model_only.clone();
+            observing(meter.u64_observable_counter(name), &state, move |s, obs| {
+                obs.observe(read(s), &attributes)
             })
             .build();
+        }
+        observing(
+            meter.f64_observable_gauge(metric::KV_CACHE_USAGE),
+            &state,
+            move |s, obs| {
+                let usage = kv_usage(load(&s.kv_blocks_used), load(&s.kv_blocks_total));
+                obs.observe(usage, &model_only);
+            },
+        )
+        .build();
 
         let used = [
             model.clone(),
@@ -461,20 +453,16 @@ impl EngineMetrics {
             model,
             KeyValue::new(attr::LLM_KV_CACHE_BLOCK_STATE, value::BLOCK_FREE),
         ];
-        let spec_ = spec(metric::KV_CACHE_BLOCKS);
-        let weak = Arc::downgrade(&state);
-        meter
-            .u64_observable_gauge(spec_.name)
-            .with_unit(spec_.unit)
-            .with_description(spec_.description)
-            .with_callback(move |obs| {
-                if let Some(s) = weak.upgrade() {
-                    let (u, t) = (load(&s.kv_blocks_used), load(&s.kv_blocks_total));
-                    obs.observe(u, &used);
-                    obs.observe(t.saturating_sub(u), &free);
-                }
-            })
-            .build();
+        observing(
+            meter.u64_observable_gauge(metric::KV_CACHE_BLOCKS),
+            &state,
+            move |s, obs| {
+                let (u, t) = (load(&s.kv_blocks_used), load(&s.kv_blocks_total));
+                obs.observe(u, &used);
+                obs.observe(t.saturating_sub(u), &free);
+            },
+        )
+        .build();
 
         Self { state }
     }
@@ -506,22 +494,23 @@ fn kv_usage(used: u64, total: u64) -> f64 {
     }
 }
 
-fn observable_counter(
-    meter: &Meter,
-    name: &'static str,
-    state: Weak<EngineState>,
-    attributes: [KeyValue; 1],
-    read: fn(&EngineState) -> u64,
-) {
-    let spec = spec(name);
-    meter
-        .u64_observable_counter(spec.name)
+/// `builder` (an observable instrument named for a contract metric) with the contract's unit
+/// and description, reporting what `observe` reads from the engine state for as long as the
+/// [`EngineMetrics`] lives (it holds the state weakly, so a dropped `EngineMetrics` stops
+/// reporting). The caller builds it.
+fn observing<'m, I, M>(
+    builder: AsyncInstrumentBuilder<'m, I, M>,
+    state: &Arc<EngineState>,
+    observe: impl Fn(&EngineState, &dyn AsyncInstrument<M>) + Send + Sync + 'static,
+) -> AsyncInstrumentBuilder<'m, I, M> {
+    let spec = spec(&builder.name);
+    let state = Arc::downgrade(state);
+    builder
         .with_unit(spec.unit)
         .with_description(spec.description)
         .with_callback(move |obs| {
             if let Some(s) = state.upgrade() {
-                obs.observe(read(&s), &attributes);
+                observe(&s, obs);
             }
         })
-        .build();
 }

@@ -2,10 +2,13 @@
 //! an in-memory exporter: one trace per request from the client span to the engine's spans, and
 //! a summary that agrees with what the engine served.
 
+mod common;
+
 use std::collections::HashMap;
 
+use common::run_traced;
 use infermon::contract::{attr, span as names, value};
-use infermon_load::{Api, Arrival, LengthDist, LoadConfig, LoadGenerator, Summary};
+use infermon_load::{Api, Arrival, LengthDist, LoadConfig, Summary};
 use infermon_sim::{SimConfig, SimTelemetry, Simulator};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{SpanId, SpanKind, Status, TracerProvider as _};
@@ -67,14 +70,7 @@ async fn one_trace_from_client_span_to_engine_spans() {
         c.output_tokens = LengthDist::Uniform { min: 4, max: 40 };
         c.seed = Some(7);
         let tracer = BoxedTracer::new(Box::new(provider.tracer("load")));
-        async move {
-            LoadGenerator::new(c)
-                .unwrap()
-                .with_tracer(tracer)
-                .run(std::future::pending())
-                .await
-                .unwrap()
-        }
+        run_traced(c, tracer)
     };
     let streamed: Summary = run(Api::Chat, true, STREAMED).await;
     let whole: Summary = run(Api::Completions, false, WHOLE).await;

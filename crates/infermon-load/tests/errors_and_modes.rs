@@ -2,6 +2,8 @@
 //! right error key, targets are used round robin, open and closed loops send what they should,
 //! and a shutdown cancels what is in flight.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -11,6 +13,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use common::run_traced;
 use infermon_load::{Arrival, LengthDist, LoadConfig, LoadGenerator, Summary};
 
 const STREAM_OK: &str = concat!(
@@ -280,14 +283,7 @@ async fn only_sampled_client_spans_propagate_their_context() {
         let provider = SdkTracerProvider::builder().with_sampler(sampler).build();
         let tracer = BoxedTracer::new(Box::new(provider.tracer("test")));
         let c = config(vec![format!("http://{address}/traced")], 4);
-        async move {
-            LoadGenerator::new(c)
-                .unwrap()
-                .with_tracer(tracer)
-                .run(std::future::pending())
-                .await
-                .unwrap()
-        }
+        run_traced(c, tracer)
     };
     run_with(Sampler::AlwaysOn).await;
     assert_eq!(TRACEPARENTS_SEEN.load(Ordering::Relaxed), 4);

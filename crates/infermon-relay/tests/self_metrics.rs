@@ -1,6 +1,10 @@
 //! The relay's counters reach OpenTelemetry under the contract's names, with reasons.
 
+mod common;
+
 use std::time::Duration;
+
+use common::double;
 
 use infermon_instrument::contract::metric_spec;
 use infermon_instrument::contract::relay::{metric, reason, vllm, ATTR_REASON};
@@ -8,8 +12,7 @@ use infermon_relay::{Relay, RelayConfig};
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 
@@ -24,27 +27,12 @@ fn batch() -> ExportTraceServiceRequest {
         ..Default::default()
     };
     // A vLLM span without its decode time, and an unrelated span.
-    let ttft = KeyValue {
-        key: vllm::LATENCY_TIME_TO_FIRST_TOKEN.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::DoubleValue(0.5)),
-        }),
-        ..Default::default()
-    };
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: None,
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: vllm::SCOPE.to_owned(),
-                    ..Default::default()
-                }),
-                spans: vec![span(vllm::SPAN_NAME, vec![ttft]), span("other", vec![])],
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
+    let ttft = double(vllm::LATENCY_TIME_TO_FIRST_TOKEN, 0.5);
+    common::batch(
+        None,
+        vllm::SCOPE,
+        vec![span(vllm::SPAN_NAME, vec![ttft]), span("other", vec![])],
+    )
 }
 
 #[tokio::test]

@@ -1,74 +1,24 @@
 //! Both receivers in process, with a real tonic client, a real HTTP client and a fake
 //! collector upstream: expansion end to end, OTLP error responses, back-pressure, retries.
 
-use std::collections::VecDeque;
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use common::*;
 
 use infermon_instrument::contract::relay::vllm;
 use infermon_relay::stats::Dropped;
 use infermon_relay::{ModelNames, Relay, RelayConfig, RelayHandle, RetryPolicy};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
-use tokio::sync::mpsc;
 use tonic::Code;
 use tonic_types::StatusExt;
-
-/// A collector that answers with the queued errors first, optionally after a delay, and hands
-/// every request it accepts to the test.
-#[derive(Clone)]
-struct FakeCollector {
-    errors: Arc<Mutex<VecDeque<tonic::Status>>>,
-    delay: Duration,
-    accepted: mpsc::UnboundedSender<ExportTraceServiceRequest>,
-}
-
-#[tonic::async_trait]
-impl TraceService for FakeCollector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        tokio::time::sleep(self.delay).await;
-        if let Some(error) = self.errors.lock().unwrap().pop_front() {
-            return Err(error);
-        }
-        let _ = self.accepted.send(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-async fn start_collector(
-    errors: Vec<tonic::Status>,
-    delay: Duration,
-) -> (
-    SocketAddr,
-    mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
-) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let collector = FakeCollector {
-        errors: Arc::new(Mutex::new(errors.into())),
-        delay,
-        accepted: tx,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(collector))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    (addr, rx)
-}
 
 fn config(upstream: SocketAddr) -> RelayConfig {
     let mut config = RelayConfig::new(format!("http://{upstream}"));
@@ -89,16 +39,6 @@ async fn start_relay(config: RelayConfig) -> RelayHandle {
         .unwrap()
 }
 
-fn double(key: &str, v: f64) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::DoubleValue(v)),
-        }),
-        ..Default::default()
-    }
-}
-
 /// One vLLM `llm_request` span (0.5 s to first token, all phases present).
 fn vllm_request(span_id: u8) -> ExportTraceServiceRequest {
     let start = 1_764_633_600_000_000_000u64;
@@ -117,39 +57,7 @@ fn vllm_request(span_id: u8) -> ExportTraceServiceRequest {
         ],
         ..Default::default()
     };
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: None,
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: vllm::SCOPE.to_owned(),
-                    ..Default::default()
-                }),
-                spans: vec![span],
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
-}
-
-fn span_names(request: &ExportTraceServiceRequest) -> Vec<String> {
-    request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .map(|s| s.name.clone())
-        .collect()
-}
-
-async fn next(
-    rx: &mut mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
-) -> ExportTraceServiceRequest {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("the collector got nothing within 10 s")
-        .expect("collector gone")
+    batch(None, vllm::SCOPE, vec![span])
 }
 
 async fn grpc_client(relay: &RelayHandle) -> TraceServiceClient<tonic::transport::Channel> {
@@ -160,6 +68,17 @@ async fn grpc_client(relay: &RelayHandle) -> TraceServiceClient<tonic::transport
 
 fn http_url(relay: &RelayHandle) -> String {
     format!("http://{}/v1/traces", relay.http_addr())
+}
+
+/// Posts one vLLM span to the relay over OTLP/HTTP (protobuf).
+async fn post_vllm_request(relay: &RelayHandle) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(http_url(relay))
+        .header("content-type", "application/x-protobuf")
+        .body(vllm_request(1).encode_to_vec())
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -185,13 +104,7 @@ async fn grpc_in_expanded_out() {
 async fn http_in_expanded_out() {
     let (upstream, mut accepted) = start_collector(vec![], Duration::ZERO).await;
     let relay = start_relay(config(upstream)).await;
-    let response = reqwest::Client::new()
-        .post(http_url(&relay))
-        .header("content-type", "application/x-protobuf")
-        .body(vllm_request(1).encode_to_vec())
-        .send()
-        .await
-        .unwrap();
+    let response = post_vllm_request(&relay).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/x-protobuf");
     ExportTraceServiceResponse::decode(response.bytes().await.unwrap()).unwrap();
@@ -423,13 +336,7 @@ async fn connections_over_the_cap_are_refused_on_both_protocols() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // HTTP: the shared server's answer, a 503 with an OpenAI-style JSON error.
-    let response = reqwest::Client::new()
-        .post(http_url(&relay))
-        .header("content-type", "application/x-protobuf")
-        .body(vllm_request(1).encode_to_vec())
-        .send()
-        .await
-        .unwrap();
+    let response = post_vllm_request(&relay).await;
     assert_eq!(response.status(), 503);
     assert!(response
         .text()

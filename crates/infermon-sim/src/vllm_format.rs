@@ -854,70 +854,42 @@ mod tests {
             let line = sample_line(&text, &format!("{series} "));
             line.rsplit_once(' ').unwrap().1.to_owned()
         };
-        // 0.7 s of decode over the 7 tokens after the first.
-        assert_eq!(
-            value(&format!(
-                "vllm:request_time_per_output_token_seconds_sum{{{labels}}}"
-            )),
-            "0.09999999999999999"
-        );
-        assert_eq!(
-            value(&format!(
-                "vllm:request_inference_time_seconds_sum{{{labels}}}"
-            )),
-            "0.9"
-        );
-        assert_eq!(
-            value(&format!(
-                "vllm:request_prefill_kv_computed_tokens_sum{{{labels}}}"
-            )),
-            "68.0"
-        );
-        assert_eq!(
-            value(&format!("vllm:request_prompt_tokens_sum{{{labels}}}")),
-            "100.0"
-        );
-        assert_eq!(
-            value(&format!("vllm:request_generation_tokens_sum{{{labels}}}")),
-            "8.0"
-        );
-        assert_eq!(
-            value(&format!("vllm:request_params_max_tokens_sum{{{labels}}}")),
-            "16.0"
-        );
-        assert_eq!(
-            value(&format!("vllm:iteration_tokens_total_sum{{{labels}}}")),
-            "69.0"
-        );
-        // Never preempted: counted in the first bucket, as vLLM's buckets intend.
-        assert_eq!(
-            value(&format!(
-                "vllm:request_num_preemptions_bucket{{{labels},le=\"1.0\"}}"
-            )),
-            "1.0"
-        );
-        // n > 1 only: empty, as in vLLM for plain requests.
-        assert_eq!(
-            value(&format!("vllm:request_params_n_count{{{labels}}}")),
-            "0.0"
-        );
-        for (source, n) in [("local_compute", "68.0"), ("local_cache_hit", "32.0")] {
-            assert_eq!(
-                value(&format!(
-                    "vllm:prompt_tokens_by_source_total{{{labels},source=\"{source}\"}}"
-                )),
-                n
-            );
+        for (name, extra, expected) in [
+            // 0.7 s of decode over the 7 tokens after the first.
+            (
+                "vllm:request_time_per_output_token_seconds_sum",
+                "",
+                "0.09999999999999999",
+            ),
+            ("vllm:request_inference_time_seconds_sum", "", "0.9"),
+            ("vllm:request_prefill_kv_computed_tokens_sum", "", "68.0"),
+            ("vllm:request_prompt_tokens_sum", "", "100.0"),
+            ("vllm:request_generation_tokens_sum", "", "8.0"),
+            ("vllm:request_params_max_tokens_sum", "", "16.0"),
+            ("vllm:iteration_tokens_total_sum", "", "69.0"),
+            // Never preempted: counted in the first bucket, as vLLM's buckets intend.
+            ("vllm:request_num_preemptions_bucket", ",le=\"1.0\"", "1.0"),
+            // n > 1 only: empty, as in vLLM for plain requests.
+            ("vllm:request_params_n_count", "", "0.0"),
+            (
+                "vllm:prompt_tokens_by_source_total",
+                ",source=\"local_compute\"",
+                "68.0",
+            ),
+            (
+                "vllm:prompt_tokens_by_source_total",
+                ",source=\"local_cache_hit\"",
+                "32.0",
+            ),
+            ("vllm:prompt_tokens_cached_total", "", "32.0"),
+            (
+                "vllm:prompt_tokens_cached_by_source_total",
+                ",source=\"device\"",
+                "32.0",
+            ),
+        ] {
+            let series = format!("{name}{{{labels}{extra}}}");
+            assert_eq!(value(&series), expected, "{series}");
         }
-        assert_eq!(
-            value(&format!("vllm:prompt_tokens_cached_total{{{labels}}}")),
-            "32.0"
-        );
-        assert_eq!(
-            value(&format!(
-                "vllm:prompt_tokens_cached_by_source_total{{{labels},source=\"device\"}}"
-            )),
-            "32.0"
-        );
     }
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::telemetry::{attr, f64_histogram_count, u64_sum, Harness};
-use common::{test_config, Server, MODEL};
+use common::{json_answer, test_config, Server, MODEL};
 use infermon::contract::{attr as a, metric, span as names};
 use opentelemetry::trace::SpanKind;
 use serde_json::json;
@@ -29,16 +29,13 @@ async fn a_prefill_worker_hands_its_kv_cache_to_a_decode_worker() {
     let mut first = request.clone();
     first["max_tokens"] = json!(1);
     first["kv_transfer_params"] = json!({"do_remote_decode": true});
-    let answer: serde_json::Value = prefill
-        .client
-        .post(prefill.url("/v1/chat/completions"))
-        .json(&first)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = json_answer(
+        prefill
+            .client
+            .post(prefill.url("/v1/chat/completions"))
+            .json(&first),
+    )
+    .await;
     let params = answer["kv_transfer_params"].clone();
     assert_eq!(params["do_remote_prefill"], true, "{answer}");
     let prompt_tokens = answer["usage"]["prompt_tokens"].as_u64().unwrap();
@@ -50,20 +47,17 @@ async fn a_prefill_worker_hands_its_kv_cache_to_a_decode_worker() {
     // 2. Decode, under the caller's trace.
     let mut second = request.clone();
     second["kv_transfer_params"] = params;
-    let response: serde_json::Value = decode
-        .client
-        .post(decode.url("/v1/chat/completions"))
-        .header(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )
-        .json(&second)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let response = json_answer(
+        decode
+            .client
+            .post(decode.url("/v1/chat/completions"))
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .json(&second),
+    )
+    .await;
     assert_eq!(response["usage"]["completion_tokens"], 12, "{response}");
     assert!(response.get("kv_transfer_params").is_none());
 

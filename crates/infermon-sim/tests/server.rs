@@ -217,26 +217,19 @@ async fn shutdown_drains_then_ends_open_streams_with_an_error_event() {
     .await;
     let client = reqwest::Client::new();
     let url = format!("http://{}/v1/completions", served.addr);
+    let stream_completion = |prompt: &str, max_tokens: u32| {
+        client
+            .post(&url)
+            .json(&json!({
+                "model": MODEL, "prompt": prompt, "max_tokens": max_tokens,
+                "ignore_eos": true, "stream": true,
+            }))
+            .send()
+    };
     // Far longer than the drain: ≈ 3,000 × 7 ms.
-    let long = client
-        .post(&url)
-        .json(&json!({
-            "model": MODEL, "prompt": "never ends", "max_tokens": 3000,
-            "ignore_eos": true, "stream": true,
-        }))
-        .send()
-        .await
-        .unwrap();
+    let long = stream_completion("never ends", 3000).await.unwrap();
     // Finishes well within the drain: ≈ 10 × 7 ms.
-    let short = client
-        .post(&url)
-        .json(&json!({
-            "model": MODEL, "prompt": "short", "max_tokens": 10,
-            "ignore_eos": true, "stream": true,
-        }))
-        .send()
-        .await
-        .unwrap();
+    let short = stream_completion("short", 10).await.unwrap();
     let stopped_at = Instant::now();
     served.stop.take().unwrap().send(()).unwrap();
 

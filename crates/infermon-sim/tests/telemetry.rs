@@ -9,7 +9,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::telemetry::{attr, f64_histogram_count, u64_sum, Harness};
 use common::*;
-use futures::StreamExt;
 use infermon::contract::{attr as key, metric, span as names, value};
 use infermon_sim::{ErrorFault, ErrorKind};
 use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
@@ -114,15 +113,7 @@ async fn every_request_gets_the_contract_span_tree_and_metrics() {
         completion["usage"].clone(),
     );
 
-    let abort_body = json!({
-        "model": MODEL, "messages": [{"role": "user", "content": "walk away"}],
-        "max_tokens": 3000, "ignore_eos": true, "stream": true,
-    });
-    let mut abandoned = server
-        .post_json("/v1/chat/completions", &abort_body)
-        .await
-        .bytes_stream();
-    abandoned.next().await.unwrap().unwrap();
+    let abandoned = long_stream(&server, "walk away").await;
     drop(abandoned);
     let sim = server.sim.clone();
     wait_until("the abandoned stream is aborted", || {
@@ -429,15 +420,7 @@ async fn simulated_gpus_follow_the_engine_load() {
     config.time_scale = 5.0;
     let server = Server::start_with(config, harness.sim_telemetry()).await;
 
-    let body = json!({
-        "model": MODEL, "messages": [{"role": "user", "content": "keep busy"}],
-        "max_tokens": 3000, "ignore_eos": true, "stream": true,
-    });
-    let mut busy = server
-        .post_json("/v1/chat/completions", &body)
-        .await
-        .bytes_stream();
-    busy.next().await.unwrap().unwrap();
+    let busy = long_stream(&server, "keep busy").await;
     let sim = server.sim.clone();
     wait_until("both simulated GPUs report the engine busy", || {
         let sim = sim.clone();

@@ -68,14 +68,7 @@ async fn vllm_spans_match_the_contract_spans_before_and_after_the_relay() {
         Some(VllmTraces::with_provider(vllm_provider)),
     )
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(infermon_sim::serve(
-        sim.clone(),
-        listener,
-        std::future::pending(),
-    ));
-    let client = reqwest::Client::new();
+    let server = Server::serve(sim.clone()).await;
     let mut ids = Vec::new();
     for (i, temperature) in [(0, json!(0.0)), (1, json!(0.8))] {
         let body = json!({
@@ -85,16 +78,14 @@ async fn vllm_spans_match_the_contract_spans_before_and_after_the_relay() {
             "ignore_eos": true,
             "temperature": temperature,
         });
-        let response: serde_json::Value = client
-            .post(format!("{base}/v1/chat/completions"))
-            .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let response = json_answer(
+            server
+                .client
+                .post(server.url("/v1/chat/completions"))
+                .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+                .json(&body),
+        )
+        .await;
         ids.push(response["id"].as_str().unwrap().to_owned());
     }
     // Read before `sim.shutdown()`, which shuts the vLLM provider (and its exporter) down.

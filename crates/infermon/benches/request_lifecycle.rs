@@ -107,18 +107,13 @@ fn pipeline() -> Pipeline {
     }
 }
 
+// The request the lifecycle tests check, so the benchmark measures exactly that.
+#[allow(dead_code)] // the tests' other requests
+#[path = "../tests/common/params.rs"]
+mod request_params;
+
 fn params() -> RequestParams<'static> {
-    RequestParams {
-        operation: value::OPERATION_CHAT,
-        model: MODEL,
-        provider: value::PROVIDER_SIMULATOR,
-        max_tokens: Some(128),
-        temperature: Some(0.7),
-        top_p: Some(0.9),
-        stream: true,
-        input_tokens: 100,
-        response_id: Some("chatcmpl-1"),
-    }
+    request_params::full_chat(MODEL)
 }
 
 /// The typed path.

@@ -92,14 +92,7 @@ async fn streaming_request_gets_every_contract_span_and_metric() {
         attr::GEN_AI_RESPONSE_FINISH_REASON,
         value::FINISH_LENGTH
     )));
-    for name in [
-        metric::REQUEST_DURATION,
-        metric::TIME_TO_FIRST_TOKEN,
-        metric::TIME_PER_OUTPUT_TOKEN,
-        metric::QUEUE_DURATION,
-        metric::PREFILL_DURATION,
-        metric::DECODE_DURATION,
-    ] {
+    for name in LATENCY_HISTOGRAMS {
         let counted: u64 = f64_histogram(&rm, name).iter().map(|p| p.count()).sum();
         assert_eq!(counted, 1, "{name}");
     }

@@ -7,12 +7,13 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
+use common::params::plain_chat;
 use common::*;
 use http::HeaderMap;
 use infermon::contract::{field, span as names, value};
 use infermon::layer::{context_of, unix_nanos};
 use infermon::propagation::extract_context;
-use infermon::request::{InferenceRequest, RequestParams};
+use infermon::request::InferenceRequest;
 use infermon::telemetry::TelemetryConfig;
 use opentelemetry::trace::{SpanKind, Status, TracerProvider as _};
 use opentelemetry::Value;
@@ -121,18 +122,7 @@ fn logged_request(config: TelemetryConfig) -> (String, usize) {
             .unwrap();
     let metrics = h.metrics();
     tracing::subscriber::with_default(subscriber, || {
-        let params = RequestParams {
-            operation: value::OPERATION_CHAT,
-            model: "m",
-            provider: value::PROVIDER_SIMULATOR,
-            max_tokens: None,
-            temperature: None,
-            top_p: None,
-            stream: false,
-            input_tokens: 3,
-            response_id: None,
-        };
-        let req = InferenceRequest::start(&metrics, params, None).scheduled(0);
+        let req = InferenceRequest::start(&metrics, plain_chat("m", 3), None).scheduled(0);
         req.phase_span()
             .in_scope(|| tracing::info!("user log line"));
         let mut req = req.first_token(0);

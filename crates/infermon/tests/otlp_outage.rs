@@ -8,11 +8,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::params::plain_chat;
 use common::receiver::{wait_until, Receiver};
 use common::Logs;
 use infermon::contract::{value, INSTRUMENTATION_SCOPE};
 use infermon::instruments::InferenceMetrics;
-use infermon::request::{InferenceRequest, RequestParams};
+use infermon::request::InferenceRequest;
 use infermon::telemetry::{self, TelemetryConfig};
 
 const QUEUE: usize = 64;
@@ -20,18 +21,7 @@ const LIVENESS: Duration = Duration::from_secs(30);
 
 /// One request through every state: four spans.
 fn serve_one(metrics: &InferenceMetrics) {
-    let params = RequestParams {
-        operation: value::OPERATION_CHAT,
-        model: "m",
-        provider: value::PROVIDER_SIMULATOR,
-        max_tokens: None,
-        temperature: None,
-        top_p: None,
-        stream: false,
-        input_tokens: 8,
-        response_id: None,
-    };
-    let mut req = InferenceRequest::start(metrics, params, None)
+    let mut req = InferenceRequest::start(metrics, plain_chat("m", 8), None)
         .scheduled(0)
         .first_token(0);
     req.tokens(2);

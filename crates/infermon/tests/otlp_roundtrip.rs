@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::params::plain_chat;
 use common::receiver::{string_attr, wait_until, Receiver};
+use common::LATENCY_HISTOGRAMS;
 use infermon::contract::{attr, buckets, metric, span as names, value, INSTRUMENTATION_SCOPE};
 use infermon::instruments::{EngineMetrics, EngineSnapshot, InferenceMetrics};
 use infermon::request::{InferenceRequest, RequestParams};
@@ -44,15 +46,8 @@ async fn init_exports_the_contract_over_grpc() {
         ..Default::default()
     });
     let params = RequestParams {
-        operation: value::OPERATION_CHAT,
-        model: MODEL,
-        provider: value::PROVIDER_SIMULATOR,
         max_tokens: Some(16),
-        temperature: None,
-        top_p: None,
-        stream: false,
-        input_tokens: 12,
-        response_id: None,
+        ..plain_chat(MODEL, 12)
     };
     let req = InferenceRequest::start(&metrics, params, None);
     let mut req = req.scheduled(0).first_token(4);
@@ -113,13 +108,7 @@ async fn init_exports_the_contract_over_grpc() {
 
     // Metrics: every request and engine instrument arrived, histograms with contract buckets.
     let got = received.metric_names();
-    for name in [
-        metric::REQUEST_DURATION,
-        metric::TIME_TO_FIRST_TOKEN,
-        metric::TIME_PER_OUTPUT_TOKEN,
-        metric::QUEUE_DURATION,
-        metric::PREFILL_DURATION,
-        metric::DECODE_DURATION,
+    for name in LATENCY_HISTOGRAMS.into_iter().chain([
         metric::REQUEST_TOKENS,
         metric::REQUESTS,
         metric::TOKENS,
@@ -131,18 +120,15 @@ async fn init_exports_the_contract_over_grpc() {
         metric::KV_CACHE_BLOCKS,
         metric::TELEMETRY_SPANS_DROPPED,
         metric::TELEMETRY_EXPORT_FAILURES,
-    ] {
+    ]) {
         assert!(
             got.contains(&name.to_string()),
             "{name} missing from {got:?}"
         );
     }
-    let exports = received.metrics.lock().unwrap().clone();
-    let ttft = exports
+    let exported = received.metrics();
+    let ttft = exported
         .iter()
-        .flat_map(|r| &r.resource_metrics)
-        .flat_map(|rm| &rm.scope_metrics)
-        .flat_map(|sm| &sm.metrics)
         .find(|m| m.name == metric::TIME_TO_FIRST_TOKEN)
         .unwrap();
     assert_eq!(ttft.unit, "s");
@@ -159,19 +145,9 @@ async fn init_exports_the_contract_over_grpc() {
 
     // Exemplars (which the SDK does not record; infermon's exporter attaches them): every
     // latency histogram links its measurement to the request span.
-    for name in [
-        metric::REQUEST_DURATION,
-        metric::TIME_TO_FIRST_TOKEN,
-        metric::TIME_PER_OUTPUT_TOKEN,
-        metric::QUEUE_DURATION,
-        metric::PREFILL_DURATION,
-        metric::DECODE_DURATION,
-    ] {
-        let exemplars: Vec<_> = exports
+    for name in LATENCY_HISTOGRAMS {
+        let exemplars: Vec<_> = exported
             .iter()
-            .flat_map(|r| &r.resource_metrics)
-            .flat_map(|rm| &rm.scope_metrics)
-            .flat_map(|sm| &sm.metrics)
             .filter(|m| m.name == name)
             .filter_map(|m| match &m.data {
                 Some(Data::Histogram(h)) => Some(h),

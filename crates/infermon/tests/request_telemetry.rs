@@ -5,30 +5,17 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
+use common::params::full_chat as params;
 use common::*;
 use http::HeaderMap;
 use infermon::contract::{attr, buckets, metric, span as names, value};
 use infermon::instruments::{EngineMetrics, EngineSnapshot, InferenceMetrics};
 use infermon::propagation::{extract_context, inject_context};
-use infermon::request::{InferenceRequest, RequestParams};
+use infermon::request::InferenceRequest;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _};
 use opentelemetry::{Array, Value};
 
 const MODEL: &str = "llama-3-8b";
-
-fn params(model: &str) -> RequestParams<'_> {
-    RequestParams {
-        operation: value::OPERATION_CHAT,
-        model,
-        provider: value::PROVIDER_SIMULATOR,
-        max_tokens: Some(128),
-        temperature: Some(0.7),
-        top_p: Some(0.9),
-        stream: true,
-        input_tokens: 100,
-        response_id: Some("chatcmpl-1"),
-    }
-}
 
 /// Fixed instants so every duration in the assertions is exact.
 fn t(ms: u64) -> SystemTime {

@@ -7,10 +7,11 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
+use common::params::full_chat;
 use common::*;
 use infermon::contract::value;
 use infermon::layer::unix_nanos;
-use infermon::request::{InferenceRequest, RequestParams};
+use infermon::request::InferenceRequest;
 use opentelemetry::trace::SpanId;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::trace::SpanData;
@@ -32,18 +33,7 @@ fn typed() -> Telemetry {
     let h = Harness::new();
     let metrics = h.metrics();
     h.run(|| {
-        let params = RequestParams {
-            operation: value::OPERATION_CHAT,
-            model: MODEL,
-            provider: value::PROVIDER_SIMULATOR,
-            max_tokens: Some(128),
-            temperature: Some(0.7),
-            top_p: Some(0.9),
-            stream: true,
-            input_tokens: 100,
-            response_id: Some("chatcmpl-1"),
-        };
-        let req = InferenceRequest::start_at(&metrics, params, None, t(0));
+        let req = InferenceRequest::start_at(&metrics, full_chat(MODEL), None, t(0));
         let req = req.scheduled_at(3, t(50));
         let mut req = req.first_token_at(40, t(250));
         req.preempted_at(t(300));

@@ -12,7 +12,7 @@ use super::model::{load_dashboards, repo_dashboards_dir, Dashboard, Query, Targe
 use super::promql;
 use super::vars::{expand, references, Choice, Format, TimeContext};
 use super::{allowed_empty, DashboardError};
-use crate::http_api::Prometheus;
+use crate::http_api::{send_for_json, Prometheus};
 
 /// Where the stack is and which time range the panels are evaluated over.
 #[derive(Debug, Clone)]
@@ -268,17 +268,8 @@ impl Stack {
             ("step", step.to_string()),
         ];
         let url = format!("{}/api/v1/query_range", self.prometheus_url);
-        let response = self
-            .http
-            .get(&url)
-            .query(&params)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+        let request = self.http.get(&url).query(&params);
+        let body = send_for_json(request, &format!("GET {url}")).await?;
         if body["status"] != "success" {
             return Err(format!("{promql}: {}", body["error"]));
         }

@@ -146,17 +146,9 @@ where
         if !(self.exports)(meta) {
             return None;
         }
-        let mut v = SpanVisitor {
-            name: None,
-            kind: None,
-            start: None,
-            end: None,
-            status_code: None,
-            status_description: None,
-            attributes: AttributeSink::<T::Span>::Vec(Vec::with_capacity(
-                attrs.fields().len().min(MAX_INITIAL_ATTRIBUTES),
-            )),
-        };
+        let mut v = SpanVisitor::<T::Span>::new(AttributeSink::Vec(Vec::with_capacity(
+            attrs.fields().len().min(MAX_INITIAL_ATTRIBUTES),
+        )));
         attrs.record(&mut v);
 
         // The nearest exported ancestor, else (a root) the current OpenTelemetry context.
@@ -193,31 +185,18 @@ where
         ids
     }
     pub(super) fn span_recorded(&self, span: &SpanRef<'_, S>, values: &Record<'_>) {
-        let mut ext = span.extensions_mut();
-        let Some(data) = ext.get_mut::<OtelData<T::Span>>() else {
-            return;
-        };
-        if !data.span.is_recording() {
-            return;
-        }
-        // Each attribute goes straight onto the span, no vector in between.
-        let mut v = SpanVisitor {
-            name: None,
-            kind: None,
-            start: None,
-            end: None,
-            status_code: None,
-            status_description: None,
-            attributes: AttributeSink::Span(&mut data.span),
-        };
-        values.record(&mut v);
-        let (name, end, status, description) = (
-            v.name.take(),
-            v.end,
-            v.status(),
-            v.status_description.take(),
-        );
-        self.apply_record(data, name, end, status, description);
+        Self::if_recording(span, |data| {
+            // Each attribute goes straight onto the span, no vector in between.
+            let mut v = SpanVisitor::new(AttributeSink::Span(&mut data.span));
+            values.record(&mut v);
+            let (name, end, status, description) = (
+                v.name.take(),
+                v.end,
+                v.status(),
+                v.status_description.take(),
+            );
+            self.apply_record(data, name, end, status, description);
+        });
     }
 
     fn apply_record(
@@ -247,26 +226,33 @@ where
         if !(self.exports)(event.metadata()) {
             return;
         }
+        Self::if_recording(span, |data| {
+            let mut v = EventVisitor {
+                name: None,
+                at: None,
+                // Sized once: the message and time fields take no slot, so this is room to spare.
+                attributes: Vec::with_capacity(event.metadata().fields().len()),
+            };
+            event.record(&mut v);
+            let name = v.name.unwrap_or(Cow::Borrowed(event.metadata().name()));
+            data.span.add_event_with_timestamp(
+                name,
+                v.at.unwrap_or_else(SystemTime::now),
+                v.attributes,
+            );
+        });
+    }
+
+    /// Runs `f` on the span's OpenTelemetry data when it has some (it is exported) and its span
+    /// is recording (sampled): an unsampled span keeps no attributes or events, so there is
+    /// nothing to gather for it.
+    fn if_recording(span: &SpanRef<'_, S>, f: impl FnOnce(&mut OtelData<T::Span>)) {
         let mut ext = span.extensions_mut();
-        let Some(data) = ext.get_mut::<OtelData<T::Span>>() else {
-            return;
-        };
-        if !data.span.is_recording() {
-            return;
+        if let Some(data) = ext.get_mut::<OtelData<T::Span>>() {
+            if data.span.is_recording() {
+                f(data);
+            }
         }
-        let mut v = EventVisitor {
-            name: None,
-            at: None,
-            // Sized once: the message and time fields take no slot, so this is room to spare.
-            attributes: Vec::with_capacity(event.metadata().fields().len()),
-        };
-        event.record(&mut v);
-        let name = v.name.unwrap_or(Cow::Borrowed(event.metadata().name()));
-        data.span.add_event_with_timestamp(
-            name,
-            v.at.unwrap_or_else(SystemTime::now),
-            v.attributes,
-        );
     }
     pub(super) fn span_closed(&self, span: &SpanRef<'_, S>) {
         let Some(mut data) = span.extensions_mut().remove::<OtelData<T::Span>>() else {
@@ -349,7 +335,20 @@ enum AttributeSink<'a, Sp> {
     Span(&'a mut Sp),
 }
 
-impl<Sp: opentelemetry::trace::Span> SpanVisitor<'_, Sp> {
+impl<'a, Sp: opentelemetry::trace::Span> SpanVisitor<'a, Sp> {
+    /// A visitor that has seen no field yet, sending attributes to `attributes`.
+    fn new(attributes: AttributeSink<'a, Sp>) -> Self {
+        Self {
+            name: None,
+            kind: None,
+            start: None,
+            end: None,
+            status_code: None,
+            status_description: None,
+            attributes,
+        }
+    }
+
     /// The status the `otel.status_*` fields ask for, if any.
     fn status(&mut self) -> Option<Status> {
         match self.status_code? {

@@ -30,7 +30,7 @@ use std::time::SystemTime;
 use opentelemetry::{KeyValue, StringValue};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Subscriber};
+use tracing::{Event, Metadata, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use tracing_subscriber::Layer;
@@ -100,6 +100,27 @@ impl Phase {
             names::PREFILL => Some(Phase::Prefill),
             names::DECODE => Some(Phase::Decode),
             _ => None,
+        }
+    }
+}
+
+/// The spans the layer derives metrics from: a request span and its phase spans.
+#[derive(Clone, Copy)]
+enum CountedSpan {
+    Request,
+    Phase(Phase),
+}
+
+impl CountedSpan {
+    /// What the span described by `meta` counts as; `None` for any other span, and for the
+    /// typed API's spans (the typed path records its own metrics).
+    fn of(meta: &Metadata<'_>) -> Option<Self> {
+        if meta.target() == TYPED_TARGET {
+            return None;
+        }
+        match meta.name() {
+            names::REQUEST => Some(CountedSpan::Request),
+            name => Phase::of(name).map(CountedSpan::Phase),
         }
     }
 }
@@ -239,31 +260,30 @@ impl MetricsLayer {
     ) where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let meta = attrs.metadata();
-        if meta.target() == TYPED_TARGET {
-            return; // the typed path records its own metrics
-        }
-        let name = meta.name();
-        if name == names::REQUEST {
-            let state = self.new_request(attrs, ids);
-            span.extensions_mut().insert(state);
-        } else if let Some(phase) = Phase::of(name) {
-            // Only phases of a request count.
-            let is_phase = span
-                .parent()
-                .is_some_and(|p| p.extensions().get::<RequestState>().is_some());
-            if !is_phase {
-                return;
+        match CountedSpan::of(attrs.metadata()) {
+            Some(CountedSpan::Request) => {
+                let state = self.new_request(attrs, ids);
+                span.extensions_mut().insert(state);
             }
-            let mut state = PhaseState {
-                phase,
-                start: SystemTime::now(),
-                end: None,
-                cached: None,
-                computed: None,
-            };
-            attrs.record(&mut PhaseVisitor(&mut state));
-            span.extensions_mut().insert(state);
+            Some(CountedSpan::Phase(phase)) => {
+                // Only phases of a request count.
+                let is_phase = span
+                    .parent()
+                    .is_some_and(|p| p.extensions().get::<RequestState>().is_some());
+                if !is_phase {
+                    return;
+                }
+                let mut state = PhaseState {
+                    phase,
+                    start: SystemTime::now(),
+                    end: None,
+                    cached: None,
+                    computed: None,
+                };
+                attrs.record(&mut PhaseVisitor(&mut state));
+                span.extensions_mut().insert(state);
+            }
+            None => {}
         }
     }
 
@@ -271,28 +291,27 @@ impl MetricsLayer {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let meta = span.metadata();
-        if meta.target() == TYPED_TARGET {
-            return;
-        }
-        let name = meta.name();
-        if name == names::REQUEST {
-            let mut ext = span.extensions_mut();
-            if let Some(state) = ext.get_mut::<RequestState>() {
-                let mut v = RequestVisitor {
-                    state,
-                    inner: self.inner(),
-                    model: None,
-                    operation: None,
-                };
-                values.record(&mut v);
-                v.resolve();
+        match CountedSpan::of(span.metadata()) {
+            Some(CountedSpan::Request) => {
+                let mut ext = span.extensions_mut();
+                if let Some(state) = ext.get_mut::<RequestState>() {
+                    let mut v = RequestVisitor {
+                        state,
+                        inner: self.inner(),
+                        model: None,
+                        operation: None,
+                    };
+                    values.record(&mut v);
+                    v.resolve();
+                }
             }
-        } else if Phase::of(name).is_some() {
-            let mut ext = span.extensions_mut();
-            if let Some(state) = ext.get_mut::<PhaseState>() {
-                values.record(&mut PhaseVisitor(state));
+            Some(CountedSpan::Phase(_)) => {
+                let mut ext = span.extensions_mut();
+                if let Some(state) = ext.get_mut::<PhaseState>() {
+                    values.record(&mut PhaseVisitor(state));
+                }
             }
+            None => {}
         }
     }
 
@@ -333,30 +352,29 @@ impl MetricsLayer {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let meta = span.metadata();
-        if meta.target() == TYPED_TARGET {
-            return;
-        }
-        let name = meta.name();
-        if name == names::REQUEST {
-            if let Some(state) = span.extensions_mut().remove::<RequestState>() {
-                let ids = state.ids;
-                end_request(self.inner(), state, &|| ids);
+        match CountedSpan::of(span.metadata()) {
+            Some(CountedSpan::Request) => {
+                if let Some(state) = span.extensions_mut().remove::<RequestState>() {
+                    let ids = state.ids;
+                    end_request(self.inner(), state, &|| ids);
+                }
             }
-        } else if Phase::of(name).is_some() {
-            let Some(state) = span.extensions_mut().remove::<PhaseState>() else {
-                return;
-            };
-            let Some(parent) = span.parent() else { return };
-            let ext = parent.extensions();
-            let Some(request) = ext.get::<RequestState>() else {
-                return;
-            };
-            let Some(series) = &request.series else {
-                return;
-            };
-            let ids = request.ids;
-            end_phase(series, &state, &|| ids);
+            Some(CountedSpan::Phase(_)) => {
+                let Some(state) = span.extensions_mut().remove::<PhaseState>() else {
+                    return;
+                };
+                let Some(parent) = span.parent() else { return };
+                let ext = parent.extensions();
+                let Some(request) = ext.get::<RequestState>() else {
+                    return;
+                };
+                let Some(series) = &request.series else {
+                    return;
+                };
+                let ids = request.ids;
+                end_phase(series, &state, &|| ids);
+            }
+            None => {}
         }
     }
 }
@@ -366,9 +384,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let meta = attrs.metadata();
-        let name = meta.name();
-        if meta.target() == TYPED_TARGET || (name != names::REQUEST && Phase::of(name).is_none()) {
+        if CountedSpan::of(attrs.metadata()).is_none() {
             return;
         }
         if let Some(span) = ctx.span(id) {

@@ -250,6 +250,12 @@ fn check_prompt(
     Ok((prompt_tokens, limit))
 }
 
+/// Most output token texts one request's choices may hold in memory (JSON documents and text
+/// cut at a stop string are held per choice; filler text costs nothing). vLLM bounds `n` at
+/// 16,384 but holds no text ahead, so without this `n` × prompts × a 1 MiB document could ask
+/// for more memory than the machine has; 4 Mi tokens is about 16 MiB of text.
+const MAX_HELD_OUTPUT_TOKENS: usize = 4 << 20;
+
 /// What validation made of a request: its choices, and per prompt its token count and resolved
 /// `max_tokens`.
 struct PlannedChoices {
@@ -274,6 +280,7 @@ fn plan_choices(sim: &SimHandle, generation: &Generation<'_>) -> Result<PlannedC
     let mut choices = Vec::new();
     let mut prompt_tokens = Vec::new();
     let mut max_tokens = Vec::new();
+    let mut held_pieces = 0usize;
     for (p, (prompt, echo)) in generation.prompts.iter().enumerate() {
         let (tokens_in, limit) = check_prompt(sim, generation.api, sampling, prompt)?;
         prompt_tokens.push(tokens_in);
@@ -300,6 +307,20 @@ fn plan_choices(sim: &SimHandle, generation: &Generation<'_>) -> Result<PlannedC
                 (None, Format::Json(document)) => output::json(document, &ending),
                 (None, Format::Text) => output::filler(&ending),
             };
+            if let output::Tokens::Pieces(pieces) = &script.tokens {
+                held_pieces += pieces.len();
+                if held_pieces > MAX_HELD_OUTPUT_TOKENS {
+                    return Err(ApiError::invalid(
+                        "n",
+                        format!(
+                            "This request's choices would hold more than \
+                             {MAX_HELD_OUTPUT_TOKENS} output tokens of text at once in the \
+                             simulator (n x prompts x output length); lower n, max_tokens or \
+                             the number of prompts."
+                        ),
+                    ));
+                }
+            }
             choices.push(ChoiceSpec {
                 index: p as u32 * n + j,
                 prompt: p,

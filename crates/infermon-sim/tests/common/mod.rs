@@ -38,7 +38,11 @@ impl Server {
     }
 
     pub async fn start_with(config: SimConfig, telemetry: SimTelemetry) -> Self {
-        let sim = Simulator::start(config, telemetry).expect("simulator starts");
+        Self::serve(Simulator::start(config, telemetry).expect("simulator starts")).await
+    }
+
+    /// Serves an already started simulator (one a test started its own way).
+    pub async fn serve(sim: SimHandle) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(infermon_sim::serve(
@@ -75,6 +79,27 @@ impl Server {
     }
 }
 
+/// Starts a streamed chat far longer than any test (3,000 tokens) and waits for its first
+/// chunk: the engine is busy with it until the test drops the returned body.
+pub async fn long_stream(server: &Server, content: &str) -> impl futures::Stream + Unpin {
+    let body = serde_json::json!({
+        "model": MODEL, "messages": [{"role": "user", "content": content}],
+        "max_tokens": 3000, "ignore_eos": true, "stream": true,
+    });
+    let mut stream = server
+        .post_json("/v1/chat/completions", &body)
+        .await
+        .bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    stream
+}
+
+/// Sends `request` and reads its answer as JSON.
+pub async fn json_answer(request: reqwest::RequestBuilder) -> Value {
+    let response = request.send().await.expect("request sent");
+    response.json().await.expect("a JSON answer")
+}
+
 /// Checks an OpenAI-style error body and returns it.
 pub async fn expect_error(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status);
@@ -96,45 +121,19 @@ pub async fn expect_error(response: reqwest::Response, status: u16) -> Value {
     body
 }
 
-/// Server-sent events decoded the way OpenAI's clients do it: bytes arrive in arbitrary
-/// pieces; lines end in `\n`, `\r\n` or `\r`; `data:` lines accumulate (joined by `\n`) until a
-/// blank line dispatches the event; lines starting with `:` are comments; one space after the
-/// colon is dropped.
+/// Server-sent events as text, decoded by the decoder the load generator and the gateway
+/// read streams with (`infermon_http::sse`, which decodes the way OpenAI's client libraries
+/// do): the streaming tests compare each event's data as a string and parse it as JSON.
 #[derive(Default)]
-pub struct SseDecoder {
-    buffer: String,
-    data: Vec<String>,
-}
+pub struct SseDecoder(infermon_http::sse::SseDecoder);
 
 impl SseDecoder {
     /// Feeds bytes; returns the `data` of every event completed by them.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.buffer
-            .push_str(std::str::from_utf8(bytes).expect("SSE is UTF-8"));
         let mut events = Vec::new();
-        while let Some(end) = self.buffer.find(['\n', '\r']) {
-            let line: String = self.buffer[..end].to_owned();
-            let mut rest = end + 1;
-            if self.buffer[end..].starts_with("\r\n") {
-                rest += 1;
-            }
-            self.buffer.drain(..rest);
-            if line.is_empty() {
-                if !self.data.is_empty() {
-                    events.push(self.data.join("\n"));
-                    self.data.clear();
-                }
-                continue;
-            }
-            if line.starts_with(':') {
-                continue;
-            }
-            let (field, value) = line.split_once(':').unwrap_or((&line, ""));
-            let value = value.strip_prefix(' ').unwrap_or(value);
-            if field == "data" {
-                self.data.push(value.to_owned());
-            }
-        }
+        self.0.feed(bytes, &mut |data| {
+            events.push(String::from_utf8(data.to_vec()).expect("SSE is UTF-8"));
+        });
         events
     }
 }

@@ -1,6 +1,7 @@
 //! In-memory telemetry pipeline for tests: spans and metrics land in SDK in-memory exporters.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod params;
 pub mod receiver;
 
 use std::io::Write;
@@ -18,6 +19,17 @@ use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMete
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tracing::Dispatch;
 use tracing_subscriber::layer::SubscriberExt as _;
+
+/// The latency histograms of one request (the whole and each phase): the instruments that
+/// every finished request records once and that carry its exemplar.
+pub const LATENCY_HISTOGRAMS: [&str; 6] = [
+    infermon::contract::metric::REQUEST_DURATION,
+    infermon::contract::metric::TIME_TO_FIRST_TOKEN,
+    infermon::contract::metric::TIME_PER_OUTPUT_TOKEN,
+    infermon::contract::metric::QUEUE_DURATION,
+    infermon::contract::metric::PREFILL_DURATION,
+    infermon::contract::metric::DECODE_DURATION,
+];
 
 pub struct Harness {
     pub span_exporter: InMemorySpanExporter,

@@ -1,4 +1,6 @@
 //! A minimal OTLP/gRPC receiver (trace and metrics services) that records what it is sent.
+//! Also the GPU crate's receiver (`infermon-gpu/tests/otlp.rs` includes this file), so it
+//! uses only crates both test suites have: opentelemetry-proto, tonic, tokio-stream.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -16,6 +18,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::Metric;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -40,17 +43,21 @@ impl Received {
             .collect()
     }
 
-    pub fn metric_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .metrics
+    /// Every metric of every export received, in arrival order (a metric exported twice is
+    /// here twice).
+    pub fn metrics(&self) -> Vec<Metric> {
+        self.metrics
             .lock()
             .unwrap()
             .iter()
             .flat_map(|r| &r.resource_metrics)
             .flat_map(|rm| &rm.scope_metrics)
-            .flat_map(|sm| &sm.metrics)
-            .map(|m| m.name.clone())
-            .collect();
+            .flat_map(|sm| sm.metrics.clone())
+            .collect()
+    }
+
+    pub fn metric_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.metrics().into_iter().map(|m| m.name).collect();
         names.sort();
         names.dedup();
         names
