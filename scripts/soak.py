@@ -332,8 +332,9 @@ def main():
     ap.add_argument("--bin", default=os.environ.get("INFERMON_BIN"),
                     help="infermon binary (default: $INFERMON_BIN, else a release build)")
     ap.add_argument("--out", default=None, help="report directory (default target/soak/<time>)")
-    ap.add_argument("--port-base", type=int, default=33000,
-                    help="stack ports at N..N+11, infermon's at N+20..N+24 (default 33000)")
+    ap.add_argument("--port-base", type=int, default=23000,
+                    help="stack ports at N..N+11, infermon's at N+20..N+24 (default 23000: "
+                         "below the ephemeral range, so a restarted component finds its port)")
     ap.add_argument("--phases", default=None,
                     help="comma-separated phase numbers to run (0-9; default all), for a trial")
     args = ap.parse_args()

@@ -116,7 +116,8 @@ cleanup_on_failure() {
   local rc=$?
   if ((rc != 0)) && ((${#STARTED[@]})); then
     log "startup failed; stopping what was started"
-    INFERMON_STACK_RUN_DIR=$RUN "$ROOT/scripts/stop-stack.sh" >&2 || true
+    # Only what this run started: restarting one component must not take the others down.
+    INFERMON_STACK_RUN_DIR=$RUN "$ROOT/scripts/stop-stack.sh" "${STARTED[@]}" >&2 || true
   fi
   exit $rc
 }

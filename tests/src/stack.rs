@@ -23,15 +23,24 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Below Linux's ephemeral range (32768-60999 by default): a component restarted in a test
+/// must find its port free, and an outgoing connection may hold any ephemeral port as its
+/// local port (seen in the soak run: a restarted Jaeger could not bind its health port).
+const PORTS_END: u16 = 32_000;
+
 /// Finds `count` consecutive free loopback ports and returns the first.
 pub fn free_port_range(count: u16) -> u16 {
     // Start at a pid-derived offset so parallel test binaries rarely probe the same range.
-    let mut base = 20_000 + (std::process::id() % 2_000) as u16 * 10;
+    let mut base = 20_000 + (std::process::id() % 1_000) as u16 * 10;
     loop {
         if (base..base + count).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return base;
         }
-        base = if base > 60_000 { 20_000 } else { base + count };
+        base = if base + 2 * count > PORTS_END {
+            20_000
+        } else {
+            base + count
+        };
     }
 }
 
