@@ -44,7 +44,7 @@ use crate::SimHandle;
 const FINGERPRINT: &str = "infermon-simulator";
 
 /// A request, validated: what every API's handler hands to [`generate`].
-struct Generation<'a> {
+pub struct Generation<'a> {
     api: Api,
     model: &'a str,
     sampling: &'a Sampling,
@@ -54,23 +54,60 @@ struct Generation<'a> {
     tool: Option<ToolCall>,
 }
 
-pub async fn chat(
+/// An OpenAI request body the simulator serves: how it is validated into a [`Generation`].
+pub trait ApiRequest: DeserializeOwned + Send + 'static {
+    const API: Api;
+    fn model(&self) -> &str;
+    fn streaming(&self) -> bool;
+    fn generation(&self) -> Result<Generation<'_>, ApiError>;
+}
+
+impl ApiRequest for ChatRequest {
+    const API: Api = Api::Chat;
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn streaming(&self) -> bool {
+        self.sampling.stream
+    }
+    fn generation(&self) -> Result<Generation<'_>, ApiError> {
+        chat_generation(self)
+    }
+}
+
+impl ApiRequest for CompletionRequest {
+    const API: Api = Api::Completion;
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn streaming(&self) -> bool {
+        self.sampling.stream
+    }
+    fn generation(&self) -> Result<Generation<'_>, ApiError> {
+        completion_generation(self)
+    }
+}
+
+/// `POST /v1/chat/completions` (`R` = [`ChatRequest`]) and `POST /v1/completions`
+/// ([`CompletionRequest`]): parse, validate, generate; a rejection is answered (and counted)
+/// as the API's.
+pub async fn handle<R: ApiRequest>(
     State(sim): State<SimHandle>,
     received: Option<Extension<ReceivedAt>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let request: ChatRequest = match parse(&sim, &headers, body) {
+    let request: R = match parse(&sim, &headers, body) {
         Ok(r) => r,
-        Err(rejection) => return rejection.respond(&sim, &headers, Api::Chat),
+        Err(rejection) => return rejection.respond(&sim, &headers, R::API),
     };
-    let generation = match chat_generation(&request) {
+    let generation = match request.generation() {
         Ok(g) => g,
         Err(e) => {
-            return Rejection::new(e, &request.model, request.sampling.stream).respond(
+            return Rejection::new(e, request.model(), request.streaming()).respond(
                 &sim,
                 &headers,
-                Api::Chat,
+                R::API,
             )
         }
     };
@@ -101,29 +138,6 @@ fn chat_generation(request: &ChatRequest) -> Result<Generation<'_>, ApiError> {
     })
 }
 
-pub async fn completions(
-    State(sim): State<SimHandle>,
-    received: Option<Extension<ReceivedAt>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let request: CompletionRequest = match parse(&sim, &headers, body) {
-        Ok(r) => r,
-        Err(rejection) => return rejection.respond(&sim, &headers, Api::Completion),
-    };
-    let generation = match completion_generation(&request) {
-        Ok(g) => g,
-        Err(e) => {
-            return Rejection::new(e, &request.model, request.sampling.stream).respond(
-                &sim,
-                &headers,
-                Api::Completion,
-            )
-        }
-    };
-    generate(&sim, arrival(received), &headers, generation).await
-}
-
 /// Validates a completions request: its prompts and `logprobs`.
 fn completion_generation(request: &CompletionRequest) -> Result<Generation<'_>, ApiError> {
     let prompts = request.prompts()?;
@@ -148,14 +162,15 @@ fn completion_generation(request: &CompletionRequest) -> Result<Generation<'_>, 
 /// own code path, minus the engine and the telemetry of a rejection.
 #[doc(hidden)]
 pub fn check_request(sim: &SimHandle, chat: bool, body: &[u8]) -> Result<usize, ApiError> {
-    let planned = if chat {
-        let request: ChatRequest = parse_json(body).map_err(|r| r.error)?;
-        plan_choices(sim, &chat_generation(&request)?)?
+    fn plan<R: ApiRequest>(sim: &SimHandle, body: &[u8]) -> Result<usize, ApiError> {
+        let request: R = parse_json(body).map_err(|r| r.error)?;
+        Ok(plan_choices(sim, &request.generation()?)?.choices.len())
+    }
+    if chat {
+        plan::<ChatRequest>(sim, body)
     } else {
-        let request: CompletionRequest = parse_json(body).map_err(|r| r.error)?;
-        plan_choices(sim, &completion_generation(&request)?)?
-    };
-    Ok(planned.choices.len())
+        plan::<CompletionRequest>(sim, body)
+    }
 }
 
 /// When the request arrived: its headers were read (the router used without [`crate::serve`]

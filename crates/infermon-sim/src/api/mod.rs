@@ -18,12 +18,19 @@ pub use types::Usage;
 
 use crate::config::MetricsFormat;
 use crate::SimHandle;
+use types::{ChatRequest, CompletionRequest};
 
 /// The simulator's routes, bound to one running engine.
 pub fn router(sim: SimHandle) -> Router {
     let mut router = Router::new()
-        .route("/v1/chat/completions", post(handlers::chat))
-        .route("/v1/completions", post(handlers::completions))
+        .route(
+            "/v1/chat/completions",
+            post(handlers::handle::<ChatRequest>),
+        )
+        .route(
+            "/v1/completions",
+            post(handlers::handle::<CompletionRequest>),
+        )
         .route("/v1/models", get(handlers::models))
         .route("/health", get(handlers::health))
         .route("/ping", get(handlers::health).post(handlers::health))
