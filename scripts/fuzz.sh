@@ -113,7 +113,7 @@ dictionary() {
         sim_request | gateway_request) echo fuzz/dicts/openai_request.dict ;;
         sse_decoder) echo fuzz/dicts/sse.dict ;;
         trace_context) echo fuzz/dicts/trace_context.dict ;;
-        sim_config | sim_profile | sim_scenario | gateway_config) echo fuzz/dicts/toml.dict ;;
+        sim_config | sim_profile | sim_scenario | gateway_config | cli_config) echo fuzz/dicts/toml.dict ;;
     esac
 }
 

@@ -214,6 +214,29 @@ impl Process {
         }
     }
 
+    /// `infermon sim --listen ADDR --time-scale SCALE` plus `extra` flags: each test's engine
+    /// differs only in those flags and its environment.
+    pub fn sim(
+        name: &str,
+        bin: &Path,
+        addr: &str,
+        time_scale: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Process {
+        let mut args = vec!["sim", "--listen", addr, "--time-scale", time_scale];
+        args.extend_from_slice(extra);
+        Process::spawn(name, bin, &args, env)
+    }
+
+    /// An engine that exposes only vLLM's `/metrics` format (scraped by the collector) and
+    /// exports nothing itself, ten times faster than real time.
+    pub fn vllm_metrics_sim(bin: &Path, addr: &str, extra: &[&str]) -> Process {
+        let mut args = vec!["--metrics", "vllm", "--no-otlp"];
+        args.extend_from_slice(extra);
+        Process::sim("sim-vllm", bin, addr, "10", &args, &[])
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -161,20 +161,12 @@ async fn error_fault_pages_and_resolves() {
     let sim_port = free_port().to_string();
     let sim_listen = format!("127.0.0.1:{sim_port}");
     let scenario_arg = scenario.display().to_string();
-    let _sim = Process::spawn(
+    let _sim = Process::sim(
         "sim",
         &bin,
-        &[
-            "sim",
-            "--listen",
-            &sim_listen,
-            "--model",
-            MODEL,
-            "--time-scale",
-            "1",
-            "--scenario",
-            &scenario_arg,
-        ],
+        &sim_listen,
+        "1",
+        &["--model", MODEL, "--scenario", &scenario_arg],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", stack.otlp_endpoint()),
             ("OTEL_SERVICE_NAME", SERVICE),

@@ -45,38 +45,16 @@ async fn every_dashboard_query_returns_data() {
         ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
         ("OTEL_BSP_SCHEDULE_DELAY", "500"),
     ];
-    let _sim = Process::spawn(
+    let _sim = Process::sim(
         "sim",
         &bin,
-        &[
-            "sim",
-            "--listen",
-            &sim_addr,
-            "--time-scale",
-            "1",
-            "--simulated-gpus",
-            "2",
-            "--scenario",
-            &scenario_arg,
-        ],
+        &sim_addr,
+        "1",
+        &["--simulated-gpus", "2", "--scenario", &scenario_arg],
         &telemetry_env,
     );
     let vllm_addr = format!("127.0.0.1:{vllm_port}");
-    let _vllm = Process::spawn(
-        "sim-vllm",
-        &bin,
-        &[
-            "sim",
-            "--listen",
-            &vllm_addr,
-            "--time-scale",
-            "10",
-            "--metrics",
-            "vllm",
-            "--no-otlp",
-        ],
-        &[],
-    );
+    let _vllm = Process::vllm_metrics_sim(&bin, &vllm_addr, &[]);
     // A disaggregated pair, and a gateway in front of each kind of engine.
     let (prefill_addr, decode_addr) = (
         format!("127.0.0.1:{}", free_port()),

@@ -154,38 +154,18 @@ async fn engine_telemetry_reaches_prometheus_and_jaeger_through_the_collector() 
         ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
         ("OTEL_BSP_SCHEDULE_DELAY", "500"),
     ];
-    let mut sim = Process::spawn(
+    let mut sim = Process::sim(
         "sim",
         &bin,
-        &[
-            "sim",
-            "--listen",
-            &sim_addr,
-            "--time-scale",
-            "10",
-            "--simulated-gpus",
-            "2",
-        ],
+        &sim_addr,
+        "10",
+        &["--simulated-gpus", "2"],
         &sim_env,
     );
     // A second engine that only exposes vLLM's /metrics format, scraped by the collector.
     let vllm_addr = format!("127.0.0.1:{vllm_port}");
     let vllm_url = format!("http://{vllm_addr}");
-    let _vllm = Process::spawn(
-        "sim-vllm",
-        &bin,
-        &[
-            "sim",
-            "--listen",
-            &vllm_addr,
-            "--time-scale",
-            "10",
-            "--metrics",
-            "vllm",
-            "--no-otlp",
-        ],
-        &[],
-    );
+    let _vllm = Process::vllm_metrics_sim(&bin, &vllm_addr, &[]);
     wait_healthy(&format!("{sim_url}/health")).await;
     wait_healthy(&format!("{vllm_url}/health")).await;
 

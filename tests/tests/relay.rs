@@ -130,18 +130,12 @@ async fn vllm_spans_are_expanded_on_the_way_to_jaeger() {
     // follow it too); metrics straight to the collector.
     let sim_addr = format!("127.0.0.1:{}", free_port());
     let sim_url = format!("http://{sim_addr}");
-    let mut sim = Process::spawn(
+    let mut sim = Process::sim(
         "sim",
         &bin,
-        &[
-            "sim",
-            "--listen",
-            &sim_addr,
-            "--time-scale",
-            "10",
-            "--trace-format",
-            "both",
-        ],
+        &sim_addr,
+        "10",
+        &["--trace-format", "both"],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
             (

@@ -185,23 +185,7 @@ async fn vllm_metrics_arrive_normalised_and_every_panel_is_accounted_for() {
     let sim_addr = format!("127.0.0.1:{}", free_port());
     let sim_url = format!("http://{sim_addr}");
     let scenario_arg = scenario.display().to_string();
-    let _sim = Process::spawn(
-        "sim-vllm",
-        &bin,
-        &[
-            "sim",
-            "--listen",
-            &sim_addr,
-            "--time-scale",
-            "10",
-            "--metrics",
-            "vllm",
-            "--no-otlp",
-            "--scenario",
-            &scenario_arg,
-        ],
-        &[],
-    );
+    let _sim = Process::vllm_metrics_sim(&bin, &sim_addr, &["--scenario", &scenario_arg]);
     wait_healthy(&format!("{sim_url}/health")).await;
     let metrics_url = format!("{sim_url}/metrics");
     let first = reqwest::get(&metrics_url)

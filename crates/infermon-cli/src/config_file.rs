@@ -90,6 +90,11 @@ impl ConfigFile {
             path: path.to_owned(),
             source,
         })?;
+        Self::parse(&text, path, cli)
+    }
+
+    /// Parses `text`, the contents of `path`, as [`read`](Self::read) does.
+    pub fn parse(text: &str, path: &Path, cli: &Command) -> Result<Self, ConfigFileError> {
         let tables: toml::Table =
             text.parse()
                 .map_err(|e: toml::de::Error| ConfigFileError::Toml {
@@ -379,7 +384,7 @@ mod tests {
         let mut full: Vec<OsString> = vec!["infermon".into()];
         full.extend(argv.iter().map(OsString::from));
         full.extend(["--config".into(), path.into_os_string()]);
-        match crate::parse(full) {
+        match crate::parse(full, ConfigFile::read) {
             Ok(cli) => Ok(cli),
             Err(Parsed::Invalid(line)) => Err(line),
             Err(Parsed::Exit(e)) => Err(e.to_string()),
