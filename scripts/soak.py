@@ -304,12 +304,13 @@ class RssSampler(threading.Thread):
             self.file.flush()
 
 
-def slope_kib_per_min(points, warmup_s=120):
-    """Least-squares slope of RSS over time, after the first `warmup_s` of a process."""
+def slope_kib_per_min(points, warmup_s=120, last_s=None):
+    """Least-squares slope of RSS over time, after the first `warmup_s` of a process (or over
+    its last `last_s` only)."""
     if not points:
         return None
-    t0 = points[0][0]
-    pts = [(t, r) for t, r in points if t - t0 >= warmup_s]
+    t0 = points[0][0] if last_s is None else points[-1][0] - last_s
+    pts = [(t, r) for t, r in points if t - t0 >= (warmup_s if last_s is None else 0)]
     if len(pts) < 3:
         return None
     n = len(pts)
@@ -332,9 +333,10 @@ def main():
     ap.add_argument("--bin", default=os.environ.get("INFERMON_BIN"),
                     help="infermon binary (default: $INFERMON_BIN, else a release build)")
     ap.add_argument("--out", default=None, help="report directory (default target/soak/<time>)")
-    ap.add_argument("--port-base", type=int, default=23000,
-                    help="stack ports at N..N+11, infermon's at N+20..N+24 (default 23000: "
-                         "below the ephemeral range, so a restarted component finds its port)")
+    ap.add_argument("--port-base", type=int, default=15000,
+                    help="stack ports at N..N+11, infermon's at N+20..N+24 (default 15000: "
+                         "below the ephemeral range, so a restarted component finds its port, "
+                         "and below the end-to-end tests' 20000-32000)")
     ap.add_argument("--phases", default=None,
                     help="comma-separated phase numbers to run (0-9; default all), for a trial")
     args = ap.parse_args()
@@ -403,9 +405,13 @@ def run(args, binary, out, logs, run_dir, stack, services, threads):
         "engine-a": Service("engine-a", [binary, "sim", "--listen", f"{HOST}:{p['engine-a']}",
                                          *telemetry("engine-a")],
                             {**base, **engine_a_env}, f"http://{HOST}:{p['engine-a']}/health", logs),
+        # The endpoints through the environment: --otlp-endpoint would set both signals'
+        # endpoint in code, which the per-signal variable does not override (OTel's precedence).
         "engine-b": Service("engine-b", [binary, "sim", "--listen", f"{HOST}:{p['engine-b']}",
-                                         "--trace-format", "vllm", *telemetry("engine-b")],
+                                         "--trace-format", "vllm",
+                                         "--service-name", SERVICES["engine-b"]],
                             {**base, "OTEL_SERVICE_NAME": SERVICES["engine-b"],
+                             "OTEL_EXPORTER_OTLP_ENDPOINT": stack.otlp,
                              "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://{HOST}:{p['relay-grpc']}"},
                             f"http://{HOST}:{p['engine-b']}/health", logs),
         "relay": Service("relay", [binary, "relay", "--grpc-listen", f"{HOST}:{p['relay-grpc']}",
@@ -641,9 +647,14 @@ def analyse(stack, results, out, probes):
         report["rss"][f"{svc}#{gen}"] = {
             "minutes": round((pts[-1][0] - pts[0][0]) / 60, 1), "first_kib": rss[0],
             "max_kib": max(rss), "last_kib": rss[-1],
-            "slope_kib_per_min": None if slope_kib_per_min(pts) is None
-            else round(slope_kib_per_min(pts), 1)}
+            "slope_kib_per_min": rounded(slope_kib_per_min(pts)),
+            "slope_last_10_min": rounded(slope_kib_per_min(pts, last_s=600))
+            if pts[-1][0] - pts[0][0] >= 900 else None}
     return report
+
+
+def rounded(x):
+    return None if x is None else round(x, 1)
 
 
 def write_markdown(report, path, args):
@@ -666,10 +677,11 @@ def write_markdown(report, path, args):
     lines += ["", "| counter (sum over process instances) | value |", "|---|---|"]
     lines += [f"| {k} | {v:g} |" for k, v in report["metrics"].items()]
     lines += ["", "| process | minutes | first KiB | max KiB | last KiB | slope KiB/min "
-              "(after 2 min) |", "|---|---|---|---|---|---|"]
+              "(after 2 min) | slope KiB/min (last 10 min, if it ran 15) |",
+              "|---|---|---|---|---|---|---|"]
     for k, v in report["rss"].items():
         lines.append(f"| {k} | {v['minutes']} | {v['first_kib']} | {v['max_kib']} | "
-                     f"{v['last_kib']} | {v['slope_kib_per_min']} |")
+                     f"{v['last_kib']} | {v['slope_kib_per_min']} | {v['slope_last_10_min']} |")
     path.write_text("\n".join(lines) + "\n")
 
 
