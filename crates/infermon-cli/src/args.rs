@@ -287,7 +287,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "DURATION", env = "INFERMON_IDLE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
-    /// Most open connections; more are answered 503 and closed.
+    /// Most open connections; more are refused (HTTP: a 503) and closed.
     #[arg(long, value_name = "N", env = "INFERMON_MAX_CONNECTIONS", default_value_t = 4096, value_parser = max_connections())]
     pub max_connections: u32,
 }

@@ -318,8 +318,10 @@ mod tests {
 
     #[test]
     fn an_idle_value_gives_its_slot_to_a_newcomer() {
+        // Long enough that the two lookups below are never that far apart, even on a loaded
+        // machine.
         let policy = LabelPolicy {
-            idle_eviction: Some(Duration::from_millis(50)),
+            idle_eviction: Some(Duration::from_millis(500)),
             ..LabelPolicy::default()
         };
         let cap = LabelCap::with_policy(1, &policy);
@@ -329,7 +331,7 @@ mod tests {
             OVERFLOW,
             "not idle long enough yet"
         );
-        std::thread::sleep(Duration::from_millis(80));
+        std::thread::sleep(Duration::from_millis(600));
         assert_eq!(cap.get("llama").as_str(), "llama");
         assert_eq!(
             cap.get("junk").as_str(),
