@@ -6,7 +6,9 @@
 #
 # A component already built for its version is skipped, so a warm run takes seconds.
 # Components: otelcol (Collector Builder + otel-collector/builder.yaml), prometheus
-# (prometheus + promtool), alertmanager (alertmanager + amtool), jaeger (trace store).
+# (prometheus + promtool), alertmanager (alertmanager + amtool), jaeger (trace store),
+# victoriametrics (victoria-metrics + vmalert + vmalert-tool: the scale-out metrics store option),
+# helm, kube (kube-apiserver + etcd: the Helm chart's server-side dry-run, scripts/check-helm.sh).
 #
 # Usage: scripts/build-stack.sh [component...]      (default: all)
 # Env:   INFERMON_STACK_CACHE  cache root
@@ -172,9 +174,73 @@ build_jaeger() {
     -o "$out/jaeger" ./cmd/jaeger
 }
 
+# ---- VictoriaMetrics single-node + vmalert + vmalert-tool (scale-out metrics store option) ---
+# The module has no replace directives, so `go install pkg@version` builds it as released. The
+# cluster release (vminsert/vmselect/vmstorage, tags vX-cluster) is not served by the module
+# proxy, see docs/scale.md.
+build_victoriametrics() {
+  local out=$1
+  set -x
+  local mod=github.com/VictoriaMetrics/VictoriaMetrics app
+  for app in victoria-metrics vmalert vmalert-tool; do
+    # buildinfo.Version is what `-version` prints and what VictoriaMetrics exports as vm_app_version.
+    GOBIN="$out" go install -p "$JOBS" -trimpath \
+      -ldflags "-s -w -X $mod/lib/buildinfo.Version=$app-$VICTORIAMETRICS_GOMOD_VERSION" \
+      "$mod/app/$app@$VICTORIAMETRICS_GOMOD_VERSION"
+  done
+}
+
+# ---- Helm (scripts/check-helm.sh: lint + template of deploy/helm/infermon) ------------------
+build_helm() {
+  local out=$1
+  set -x
+  # As Helm's Makefile stamps them: the version Helm prints, and the default Kubernetes version
+  # (1.<client-go minor>) that `helm template`/`lint` render for without --kube-version (else
+  # 1.20, which charts requiring a newer Kubernetes refuse).
+  local gomod minor
+  gomod=$(module_dir "helm.sh/helm/v3@v$HELM_VERSION")/go.mod
+  minor=$(sed -n 's#^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*#\1#p' "$gomod")
+  [[ -n $minor ]] || die "no k8s.io/client-go requirement in $gomod"
+  local h=helm.sh/helm/v3
+  GOBIN="$out" go install -p "$JOBS" -trimpath \
+    -ldflags "-s -w -X $h/internal/version.version=v$HELM_VERSION
+      -X $h/pkg/lint/rules.k8sVersionMajor=1 -X $h/pkg/lint/rules.k8sVersionMinor=$minor
+      -X $h/pkg/chartutil.k8sVersionMajor=1 -X $h/pkg/chartutil.k8sVersionMinor=$minor" \
+    "$h/cmd/helm@v$HELM_VERSION"
+}
+
+# ---- kube-apiserver + etcd (scripts/check-helm.sh: server-side dry-run of the chart) ---------
+build_kube() {
+  local out=$1 work=$2
+  set -x
+  local minor=${KUBERNETES_VERSION#*.}
+  # etcd's server module replaces its sibling modules with ../api etc., which its zip leaves
+  # out: drop those replaces so the published go.etcd.io/etcd/*/v3 of the same version are used.
+  enter_module "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" "$work/etcd"
+  go mod edit -dropreplace=go.etcd.io/etcd/api/v3 -dropreplace=go.etcd.io/etcd/client/pkg/v3 \
+    -dropreplace=go.etcd.io/etcd/client/v3 -dropreplace=go.etcd.io/etcd/pkg/v3
+  GOFLAGS="$GOFLAGS -mod=mod" "${GOBUILD[@]}" -ldflags "-s -w" -o "$out/etcd" .
+  # k8s.io/kubernetes replaces every k8s.io/<staging> module with ./staging/src/..., which its
+  # zip leaves out: point each at its published release, v0.<minor>.<patch>.
+  enter_module "k8s.io/kubernetes@v$KUBERNETES_VERSION" "$work/kubernetes"
+  local args=() m
+  while read -r m; do
+    args+=("-replace=$m=$m@v0.$minor")
+  done < <(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => \./staging/.*#\1#p' go.mod)
+  ((${#args[@]})) || die "k8s.io/kubernetes@v$KUBERNETES_VERSION: no staging replaces found in go.mod"
+  go mod edit "${args[@]}"
+  # providerless: no cloud-provider SDKs (most of the code, none of it used on loopback).
+  # gitVersion: what /version reports, and so the Kubernetes version Helm's --kube-version and
+  # the dry-run agree on.
+  local v=k8s.io/component-base/version
+  GOFLAGS="$GOFLAGS -mod=mod" "${GOBUILD[@]}" -tags providerless \
+    -ldflags "-s -w -X $v.gitVersion=v$KUBERNETES_VERSION -X $v.gitMajor=1 -X $v.gitMinor=${minor%%.*}" \
+    -o "$out/kube-apiserver" ./cmd/kube-apiserver
+}
+
 main() {
   local comps=("$@")
-  ((${#comps[@]})) || comps=(otelcol prometheus alertmanager jaeger)
+  ((${#comps[@]})) || comps=(otelcol prometheus alertmanager jaeger victoriametrics helm kube)
   local total_start=$SECONDS c
   for c in "${comps[@]}"; do
     case "$c" in
@@ -182,7 +248,10 @@ main() {
       prometheus) build_component prometheus "$PROMETHEUS_VERSION" build_prometheus prometheus promtool ;;
       alertmanager) build_component alertmanager "$ALERTMANAGER_VERSION" build_alertmanager alertmanager amtool ;;
       jaeger) build_component jaeger "$JAEGER_VERSION" build_jaeger jaeger ;;
-      *) die "unknown component '$c' (expected: otelcol prometheus alertmanager jaeger)" ;;
+      victoriametrics) build_component victoriametrics "$VICTORIAMETRICS_GOMOD_VERSION" build_victoriametrics victoria-metrics vmalert vmalert-tool ;;
+      helm) build_component helm "$HELM_VERSION" build_helm helm ;;
+      kube) build_component kube "$KUBERNETES_VERSION-etcd$ETCD_VERSION" build_kube kube-apiserver etcd ;;
+      *) die "unknown component '$c' (expected: otelcol prometheus alertmanager jaeger victoriametrics helm kube)" ;;
     esac
   done
   log "done in $((SECONDS - total_start))s; use: source scripts/stack-env.sh"

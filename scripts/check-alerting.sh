@@ -5,6 +5,10 @@
 #
 #   promtool check rules        deploy/prometheus/rules/*.yml
 #   promtool test rules         deploy/prometheus/tests/alerts*_test.yml (every alert firing and not)
+#   vmalert -dryRun             the same rules parsed as MetricsQL by VictoriaMetrics' vmalert
+#   vmalert-tool unittest       deploy/prometheus/tests/*.yml converted by
+#                               scripts/vmalert-tool-tests.py (differences listed, with reasons,
+#                               in deploy/victoriametrics/vmalert-tool-differences.yml)
 #   consistency                 every alert: labels, annotations, runbook section, firing and
 #                               not-firing tests; thresholds defined, used and guarded;
 #                               Alertmanager inhibition rules name real alerts
@@ -21,10 +25,11 @@ cd "$ROOT"
 source scripts/stack-lib.sh
 source scripts/check-lib.sh
 
-if ! source scripts/stack-env.sh 2>/dev/null || [[ -z "${PROMTOOL:-}" || -z "${AMTOOL:-}" ]]; then
-  scripts/build-stack.sh prometheus alertmanager >/dev/null || die "scripts/build-stack.sh failed (run it for details)"
+if ! source scripts/stack-env.sh 2>/dev/null || [[ -z "${PROMTOOL:-}" || -z "${AMTOOL:-}" || -z "${VMALERT_TOOL:-}" ]]; then
+  scripts/build-stack.sh prometheus alertmanager victoriametrics >/dev/null || die "scripts/build-stack.sh failed (run it for details)"
   source scripts/stack-env.sh 2>/dev/null
-  [[ -n "${PROMTOOL:-}" && -n "${AMTOOL:-}" ]] || die "promtool/amtool missing after scripts/build-stack.sh prometheus alertmanager"
+  [[ -n "${PROMTOOL:-}" && -n "${AMTOOL:-}" && -n "${VMALERT:-}" && -n "${VMALERT_TOOL:-}" ]] ||
+    die "promtool/amtool/vmalert/vmalert-tool missing after scripts/build-stack.sh prometheus alertmanager victoriametrics"
 fi
 # The renderer reads INFERMON_* from the environment: start from none.
 clear_infermon_env
@@ -38,6 +43,15 @@ check "promtool check rules deploy/prometheus/rules/*.yml" \
   "$PROMTOOL" check rules deploy/prometheus/rules/*.yml
 check "promtool test rules deploy/prometheus/tests/alerts*_test.yml" \
   "$PROMTOOL" test rules deploy/prometheus/tests/alerts*_test.yml
+
+# ---- the same rules on VictoriaMetrics (docs/scale.md, "Metrics store") ---------------------
+check "vmalert -dryRun -rule=deploy/prometheus/rules/*.yml (MetricsQL parse)" \
+  "$VMALERT" -dryRun -loggerLevel=ERROR '-rule=deploy/prometheus/rules/*.yml'
+vmalert_tool_tests() {
+  python3 scripts/vmalert-tool-tests.py "$TMP/vmalert-tool" &&
+    "$VMALERT_TOOL" unittest --disableAlertgroupLabel --files "$TMP/vmalert-tool/*.yml"
+}
+check "vmalert-tool unittest deploy/prometheus/tests/*.yml (converted; listed differences applied)" vmalert_tool_tests
 
 consistency() {
   python3 - <<'EOF'

@@ -5,10 +5,11 @@ Usage: check-grafana.py PROMTOOL
 
 Checks grafana/provisioning/datasources/*.yaml, grafana/provisioning/dashboards/*.yaml and
 grafana/dashboards/*.json for what Grafana would reject or silently break on: unique names and
-uids, references between datasources (exemplar -> traces, traces -> metrics), `$` escaping
-(Grafana expands $VAR in provisioning files, so PromQL's $__x must be written $$__x), the
-dashboard path being mounted by deploy/docker-compose.yml, and every PromQL query in the
-provisioning parsing in the real PromQL parser (promtool check rules on a generated file).
+uids, references between datasources (exemplar -> traces, traces -> metrics, service map ->
+metrics), `$` escaping (Grafana expands $VAR in provisioning files, so PromQL's $__x must be
+written $$__x), the dashboard path being mounted by deploy/docker-compose.yml, and every PromQL
+query in the provisioning parsing in the real PromQL parser (promtool check rules on a generated
+file).
 """
 import json
 import pathlib
@@ -115,6 +116,11 @@ def check_datasources():
                     queries.append((f"{uid} tracesToMetrics '{q.get('name')}'", q.get("query", "")))
             if not (jd.get("nodeGraph") or {}).get("enabled"):
                 err(f"{uid}: nodeGraph not enabled")
+            # Tempo's service graph reads the metrics-generator's series from Prometheus.
+            if "serviceMap" in jd:
+                target = by_uid.get((jd.get("serviceMap") or {}).get("datasourceUid"))
+                if target is None or target["type"] != "prometheus":
+                    err(f"{uid}: serviceMap.datasourceUid is not a Prometheus datasource")
         if ds["type"] == "alertmanager":
             if jd.get("implementation") not in {"prometheus", "mimir", "cortex"}:
                 err(f"{uid}: alertmanager implementation must be set (prometheus)")

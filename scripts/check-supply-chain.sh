@@ -7,7 +7,9 @@
 #   go    licenses of every Go module linked into     scripts/go-licenses.py: fails on GPL, AGPL,
 #         the stack binaries scripts/build-stack.sh   LGPL, SSPL; lists unrecognised ones for
 #         builds (otelcol, prometheus, promtool,      review; report written to
-#         alertmanager, amtool, jaeger)               $INFERMON_STACK_CACHE/supply-chain/go-licenses.tsv
+#         alertmanager, amtool, jaeger, helm,         $INFERMON_STACK_CACHE/supply-chain/go-licenses.tsv
+#         kube-apiserver, etcd, victoria-metrics,
+#         vmalert, vmalert-tool)
 #
 # Usage: scripts/check-supply-chain.sh [--rust | --go] [--go-report PATH]
 # Env:   INFERMON_DENY_ADVISORIES=1  also `cargo deny check advisories` (needs the advisory
@@ -57,15 +59,20 @@ if ((do_go)); then
   source scripts/stack-env.sh || die "stack binaries missing after build"
   go_report=${go_report:-$INFERMON_STACK_CACHE/supply-chain/go-licenses.tsv}
   go_licenses() {
-    # prometheus, alertmanager and jaeger are built from a copy of their module (their build
+    # prometheus, alertmanager, jaeger, kube-apiserver (k8s.io/kubernetes) and etcd are built
+    # from a copy of their module (their build
     # info says "(devel)"): name the version so their own license is checked too.
     GOTOOLCHAIN=$STACK_GOTOOLCHAIN GOWORK=off python3 scripts/go-licenses.py \
       --out "$go_report" \
       --main "github.com/prometheus/prometheus=$PROMETHEUS_GOMOD_VERSION" \
       --main "github.com/prometheus/alertmanager=v$ALERTMANAGER_VERSION" \
       --main "github.com/jaegertracing/jaeger=$JAEGER_GOMOD_VERSION" \
+      --main "k8s.io/kubernetes=v$KUBERNETES_VERSION" \
+      --main "go.etcd.io/etcd/server/v3=v$ETCD_VERSION" \
       "otelcol=$OTELCOL" "prometheus=$PROMETHEUS" "promtool=$PROMTOOL" \
-      "alertmanager=$ALERTMANAGER" "amtool=$AMTOOL" "jaeger=$JAEGER" >"$TMP/go-licenses.out"
+      "alertmanager=$ALERTMANAGER" "amtool=$AMTOOL" "jaeger=$JAEGER" \
+      "helm=$HELM" "kube-apiserver=$KUBE_APISERVER" "etcd=$ETCD" \
+      "victoria-metrics=$VICTORIAMETRICS" "vmalert=$VMALERT" "vmalert-tool=$VMALERT_TOOL" >"$TMP/go-licenses.out"
     local rc=$?
     cat "$TMP/go-licenses.out"
     return $rc

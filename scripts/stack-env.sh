@@ -3,7 +3,8 @@
 #   source scripts/stack-env.sh
 #   "$OTELCOL" --version; "$PROMETHEUS" --version; "$JAEGER" --help
 #
-# Exports OTELCOL PROMETHEUS PROMTOOL ALERTMANAGER AMTOOL JAEGER (empty where a component has
+# Exports OTELCOL PROMETHEUS PROMTOOL ALERTMANAGER AMTOOL JAEGER, VICTORIAMETRICS VMALERT
+# VMALERT_TOOL, HELM KUBE_APISERVER ETCD (empty where a component has
 # not been built yet) and INFERMON_STACK_CACHE. Returns non-zero, with a hint, if any is
 # missing; it never exits the calling shell.
 
@@ -21,8 +22,13 @@ _infermon_stack_env() {
     prom="$cache/prometheus-$PROMETHEUS_VERSION"
     am="$cache/alertmanager-$ALERTMANAGER_VERSION"
     jg="$cache/jaeger-$JAEGER_VERSION"
+    vm="$cache/victoriametrics-$VICTORIAMETRICS_GOMOD_VERSION"
+    helm="$cache/helm-$HELM_VERSION"
+    kube="$cache/kube-$KUBERNETES_VERSION-etcd$ETCD_VERSION"
     for kv in "OTELCOL=$col/otelcol" "PROMETHEUS=$prom/prometheus" "PROMTOOL=$prom/promtool" \
-      "ALERTMANAGER=$am/alertmanager" "AMTOOL=$am/amtool" "JAEGER=$jg/jaeger"; do
+      "ALERTMANAGER=$am/alertmanager" "AMTOOL=$am/amtool" "JAEGER=$jg/jaeger" \
+      "VICTORIAMETRICS=$vm/victoria-metrics" "VMALERT=$vm/vmalert" "VMALERT_TOOL=$vm/vmalert-tool" \
+      "HELM=$helm/helm" "KUBE_APISERVER=$kube/kube-apiserver" "ETCD=$kube/etcd"; do
       name=${kv%%=*} path=${kv#*=}
       if [[ -x "$path" && -f "$(dirname "$path")/.complete" ]]; then
         printf '%s=%q\n' "$name" "$path"
@@ -35,7 +41,9 @@ _infermon_stack_env() {
   ) || return 1
   local missing=()
   eval "$vars"
-  export OTELCOL PROMETHEUS PROMTOOL ALERTMANAGER AMTOOL JAEGER INFERMON_STACK_CACHE
+  export OTELCOL PROMETHEUS PROMTOOL ALERTMANAGER AMTOOL JAEGER VICTORIAMETRICS VMALERT VMALERT_TOOL
+  export HELM KUBE_APISERVER ETCD
+  export INFERMON_STACK_CACHE
   if ((${#missing[@]})); then
     echo "stack-env: not built yet: ${missing[*]} (run scripts/build-stack.sh)" >&2
     return 1

@@ -21,6 +21,10 @@
 # or INFERMON_STACK_PORT_BASE=N to place all twelve at N..N+11 (in the order above), for
 # parallel test runs. Other knobs:
 #   INFERMON_VLLM_TARGET=127.0.0.1:8000   vLLM-format /metrics endpoint the collector scrapes
+#   INFERMON_VICTORIAMETRICS_PORT=8428    VictoriaMetrics (component `victoriametrics`, not in the
+#                                         default set, not moved by the port base). When it is
+#                                         started, Prometheus also remote-writes everything to it
+#                                         (deploy/victoriametrics/prometheus-remote-write.yml)
 #   INFERMON_STACK_RUN_DIR                pids, logs, data (default ${TMPDIR:-/tmp}/infermon-stack-$UID)
 #   INFERMON_STACK_READY_TIMEOUT=90       seconds to wait for each component
 #   INFERMON_STACK_KEEP_DATA=1            keep data from a previous run (default: start empty)
@@ -64,11 +68,13 @@ export INFERMON_PROMETHEUS_ADDR=$HOST:$INFERMON_PROMETHEUS_PORT
 export INFERMON_JAEGER_OTLP_ADDR=$HOST:$INFERMON_JAEGER_OTLP_GRPC_PORT
 export INFERMON_JAEGER_DATA_DIR=$RUN/jaeger/data
 export INFERMON_VLLM_TARGET=${INFERMON_VLLM_TARGET:-$HOST:8000}
+INFERMON_VICTORIAMETRICS_PORT=${INFERMON_VICTORIAMETRICS_PORT:-8428}
+[[ "$INFERMON_VICTORIAMETRICS_PORT" =~ ^[0-9]+$ ]] || die "INFERMON_VICTORIAMETRICS_PORT=$INFERMON_VICTORIAMETRICS_PORT is not a port number"
 
 COMPONENTS=("$@")
 ((${#COMPONENTS[@]})) || COMPONENTS=(prometheus alertmanager jaeger otelcol)
 for c in "${COMPONENTS[@]}"; do
-  case "$c" in prometheus | alertmanager | jaeger | otelcol) ;; *) die "unknown component '$c'" ;; esac
+  case "$c" in prometheus | alertmanager | jaeger | otelcol | victoriametrics) ;; *) die "unknown component '$c'" ;; esac
 done
 
 # ---- binaries -------------------------------------------------------------------------------
@@ -76,7 +82,7 @@ done
 binary_var() {
   case "$1" in
     prometheus) echo PROMETHEUS ;; alertmanager) echo ALERTMANAGER ;;
-    jaeger) echo JAEGER ;; otelcol) echo OTELCOL ;;
+    jaeger) echo JAEGER ;; otelcol) echo OTELCOL ;; victoriametrics) echo VICTORIAMETRICS ;;
   esac
 }
 # shellcheck source=stack-env.sh
@@ -106,7 +112,7 @@ for c in "${COMPONENTS[@]}"; do
   rm -f "$f"
 done
 if [[ "${INFERMON_STACK_KEEP_DATA:-0}" != 1 ]]; then
-  rm -rf "$RUN/prometheus" "$RUN/alertmanager" "$RUN/jaeger" "$RUN/otelcol"
+  rm -rf "$RUN/prometheus" "$RUN/alertmanager" "$RUN/jaeger" "$RUN/otelcol" "$RUN/victoriametrics"
 fi
 
 port_free() { ! (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
@@ -169,6 +175,17 @@ start_prometheus() {
   local cfg="$RUN/prometheus/config"
   mkdir -p "$cfg/targets" "$RUN/prometheus/data"
   ln -sfn "$ROOT/deploy/prometheus/prometheus.yml" "$cfg/prometheus.yml"
+  if [[ " ${COMPONENTS[*]} " == *" victoriametrics "* ]]; then
+    # Prometheus has no config includes and no environment expansion: with VictoriaMetrics the
+    # config is the repo's file followed by the repo's remote_write section, its address moved
+    # to the port in use (the same thing the target lists below do for scrape targets).
+    rm -f "$cfg/prometheus.yml"
+    {
+      cat "$ROOT/deploy/prometheus/prometheus.yml"
+      sed "s|127\.0\.0\.1:8428|$HOST:$INFERMON_VICTORIAMETRICS_PORT|" \
+        "$ROOT/deploy/victoriametrics/prometheus-remote-write.yml"
+    } >"$cfg/prometheus.yml"
+  fi
   ln -sfn "$ROOT/deploy/prometheus/rules" "$cfg/rules"
   printf '[{"targets": ["%s:%s"]}]\n' "$HOST" "$INFERMON_PROMETHEUS_PORT" >"$cfg/targets/prometheus.json"
   printf '[{"targets": ["%s:%s"]}]\n' "$HOST" "$INFERMON_ALERTMANAGER_PORT" >"$cfg/targets/alertmanager.json"
@@ -183,6 +200,19 @@ start_prometheus() {
     --web.enable-remote-write-receiver \
     --enable-feature=exemplar-storage
   wait_ready prometheus "http://$HOST:$INFERMON_PROMETHEUS_PORT/-/ready"
+}
+
+# VictoriaMetrics single-node: flags only (it has no config file for storage and ingestion);
+# the flags and why are in deploy/victoriametrics/victoriametrics.flags.
+start_victoriametrics() {
+  mkdir -p "$RUN/victoriametrics/data"
+  local flags
+  mapfile -t flags < <(grep -v '^[[:space:]]*\(#\|$\)' "$ROOT/deploy/victoriametrics/victoriametrics.flags")
+  launch victoriametrics "$INFERMON_VICTORIAMETRICS_PORT" -- \
+    "$VICTORIAMETRICS" "${flags[@]}" \
+    -storageDataPath="$RUN/victoriametrics/data" \
+    -httpListenAddr="$HOST:$INFERMON_VICTORIAMETRICS_PORT"
+  wait_ready victoriametrics "http://$HOST:$INFERMON_VICTORIAMETRICS_PORT/health"
 }
 
 start_alertmanager() {
@@ -213,7 +243,7 @@ start_otelcol() {
 }
 
 # Dependencies first, so the collector's first exports have somewhere to go.
-for c in prometheus alertmanager jaeger otelcol; do
+for c in victoriametrics prometheus alertmanager jaeger otelcol; do
   for want in "${COMPONENTS[@]}"; do
     [[ $want == "$c" ]] && "start_$c"
   done
@@ -231,6 +261,7 @@ INFERMON_PROMETHEUS_URL=http://$HOST:$INFERMON_PROMETHEUS_PORT
 INFERMON_ALERTMANAGER_URL=http://$HOST:$INFERMON_ALERTMANAGER_PORT
 INFERMON_JAEGER_URL=http://$HOST:$INFERMON_JAEGER_QUERY_PORT
 INFERMON_VLLM_TARGET=$INFERMON_VLLM_TARGET
+INFERMON_VICTORIAMETRICS_URL=http://$HOST:$INFERMON_VICTORIAMETRICS_PORT
 EOF
 for v in "${PORT_VARS[@]}"; do printf '%s=%s\n' "$v" "${!v}" >>"$RUN/stack.env"; done
 log "stack ready: ${COMPONENTS[*]} (environment in $RUN/stack.env)"

@@ -11,7 +11,8 @@ set -euo pipefail
 RUN=${INFERMON_STACK_RUN_DIR:-${TMPDIR:-/tmp}/infermon-stack-$(id -u)}
 STOP_TIMEOUT=${INFERMON_STACK_STOP_TIMEOUT:-15}
 CLEAN=0
-ORDER=(otelcol jaeger alertmanager prometheus)
+# VictoriaMetrics last: Prometheus flushes its remote-write queue into it on shutdown.
+ORDER=(otelcol jaeger alertmanager prometheus victoriametrics)
 if [[ "${1:-}" == --clean ]]; then
   CLEAN=1
 elif (($#)); then

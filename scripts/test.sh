@@ -59,6 +59,9 @@ scripts/check-configs.sh
 # Through bash, not the run bit: a lost chmod must not skip the alerting checks silently.
 bash scripts/check-alerting.sh
 
+step "Helm chart: helm lint/template per example, server-side dry-run on a real kube-apiserver"
+bash scripts/check-helm.sh
+
 # cargo-deny is built once per version into ~/.cache/infermon-tools (minutes cold, then cached).
 step "supply chain: cargo deny (licenses, bans, sources) + Go module licenses of the stack"
 scripts/check-supply-chain.sh

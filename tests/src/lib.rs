@@ -6,3 +6,5 @@ pub mod alerting;
 pub mod dashboards;
 pub mod http_api;
 pub mod stack;
+pub mod tiers;
+pub mod victoriametrics;

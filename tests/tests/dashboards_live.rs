@@ -4,12 +4,16 @@
 //! engine feed the real collector, Prometheus and Jaeger; then every panel target runs with its
 //! variables expanded to "All" and to one concrete value, and must return data (or be listed in
 //! `MAY_BE_EMPTY` with the reason).
+//!
+//! Prometheus also remote-writes everything into VictoriaMetrics in the same run, and every
+//! PromQL target runs again against it, side by side (docs/scale.md, "Metrics store").
 
 use std::time::Duration;
 
 use infermon_e2e::dashboards::{render_report, run_coverage, LiveConfig};
 use infermon_e2e::http_api::{eventually, wait_healthy, Prometheus};
 use infermon_e2e::stack::{free_port, infermon_bin, Process, Stack};
+use infermon_e2e::victoriametrics::{compare_coverage, metric_sum, query_at};
 
 /// Seconds since the simulator started (it runs at real speed here, so that requests last
 /// long enough for the "slow requests" trace search).
@@ -31,8 +35,11 @@ async fn every_dashboard_query_returns_data() {
     let bin = infermon_bin();
     let vllm_port = free_port();
     let stack = Stack::start(
-        &["prometheus", "jaeger", "otelcol"],
-        &[("INFERMON_VLLM_TARGET", format!("127.0.0.1:{vllm_port}"))],
+        &["victoriametrics", "prometheus", "jaeger", "otelcol"],
+        &[
+            ("INFERMON_VLLM_TARGET", format!("127.0.0.1:{vllm_port}")),
+            ("INFERMON_VICTORIAMETRICS_PORT", free_port().to_string()),
+        ],
     );
     let otlp = stack.otlp_endpoint().to_string();
     let scenario = std::env::temp_dir().join(format!("infermon-dash-{}.toml", std::process::id()));
@@ -190,6 +197,169 @@ async fn every_dashboard_query_returns_data() {
         report.skipped().is_empty(),
         "dashboard targets skipped:\n{table}"
     );
+    against_victoriametrics(
+        stack.prometheus_url(),
+        stack.var("INFERMON_VICTORIAMETRICS_URL"),
+        &report,
+    )
+    .await;
     let _ = std::fs::remove_file(scenario);
     let _ = std::fs::remove_file(gateway_config);
+}
+
+/// The same dashboards against VictoriaMetrics, fed by Prometheus' remote_write in this run:
+/// the same metric names, the same stored values, every target with data in Prometheus has
+/// data there too (or `VM_DIFFERS` says why not); query-engine differences are printed side by
+/// side, with VictoriaMetrics' memory per active series.
+async fn against_victoriametrics(
+    prom_url: &str,
+    vm_url: &str,
+    prom_report: &infermon_e2e::dashboards::CoverageReport,
+) {
+    let prom_done = std::time::Instant::now();
+    let (prom, vm) = (Prometheus::new(prom_url), Prometheus::new(vm_url));
+    // Remote write lags by a few seconds: wait until every name Prometheus has arrived, except
+    // series whose every sample is NaN (a summary's quantiles before any observation):
+    // VictoriaMetrics does not store NaN samples.
+    let (names, nan_only) = eventually(
+        "VictoriaMetrics holds every metric name Prometheus holds (but NaN-only ones)",
+        Duration::from_secs(60),
+        || {
+            let (prom, vm) = (prom.clone(), vm.clone());
+            async move {
+                let p: std::collections::BTreeSet<String> =
+                    prom.metric_names().await?.into_iter().collect();
+                let v: std::collections::BTreeSet<String> =
+                    vm.metric_names().await?.into_iter().collect();
+                let (mut nan_only, mut missing) = (Vec::new(), Vec::new());
+                for name in p.difference(&v) {
+                    let samples = prom
+                        .query(&format!("last_over_time({{__name__=\"{name}\"}}[1h])"))
+                        .await?;
+                    if !samples.is_empty() && samples.iter().all(|s| s.value.is_nan()) {
+                        nan_only.push(name.clone());
+                    } else {
+                        missing.push(format!("{name} ({} series)", samples.len()));
+                    }
+                }
+                if missing.is_empty() {
+                    Ok(Some(((p, v), nan_only)))
+                } else {
+                    Err(format!("not in VictoriaMetrics: {missing:?}"))
+                }
+            }
+        },
+    )
+    .await;
+    let extra: Vec<_> = names.1.difference(&names.0).collect();
+    assert!(
+        extra.is_empty(),
+        "names in VictoriaMetrics that Prometheus lacks: {extra:?}"
+    );
+    println!(
+        "VictoriaMetrics: the same {} metric names as Prometheus, less {} whose samples are all NaN: {nan_only:?}",
+        names.0.len(),
+        nan_only.len()
+    );
+
+    // Side by side at one instant inside the workload: a stored series must be identical; the
+    // query-engine differences (rate extrapolation, histogram_quantile) are shown. The instant is
+    // over 30 s back: VictoriaMetrics answers for no later time by default
+    // (-search.latencyOffset, against samples still on their way).
+    let at = eventually(
+        "recording rule output at least 31 s old in Prometheus",
+        Duration::from_secs(60),
+        || async move {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after 1970")
+                .as_secs_f64()
+                - 31.0;
+            let p = query_at(prom_url, "job_model:llm_requests:rate5m", at).await?;
+            Ok((!p.is_empty()).then_some(at))
+        },
+    )
+    .await;
+    for (expr, stored) in [
+        ("sum by (job) (job_model:llm_requests:rate5m)", true),
+        ("sum by (job) (rate(llm_requests_total[5m]))", false),
+        ("sum by (job) (increase(llm_requests_total[5m]))", false),
+        (
+            "histogram_quantile(0.95, sum by (job, le) (rate(gen_ai_server_request_duration_seconds_bucket[5m])))",
+            false,
+        ),
+    ] {
+        let p = query_at(prom_url, expr, at).await.expect("Prometheus query");
+        let v = query_at(vm_url, expr, at).await.expect("VictoriaMetrics query");
+        assert!(!p.is_empty(), "{expr}: no data in Prometheus at {at}");
+        for (labels, pv) in &p {
+            let vv = v
+                .iter()
+                .find(|(l, _)| l == labels)
+                .map(|(_, x)| *x)
+                .unwrap_or(f64::NAN);
+            let rel = (vv - pv).abs() / pv.abs().max(f64::MIN_POSITIVE);
+            println!("side by side: {expr} {{{labels}}}: Prometheus {pv:.6}, VictoriaMetrics {vv:.6} ({:+.2} %)", 100.0 * (vv - pv) / pv);
+            if stored {
+                assert!(
+                    rel < 1e-9,
+                    "{expr} {{{labels}}}: stored values differ: Prometheus {pv}, VictoriaMetrics {vv}"
+                );
+            }
+        }
+    }
+
+    // VictoriaMetrics leaves the newest 30 s out of query results by default
+    // (-search.latencyOffset): query it once everything the Prometheus pass saw is older than
+    // that (an alert that went pending just before would otherwise be missing).
+    tokio::time::sleep(
+        (prom_done + Duration::from_secs(31)).saturating_duration_since(std::time::Instant::now()),
+    )
+    .await;
+    let vm_report = run_coverage(&LiveConfig::new(vm_url, None))
+        .await
+        .expect("run dashboard queries against VictoriaMetrics");
+    let comparison = compare_coverage(prom_report, &vm_report);
+    println!("{}", comparison.render());
+    assert!(
+        comparison.unexplained().is_empty(),
+        "dashboard targets with data in Prometheus but none in VictoriaMetrics:\n{}",
+        comparison.render()
+    );
+    // docs/scale.md says VictoriaMetrics stores no exemplars; this keeps that statement true.
+    assert_eq!(
+        comparison.exemplars_on_vm, 0,
+        "VictoriaMetrics returned exemplars: update docs/scale.md"
+    );
+
+    // Memory per active series, from each store's own /metrics (docs/scale.md).
+    for (name, url, series_metric) in [
+        (
+            "VictoriaMetrics",
+            vm_url,
+            "vm_cache_entries{type=\"storage/hour_metric_ids\"}",
+        ),
+        ("Prometheus", prom_url, "prometheus_tsdb_head_series"),
+    ] {
+        let page = reqwest::get(format!("{url}/metrics"))
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("read /metrics");
+        if name == "VictoriaMetrics" {
+            // Rows over a limit (labels per series, label length) are dropped, not stored.
+            let ignored = metric_sum(&page, "vm_rows_ignored_total").unwrap_or(0.0);
+            assert_eq!(ignored, 0.0, "VictoriaMetrics ignored {ignored} rows (vm_rows_ignored_total): a limit in deploy/victoriametrics/victoriametrics.flags is too low");
+        }
+        let rss = metric_sum(&page, "process_resident_memory_bytes").expect("RSS on /metrics");
+        let series = metric_sum(&page, series_metric).expect("active series on /metrics");
+        assert!(series > 0.0, "{name}: {series_metric} is 0 after the run");
+        println!(
+            "memory: {name}: {series} active series ({series_metric}), RSS {:.1} MiB, {:.2} MiB per 1k active series",
+            rss / 1048576.0,
+            rss / 1048576.0 / (series / 1000.0)
+        );
+    }
 }

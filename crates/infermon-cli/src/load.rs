@@ -1,6 +1,7 @@
 //! `infermon load`: drive OpenAI-compatible endpoints, export the client spans, print a summary.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use anyhow::Context as _;
 use infermon::contract::value;
 use infermon_load::{
     human_secs, key_counts, served_model, Arrival, LoadGenerator, ModelLookupError, Progress,
-    Summary,
+    RequestLog, Summary,
 };
 
 use crate::args::{load_config_error, parse_duration, TelemetryArgs, WorkloadArgs};
@@ -68,6 +69,12 @@ pub struct LoadArgs {
     #[arg(long, short, env = "INFERMON_QUIET")]
     pub quiet: bool,
 
+    /// Also write one JSON line per request to this file: trace id, start time, e2e and TTFT,
+    /// outcome and error type, HTTP status, tokens. Ask the trace store about exactly the
+    /// requests that failed, or that ran while something broke.
+    #[arg(long, value_name = "PATH", env = "INFERMON_REQUESTS_LOG")]
+    pub requests_log: Option<PathBuf>,
+
     #[command(flatten)]
     pub workload: WorkloadArgs,
 
@@ -84,6 +91,7 @@ impl Layered for LoadArgs {
         layer.optional("api_key", &mut self.api_key, String::from_str)?;
         layer.switch("json", &mut self.json)?;
         layer.switch("quiet", &mut self.quiet)?;
+        layer.optional("requests_log", &mut self.requests_log, PathBuf::from_str)?;
         self.workload.layer(layer)?;
         self.telemetry.layer(layer)
     }
@@ -111,7 +119,16 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         .or((args.requests.is_none()).then_some(DEFAULT_DURATION));
     config.requests = args.requests;
     config.api_key = args.api_key.clone();
-    let generator = LoadGenerator::new(config).map_err(load_config_error)?;
+    let mut generator = LoadGenerator::new(config).map_err(load_config_error)?;
+    if let Some(path) = &args.requests_log {
+        let file = std::fs::File::create(path).with_context(|| {
+            format!(
+                "--requests-log: cannot create {}: check that its directory exists and is writable",
+                path.display()
+            )
+        })?;
+        generator = generator.with_request_log(RequestLog::new(std::io::BufWriter::new(file)));
+    }
 
     let telemetry = args.telemetry.init(value::SERVICE_LOAD, false)?;
     let progress = generator.progress();

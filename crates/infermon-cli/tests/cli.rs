@@ -404,6 +404,7 @@ fn load_json_against_sim_counts_every_request() {
     let sim = Sim::start();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("infermon.toml");
+    let log = dir.path().join("requests.jsonl");
     // Settings from all three sources: file (requests, prompt length), environment
     // (concurrency) and flags (url, output length).
     std::fs::write(
@@ -421,6 +422,8 @@ fn load_json_against_sim_counts_every_request() {
         "uniform:8:64",
         "--json",
         "--quiet",
+        "--requests-log",
+        log.to_str().unwrap(),
         "--otlp-endpoint",
         DEAD_COLLECTOR,
     ])
@@ -445,6 +448,47 @@ fn load_json_against_sim_counts_every_request() {
     let input = summary["tokens"]["input"].as_u64().unwrap();
     assert!((30 * 32..=30 * 260).contains(&input), "{input}");
     assert_eq!(summary["errors"], serde_json::json!({}));
+
+    // --requests-log: one line per request, each with its own trace, its tokens as counted.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 30);
+    let traces: std::collections::HashSet<&str> = lines
+        .iter()
+        .map(|l| l["trace_id"].as_str().expect("a sampled client span"))
+        .collect();
+    assert_eq!(traces.len(), 30, "one trace per request");
+    assert!(lines.iter().all(|l| l["outcome"] == "success"));
+    let logged: u64 = lines
+        .iter()
+        .map(|l| l["output_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(logged, output);
+}
+
+#[test]
+fn load_says_when_the_requests_log_cannot_be_created() {
+    let sim = Sim::start();
+    let out = infermon(&[
+        "load",
+        "--url",
+        &sim.url,
+        "--requests",
+        "1",
+        "--requests-log",
+        "/nonexistent-dir/requests.jsonl",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--requests-log: cannot create /nonexistent-dir/requests.jsonl"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! One request, start to finish: a CLIENT span whose context travels in `traceparent`, the HTTP
 //! exchange (streamed or not), and the timings the summary needs.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::HeaderMap;
@@ -82,6 +82,7 @@ impl Client {
         }
 
         let started = Instant::now();
+        let started_at = SystemTime::now();
         let mut record = RecordBuilder::new(started);
         let result = {
             let exchange = self.exchange(endpoint, headers, &body, &mut record);
@@ -96,7 +97,10 @@ impl Client {
             Some(Ok(())) => Outcome::Success,
             Some(Err(e)) => Outcome::Failed(e),
         };
-        let record = record.finish(outcome);
+        let mut record = record.finish(outcome);
+        record.started_at = started_at;
+        let context = span.span_context();
+        record.trace_id = context.is_sampled().then(|| context.trace_id());
         end_span(&mut span, &record);
         record
     }
@@ -392,6 +396,8 @@ impl RecordBuilder {
                 .map_or(self.content_chunks, |u| u.completion_tokens),
             usage_reported: self.usage.is_some(),
             finish_reason: self.finish_reason,
+            trace_id: None,
+            started_at: SystemTime::UNIX_EPOCH,
             outcome,
         }
     }

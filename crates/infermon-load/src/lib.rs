@@ -36,6 +36,7 @@ mod models;
 mod openai;
 mod outcome;
 mod prompt;
+mod request_log;
 mod runner;
 mod stats;
 mod summary;
@@ -47,6 +48,7 @@ pub use infermon_http::sse::SseDecoder;
 pub use models::{served_model, ModelLookupError};
 pub use openai::Api;
 pub use outcome::{Outcome, RequestError};
+pub use request_log::{RequestLog, RequestLogError};
 pub use runner::LoadGenerator;
 pub use stats::{Counts, Progress, Tally, Window};
 pub use summary::{

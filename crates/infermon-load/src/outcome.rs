@@ -1,8 +1,9 @@
 //! What one request produced, as the client saw it.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use infermon::contract::value;
+use opentelemetry::trace::TraceId;
 
 /// Why a request failed, classified the way the summary groups errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +103,10 @@ pub struct RequestRecord {
     /// From the usage report, else the number of content chunks received.
     pub output_tokens: u64,
     pub finish_reason: Option<String>,
+    /// The client span's trace, when it was sampled (and so propagated to the server).
+    pub trace_id: Option<TraceId>,
+    /// Wall-clock time the request was sent (the timings above are monotonic).
+    pub started_at: SystemTime,
 }
 
 impl RequestRecord {
@@ -118,6 +123,8 @@ impl RequestRecord {
             input_tokens: 0,
             output_tokens: 0,
             finish_reason: None,
+            trace_id: None,
+            started_at: SystemTime::now().checked_sub(e2e).unwrap_or(UNIX_EPOCH),
         }
     }
 

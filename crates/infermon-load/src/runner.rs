@@ -19,6 +19,7 @@ use crate::config::{Arrival, ConfigError, LoadConfig};
 use crate::openai::{Api, RequestBody};
 use crate::outcome::{RequestError, RequestRecord};
 use crate::prompt::PromptText;
+use crate::request_log::RequestLog;
 use crate::stats::{Progress, Recorder};
 use crate::summary::Summary;
 
@@ -29,6 +30,7 @@ pub struct LoadGenerator {
     http: reqwest::Client,
     tracer: Option<BoxedTracer>,
     recorder: Arc<Recorder>,
+    request_log: Option<RequestLog>,
 }
 
 impl LoadGenerator {
@@ -50,12 +52,19 @@ impl LoadGenerator {
             http,
             tracer: None,
             recorder: Arc::new(Recorder::new()),
+            request_log: None,
         })
     }
 
     /// Sends client spans to `tracer` (tests use an in-memory exporter's provider).
     pub fn with_tracer(mut self, tracer: BoxedTracer) -> Self {
         self.tracer = Some(tracer);
+        self
+    }
+
+    /// Also writes one JSON line per request to `log` ([`RequestLog`]); `run` flushes it.
+    pub fn with_request_log(mut self, log: RequestLog) -> Self {
+        self.request_log = Some(log);
         self
     }
 
@@ -103,6 +112,7 @@ impl LoadGenerator {
             prompts,
             sequence: AtomicU64::new(0),
             recorder: self.recorder.clone(),
+            request_log: self.request_log,
             config: self.config,
         });
 
@@ -125,6 +135,12 @@ impl LoadGenerator {
             }
         }
         self.recorder.stop();
+        if let Some(log) = &shared.request_log {
+            // A lost line is the log's problem, reported on stderr; the run's numbers stand.
+            if let Err(e) = log.finish() {
+                eprintln!("warning: {e}: {}", e.source);
+            }
+        }
         Ok(self.recorder.summary())
     }
 }
@@ -139,6 +155,7 @@ struct Shared {
     /// Numbers requests: picks the round-robin target and starts each prompt.
     sequence: AtomicU64,
     recorder: Arc<Recorder>,
+    request_log: Option<RequestLog>,
 }
 
 /// Lengths of one request, drawn by whoever schedules it.
@@ -171,7 +188,15 @@ impl Shared {
         };
         self.recorder.request_sent();
         let record = self.client.execute(endpoint, body, cancel).await;
-        self.recorder.record(&record);
+        self.finished(&record);
+    }
+
+    /// Counts a request that ended (or was never sent) and logs it.
+    fn finished(&self, record: &RequestRecord) {
+        self.recorder.record(record);
+        if let Some(log) = &self.request_log {
+            log.write(record);
+        }
     }
 }
 
@@ -225,7 +250,7 @@ async fn open_loop(shared: &Arc<Shared>, rate: f64, seed: u64, cancel: watch::Re
         let plan = shared.plan(&mut rng);
         if tasks.len() >= shared.config.max_in_flight {
             shared.recorder.request_sent();
-            shared.recorder.record(&RequestRecord::failed(
+            shared.finished(&RequestRecord::failed(
                 RequestError::ClientOverload,
                 Duration::ZERO,
             ));
