@@ -18,7 +18,12 @@ It reads, without importing vLLM (which needs torch):
 - vllm/v1/metrics/buckets.py, loaded on its own (it imports only the standard library), for
   the bucket boundaries of each family, computed the way `histogram_buckets` computes them;
 - vllm/config/cache.py: the fields of `CacheConfig`, whose `metrics_info()` (its `__dict__`)
-  gives `vllm:cache_config_info` its label names.
+  gives `vllm:cache_config_info` its label names;
+- vllm/distributed/kv_transfer/kv_connector/v1/nixl/stats.py: `NixlPromMetrics.__init__`, the
+  NIXL connector's metrics (name, documentation, labelnames, buckets: its local `buckets`
+  lists, evaluated where each call reads them), registered under the `if` of
+  vllm/distributed/kv_transfer/kv_connector/v1/metrics.py `KVConnectorProm.__init__` that
+  calls the configured connector's `build_prom_metrics`.
 
 The simulator's decisions (which metrics it leaves out, and why) are not vLLM's facts; they
 live in SIM_EXCLUDED below and are written into the output next to vLLM's definitions.
@@ -49,8 +54,8 @@ FIXED_LABEL_VALUES = {
 
 # Metrics vLLM registers unconditionally that the simulator does not emit, and why.
 SIM_EXCLUDED = {
-    "vllm:external_prefix_cache_queries_total": "needs a KV connector (cross-instance cache sharing); the simulator has one engine and no connector, so only its always-zero series could be shown",
-    "vllm:external_prefix_cache_hits_total": "needs a KV connector (cross-instance cache sharing); the simulator has one engine and no connector, so only its always-zero series could be shown",
+    "vllm:external_prefix_cache_queries_total": "counts prompt tokens looked up in a KV connector; the simulator's disaggregated decode worker does not count its pulled tokens here (they are its cached tokens, see docs/simulator.md), so only an always-zero series could be shown",
+    "vllm:external_prefix_cache_hits_total": "counts prompt tokens a KV connector supplied; the simulator's disaggregated decode worker does not count its pulled tokens here (they are its cached tokens, see docs/simulator.md), so only an always-zero series could be shown",
     "vllm:mm_cache_queries_total": "multi-modal cache: the simulator serves text only",
     "vllm:mm_cache_hits_total": "multi-modal cache: the simulator serves text only",
     "vllm:admission_rejections_total": "frontend queue limits (--max-num-queued-reqs/-tokens) the simulator does not implement; its own max_waiting rejections are not the same limit",
@@ -58,6 +63,20 @@ SIM_EXCLUDED = {
     "vllm:estimated_read_bytes_per_gpu_total": "vLLM's per-layer FLOP/byte estimator (vllm/v1/metrics/perf.py) has no counterpart",
     "vllm:estimated_write_bytes_per_gpu_total": "vLLM's per-layer FLOP/byte estimator (vllm/v1/metrics/perf.py) has no counterpart",
 }
+
+# Metrics the simulator emits only in some of its roles: name prefix -> (`sim` value, why).
+SIM_CONDITIONAL = {
+    "vllm:nixl_": (
+        "disaggregated",
+        "emitted once the simulator has served a disaggregated prefill/decode request "
+        "(kv_transfer_params), as a vLLM started with the NixlConnector (kv_role kv_both) "
+        "exposes them; values on the decode worker, which records the pull-mode transfers; the "
+        "simulated link never fails or expires a lease, so the failure counters stay 0",
+    ),
+}
+
+NIXL_STATS = "vllm/distributed/kv_transfer/kv_connector/v1/nixl/stats.py"
+CONNECTOR_METRICS = "vllm/distributed/kv_transfer/kv_connector/v1/metrics.py"
 
 KINDS = {"_gauge_cls": "gauge", "_counter_cls": "counter", "_histogram_cls": "histogram"}
 
@@ -182,6 +201,61 @@ def metrics_in(path, buckets, max_model_len):
     return found
 
 
+def connector_condition(root):
+    """The `if` KVConnectorProm registers a connector's metrics under (metrics.py)."""
+    tree = ast.parse((root / CONNECTOR_METRICS).read_text())
+    parent_of = parents(tree)
+    call = next(
+        n for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "attr", None) == "build_prom_metrics"
+    )
+    return conditions(call, parent_of)
+
+
+def nixl_metrics(root):
+    """NixlPromMetrics.__init__'s metrics. Its bucket lists are plain local assignments
+    (literals, one comprehension over range) that later calls read, sliced or whole; they are
+    evaluated in statement order with nothing but `range` available."""
+    tree = ast.parse((root / NIXL_STATS).read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "NixlPromMetrics")
+    init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    # vLLM registers the connector's metrics only with a KV connector configured, and these
+    # only when it is the NixlConnector (connector.py build_prom_metrics -> NixlPromMetrics).
+    when = connector_condition(root) + ["kv_transfer_config.kv_connector == 'NixlConnector'"]
+    local = {}
+    found = []
+
+    def evaluate(expr):
+        return eval(compile(ast.Expression(expr), NIXL_STATS, "eval"), {"__builtins__": {"range": range}}, dict(local))
+
+    for stmt in init.body:
+        if not (isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)):
+            continue
+        node = stmt.value
+        if not isinstance(node, ast.Call):
+            local[stmt.targets[0].id] = evaluate(node)
+            continue
+        kind = KINDS.get(getattr(node.func, "attr", None))
+        if kind is None:
+            continue
+        kw = {k.arg: k.value for k in node.keywords}
+        name = kw["name"].value
+        if kind == "counter":
+            name = name.removesuffix("_total") + "_total"
+        metric = {
+            "name": name,
+            "type": kind,
+            "help": ast.literal_eval(kw["documentation"]),
+            "labels": labelnames_of(kw["labelnames"], {}),
+            "conditions": when,
+            "source": f"{NIXL_STATS} NixlPromMetrics",
+        }
+        if kind == "histogram":
+            metric["buckets"] = [go_float(b) for b in evaluate(kw["buckets"])]
+        found.append(metric)
+    return found
+
+
 def cache_config_labels(root):
     tree = ast.parse((root / "vllm/config/cache.py").read_text())
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "CacheConfig")
@@ -215,13 +289,17 @@ def main():
         "labels": cache_config_labels(root),
         "conditions": [],
     })
+    metrics += nixl_metrics(root)
     print(f"""# vLLM's Prometheus metrics, as vLLM {version} defines them: the golden file the simulator's
 # `--metrics vllm` exposition is checked against (crates/infermon-sim/tests/vllm_golden.rs).
 #
 # Derived from the released vLLM {version} wheel's source, not written by hand:
 #   vllm/v1/metrics/loggers.py (PrometheusStatLogger: every gauge, counter, histogram),
 #   vllm/v1/metrics/perf.py (PerfMetricsProm), vllm/v1/metrics/buckets.py (bucket families),
-#   vllm/config/cache.py (CacheConfig fields: the label names of vllm:cache_config_info).
+#   vllm/config/cache.py (CacheConfig fields: the label names of vllm:cache_config_info),
+#   {NIXL_STATS} (NixlPromMetrics: the NIXL KV connector's
+#   metrics, `source` says so; registered only with that connector configured,
+#   {CONNECTOR_METRICS} KVConnectorProm).
 # Regenerate:
 #   pip download vllm=={version} --no-deps -d /tmp/vllm
 #   (cd /tmp/vllm && unzip -q -o vllm-{version}-*.whl 'vllm/*')
@@ -234,12 +312,13 @@ def main():
 # build_1_2_5_buckets(max_model_len), here for max_model_len = {max_model_len}.
 # `conditions`: the `if` tests vLLM registers the metric under (empty: always registered).
 # Not listed: metrics of subsystems vLLM only builds when configured (speculative decoding,
-# vllm/v1/spec_decode/metrics.py; KV/EC connectors, vllm/distributed/*/metrics.py), the
+# vllm/v1/spec_decode/metrics.py; KV/EC connectors other than NIXL), the
 # `*_created` timestamp gauges prometheus_client adds to every counter and histogram, and the
 # HTTP/process metrics of the API server (not vLLM's; the collector's scrape drops them).
-# `sim`: "emitted", or "excluded" with `reason` (a metric vLLM registers only under a condition
+# `sim`: "emitted", "excluded" with `reason` (a metric vLLM registers only under a condition
 # that is off by default is excluded for that reason; the rest are listed in
-# scripts/vllm-metrics-golden.py SIM_EXCLUDED).
+# scripts/vllm-metrics-golden.py SIM_EXCLUDED), or "disaggregated" with `reason`: emitted only
+# once the simulator has served a disaggregated prefill/decode request (SIM_CONDITIONAL).
 
 vllm_version = {toml_str(version)}
 source = "vllm/v1/metrics/loggers.py"
@@ -254,10 +333,17 @@ max_model_len = {max_model_len}""")
         for label, values in FIXED_LABEL_VALUES.get(m["name"], {}).items():
             print(f"label_values.{label} = {toml_list(values)}")
         if "buckets" in m:
-            print(f"bucket_family = {toml_str(m['bucket_family'])}")
+            if "bucket_family" in m:
+                print(f"bucket_family = {toml_str(m['bucket_family'])}")
             print(f"buckets = {toml_list(m['buckets'])}")
         print(f"conditions = {toml_list(m['conditions'])}")
-        if m["conditions"]:
+        if "source" in m:
+            print(f"source = {toml_str(m['source'])}")
+        conditional = next((v for k, v in SIM_CONDITIONAL.items() if m["name"].startswith(k)), None)
+        if conditional:
+            print(f"sim = {toml_str(conditional[0])}")
+            print(f"reason = {toml_str(conditional[1])}")
+        elif m["conditions"]:
             print('sim = "excluded"')
             print(f"reason = {toml_str('vLLM registers it only when ' + ' and '.join(m['conditions']) + ', which is off in its default configuration')}")
         elif m["name"] in SIM_EXCLUDED:

@@ -256,15 +256,7 @@ async fn tiers_keep_whole_traces_sample_by_policy_and_rebalance() {
             run.sent as f64,
         )
         .await;
-        eventually_sum(
-            &prom,
-            &format!(
-                "sum(traces_span_metrics_calls_total{{service_name=\"{}\", span_kind=\"SPAN_KIND_CLIENT\"}})",
-                run.service
-            ),
-            run.sent as f64,
-        )
-        .await;
+        client_spans_all_counted(&prom, run).await;
         // The engine's own request counter, through agent -> gateway -> Prometheus.
         eventually_sum(
             &prom,
@@ -406,15 +398,7 @@ async fn tiers_keep_whole_traces_sample_by_policy_and_rebalance() {
     // ---- phase 3: after the re-balance --------------------------------------------------------
     let phase3 = run_phase(&bin, &sim_addrs, &agents, dir.path(), "p3", 150).await;
     for run in &phase3 {
-        eventually_sum(
-            &prom,
-            &format!(
-                "sum(traces_span_metrics_calls_total{{service_name=\"{}\", span_kind=\"SPAN_KIND_CLIENT\"}})",
-                run.service
-            ),
-            run.sent as f64,
-        )
-        .await;
+        client_spans_all_counted(&prom, run).await;
         let kept = settled_traces(&http, &jaeger_url, run, |kept| {
             (kept.iter().filter(|t| t.error).count() as u64 >= run.failed).then_some(())
         })
@@ -562,6 +546,19 @@ async fn settled_traces(
         Ok(done(&kept).map(|()| kept))
     })
     .await
+}
+
+/// The span metrics count every one of `run`'s client spans, kept or not.
+async fn client_spans_all_counted(prom: &Prometheus, run: &LoadRun) {
+    eventually_sum(
+        prom,
+        &format!(
+            "sum(traces_span_metrics_calls_total{{service_name=\"{}\", span_kind=\"SPAN_KIND_CLIENT\"}})",
+            run.service
+        ),
+        run.sent as f64,
+    )
+    .await;
 }
 
 /// Waits for `promql` to reach `want` (a count that only grows); fails if it overshoots.

@@ -13,6 +13,10 @@
 //!    with the table in docs/vllm.md: a panel without data needs a written reason there, and a
 //!    panel with a reason must indeed have none.
 //!
+//! Disaggregated prefill/decode: the simulator serves both halves of a few P/D requests (the
+//! prefill half, then the decode half that pulls its KV cache), so its exposition has the NIXL
+//! connector's metrics; they arrive as the contract's `llm.kv_transfer.*`.
+//!
 //! One test function: the stack takes seconds to start and both parts read the same data.
 
 use std::collections::BTreeMap;
@@ -32,6 +36,45 @@ from_s = 100
 to_s = 250
 errors = [{ type = "mid_stream_error", rate = 0.03 }]
 "#;
+
+/// Disaggregated prefill/decode requests (each a prefill half and a decode half).
+const PD_REQUESTS: u64 = 3;
+
+/// One disaggregated request as vLLM's P/D routers send it, with the simulator as both the
+/// prefill and the decode worker: the decode half's pull is one NIXL transfer.
+async fn pd_request(sim_url: &str, model: &str, prompt: &str) {
+    let client = reqwest::Client::new();
+    let url = format!("{sim_url}/v1/chat/completions");
+    let mut body = serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": 1,
+        "kv_transfer_params": {"do_remote_decode": true},
+    });
+    let answer: serde_json::Value = client
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .expect("prefill half")
+        .json()
+        .await
+        .expect("prefill answer");
+    assert_eq!(
+        answer["kv_transfer_params"]["do_remote_prefill"], true,
+        "{answer}"
+    );
+    body["max_tokens"] = serde_json::json!(8);
+    body["kv_transfer_params"] = answer["kv_transfer_params"].clone();
+    let status = client
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .expect("decode half")
+        .status();
+    assert!(status.is_success(), "decode half: {status}");
+}
 
 /// Requests the client gives up on (vLLM `finished_reason="abort"`).
 const ABORTED_REQUESTS: u64 = 3;
@@ -207,6 +250,16 @@ async fn vllm_metrics_arrive_normalised_and_every_panel_is_accounted_for() {
         let status = load.wait(Duration::from_secs(120)).expect("load finished");
         assert!(status.code().is_some(), "load crashed:\n{}", load.output());
     };
+    // The disaggregated requests first: their NIXL series then exist in Prometheus for the
+    // whole run, so the KV panels' rate() windows hold samples when they are judged.
+    for i in 0..PD_REQUESTS {
+        pd_request(
+            &sim_url,
+            &model,
+            &"disaggregated ".repeat(50 * (i as usize + 1)),
+        )
+        .await;
+    }
     run(&["--rate", "10", "--duration", "30s", "--seed", "7"]);
     let aborted = ABORTED_REQUESTS.to_string();
     run(&[
@@ -457,6 +510,54 @@ async fn vllm_metrics_arrive_normalised_and_every_panel_is_accounted_for() {
             metric_spec(metric::TIME_TO_FIRST_TOKEN).unwrap().prometheus
         ),
         v("vllm:time_to_first_token_seconds_sum"),
+    )
+    .await;
+
+    // KV transfers (NIXL): one per disaggregated request, recorded by the decode half; the
+    // duration histogram renamed (vLLM's buckets), the bytes histogram's sum as the counter.
+    assert_eq!(
+        v("vllm:nixl_xfer_time_seconds_count"),
+        PD_REQUESTS as f64,
+        "{truth}"
+    );
+    assert!(v("vllm:nixl_bytes_transferred_sum") > 0.0, "{truth}");
+    let duration = metric_spec(metric::KV_TRANSFER_DURATION)
+        .unwrap()
+        .prometheus;
+    for (what, promql, expected) in [
+        (
+            "KV transfers",
+            format!("{duration}_count{{{model_sel}}}"),
+            v("vllm:nixl_xfer_time_seconds_count"),
+        ),
+        (
+            "KV transfer time (sum)",
+            format!("{duration}_sum{{{model_sel}}}"),
+            v("vllm:nixl_xfer_time_seconds_sum"),
+        ),
+        (
+            "KV transfer bytes",
+            format!("{}{{{model_sel}}}", series(metric::KV_TRANSFER_BYTES)),
+            v("vllm:nixl_bytes_transferred_sum"),
+        ),
+    ] {
+        let found = arrives(&prom, what, promql, expected).await;
+        for s in &found {
+            assert!(
+                s.label("model_name").is_none()
+                    && s.label("job") == Some("vllm")
+                    && s.label("llm_kv_transfer_transport").is_none(),
+                "{what}: {:?}",
+                s.labels
+            );
+        }
+    }
+    // vLLM's bucket boundaries arrive as they are (histogram_quantile reads any).
+    arrives(
+        &prom,
+        "KV transfers under vLLM's last finite bucket (le=5.0)",
+        format!("{duration}_bucket{{{model_sel}, le=~\"5|5.0\"}}"),
+        v("vllm:nixl_xfer_time_seconds_count"),
     )
     .await;
 

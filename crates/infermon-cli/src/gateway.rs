@@ -39,7 +39,9 @@ pub struct GatewayArgs {
     )]
     pub listen: String,
 
-    /// An upstream engine as NAME=URL (http://host:port); repeat, or separate with commas.
+    /// An upstream engine as NAME=URL (http://host:port, or https://host[:port]: TLS, the
+    /// certificate verified against the system's roots and --upstream-ca-file); repeat, or
+    /// separate with commas.
     #[arg(long, value_name = "NAME=URL", env = "INFERMON_GATEWAY_UPSTREAMS", value_delimiter = ',', value_parser = parse_upstream)]
     pub upstream: Vec<UpstreamConfig>,
 
@@ -57,6 +59,11 @@ pub struct GatewayArgs {
     /// (docs/gateway.md).
     #[arg(long, value_name = "FILE", env = "INFERMON_GATEWAY_CONFIG")]
     pub gateway_config: Option<PathBuf>,
+
+    /// A PEM bundle of CA certificates trusted for https:// upstreams besides the system's
+    /// roots (a private CA). Per upstream: ca_file in the --gateway-config file.
+    #[arg(long, value_name = "FILE", env = "INFERMON_GATEWAY_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
 
     /// Attempts per request, on different upstreams (1 = no retry). Retries happen only before
     /// the client received anything: connection failure, timeout or 5xx.
@@ -114,6 +121,11 @@ impl Layered for GatewayArgs {
             &mut self.gateway_config,
             PathBuf::from_str,
         )?;
+        layer.optional(
+            "upstream_ca_file",
+            &mut self.upstream_ca_file,
+            PathBuf::from_str,
+        )?;
         layer.value("max_attempts", &mut self.max_attempts, max_attempts())?;
         layer.value(
             "first_byte_timeout",
@@ -160,6 +172,7 @@ fn parse_upstream(s: &str) -> Result<UpstreamConfig, String> {
                 name: name.trim().to_owned(),
                 url: url.trim().to_owned(),
                 role: Role::Both,
+                ..Default::default()
             })
         }
         _ => Err(format!(
@@ -180,6 +193,10 @@ impl GatewayArgs {
         let mut config = GatewayConfig::new(upstreams);
         if let Some(path) = &self.gateway_config {
             config = config.merge_file(path)?;
+        }
+        // The command line wins over the gateway file's upstream_ca_file.
+        if let Some(path) = &self.upstream_ca_file {
+            config.upstream_ca_file = Some(path.clone());
         }
         config.max_attempts = self.max_attempts;
         config.first_byte_timeout = self.first_byte_timeout;
@@ -213,7 +230,9 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         })
         .collect();
     let tenants = config.tenants.as_ref().map_or(0, Vec::len);
-    let gateway = Gateway::new(config, &meter);
+    // try_new reads the CA files again (validate checked them) and warns about upstreams
+    // whose certificates are not verified, now that logging is set up.
+    let gateway = Gateway::try_new(config, &meter)?;
     let probe = gateway.spawn_probe();
     eprintln!(
         "infermon gateway: http://{}/v1 -> {} ({}); Ctrl-C stops",

@@ -1,6 +1,6 @@
 //! The gateway's HTTP/1.1 client to its upstreams: pooled keep-alive connections with
 //! `TCP_NODELAY` (a streamed token is not held back by Nagle's algorithm on this hop either)
-//! and a connect timeout.
+//! and a connect timeout; TLS for `https://` upstreams ([`crate::tls`]).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -8,9 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+
+use crate::tls::{Connector, UpstreamTls};
 
 /// How long a `/v1/models` probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -23,14 +24,13 @@ const POOL_IDLE: Duration = Duration::from_secs(4);
 
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
 }
 
 impl UpstreamClient {
-    pub fn new(connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
+    /// `connect_timeout` bounds the TCP connect and, separately, the TLS handshake.
+    pub fn new(connect_timeout: Duration, tls: UpstreamTls) -> Self {
+        let connector = Connector::new(connect_timeout, tls);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
             .build(connector);

@@ -7,6 +7,12 @@
 //! url = "http://10.0.0.1:8000"
 //! role = "both"                 # or "prefill" / "decode": disaggregated prefill/decode
 //!
+//! [[upstream]]
+//! name = "hosted"
+//! url = "https://llm.example.internal"  # TLS: verified against the system's roots
+//! ca_file = "private-ca.pem"            # optional: a CA bundle added for this upstream
+//! insecure_skip_verify = false          # true: no verification (logged as a warning)
+//!
 //! [[tenant]]
 //! name = "acme"
 //! key_sha256 = "9f86d0…"        # sha256 of the API key, hex (`infermon gateway hash-key`)
@@ -43,8 +49,34 @@ pub enum ConfigError {
     },
     #[error("no upstreams: give --upstream NAME=URL or [[upstream]] entries in the config file")]
     NoUpstreams,
-    #[error("upstream {0:?}: the URL must be http://host:port (TLS upstreams are not supported)")]
+    #[error("upstream {0:?}: the URL must be http://host:port or https://host[:port] (no path)")]
     BadUpstreamUrl(String),
+    #[error("upstream {0:?}: the URL's host is not a valid TLS server name (a DNS name or an IP address)")]
+    BadTlsHost(String),
+    #[error("upstream {0:?}: ca_file and insecure_skip_verify apply to https:// upstreams only")]
+    TlsOnPlainUpstream(String),
+    #[error("upstreams {0:?} and {1:?} are the same host:port with different TLS settings")]
+    TlsConflict(String, String),
+    #[error("cannot read CA file {path}")]
+    CaFileRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CA file {path} is not valid PEM")]
+    CaFileBadPem {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("CA file {0} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
+    CaFileEmpty(PathBuf),
+    #[error("CA file {path}: a certificate cannot be used as a trust anchor")]
+    CaFileBadCert {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
     #[error("prefill upstreams need decode upstreams and the other way round (disaggregated prefill/decode)")]
     HalfPair,
     #[error("upstream name {0:?} is used twice")]
@@ -86,14 +118,22 @@ pub struct GatewayConfig {
     pub unhealthy_after: u32,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// A PEM bundle of CA certificates trusted for every `https://` upstream, besides the
+    /// system's roots (a private CA).
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UpstreamConfig {
     pub name: String,
-    /// `http://host:port` (no path).
+    /// `http://host:port` or `https://host[:port]` (no path).
     pub url: String,
     pub role: Role,
+    /// `https://` only: a PEM bundle of CA certificates trusted for this upstream, besides the
+    /// system's roots and the gateway's `upstream_ca_file`.
+    pub ca_file: Option<PathBuf>,
+    /// `https://` only: accept any certificate. Logged as a warning at start.
+    pub insecure_skip_verify: bool,
 }
 
 /// How the gateway chooses among upstreams that can take a request.
@@ -170,6 +210,7 @@ impl GatewayConfig {
             probe_interval: Duration::from_secs(5),
             unhealthy_after: 3,
             max_body_bytes: 4 * 1024 * 1024,
+            upstream_ca_file: None,
         }
     }
 
@@ -188,11 +229,18 @@ impl GatewayConfig {
             path: path.to_owned(),
             source,
         })?;
+        // CA files are relative to the config file, as its reader would expect.
+        let dir = path.parent().unwrap_or(Path::new(""));
+        if let Some(ca) = file.upstream_ca_file {
+            self.upstream_ca_file = Some(dir.join(ca));
+        }
         self.upstreams
             .extend(file.upstream.into_iter().map(|u| UpstreamConfig {
                 name: u.name,
                 url: u.url,
                 role: u.role,
+                ca_file: u.ca_file.map(|ca| dir.join(ca)),
+                insecure_skip_verify: u.insecure_skip_verify,
             }));
         if !file.tenant.is_empty() {
             let mut tenants = self.tenants.take().unwrap_or_default();
@@ -230,7 +278,8 @@ impl GatewayConfig {
         }
         let mut names = std::collections::HashSet::new();
         for u in &self.upstreams {
-            let ok = u.url.strip_prefix("http://").is_some_and(|rest| {
+            let rest = u.url.strip_prefix("http://");
+            let ok = rest.or(u.url.strip_prefix("https://")).is_some_and(|rest| {
                 let host_port = rest.trim_end_matches('/');
                 !host_port.is_empty() && !host_port.contains('/')
             }) && u.url.parse::<http::Uri>().is_ok();
@@ -241,6 +290,8 @@ impl GatewayConfig {
                 return Err(ConfigError::DuplicateUpstream(u.name.clone()));
             }
         }
+        // https:// hosts, CA files (read and parsed), TLS settings per host:port.
+        crate::tls::UpstreamTls::from_config(self, false)?;
         let mut keys = std::collections::HashSet::new();
         for t in self.tenants.iter().flatten() {
             if !keys.insert(t.key_sha256) {
@@ -304,6 +355,8 @@ fn parse_digest(hex: &str) -> Option<[u8; 32]> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
+    /// Before any table: a CA bundle for every https:// upstream.
+    upstream_ca_file: Option<PathBuf>,
     #[serde(default)]
     upstream: Vec<FileUpstream>,
     #[serde(default)]
@@ -319,6 +372,9 @@ struct FileUpstream {
     url: String,
     #[serde(default)]
     role: Role,
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    insecure_skip_verify: bool,
 }
 
 #[derive(Deserialize)]
@@ -391,8 +447,16 @@ output_per_million = 2.0
             name: "a".into(),
             url: url.into(),
             role: Role::Both,
+            ..Default::default()
         };
-        assert!(bad(GatewayConfig::new(vec![up("https://x:1")])).contains("http://host:port"));
+        assert!(bad(GatewayConfig::new(vec![up("ftp://x:1")])).contains("http://host:port"));
+        assert!(bad(GatewayConfig::new(vec![up("https://x:1/v1")])).contains("https://host"));
+        GatewayConfig::new(vec![up("https://x:1")])
+            .validate()
+            .unwrap();
+        GatewayConfig::new(vec![up("https://127.0.0.1")])
+            .validate()
+            .unwrap();
         assert!(bad(GatewayConfig::new(vec![up("http://x:1/v1")])).contains("http://host:port"));
         assert!(
             bad(GatewayConfig::new(vec![up("http://x:1"), up("http://y:1")]))
@@ -405,6 +469,55 @@ output_per_million = 2.0
         let err = GatewayConfig::new(vec![]).merge_file(&path2).unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
         let _ = (std::fs::remove_file(path), std::fs::remove_file(path2));
+    }
+
+    #[test]
+    fn tls_settings_are_read_and_checked() {
+        let up = |url: &str| UpstreamConfig {
+            name: "a".into(),
+            url: url.into(),
+            ..Default::default()
+        };
+        let bad = |u: UpstreamConfig| GatewayConfig::new(vec![u]).validate().unwrap_err();
+        for host in [
+            "https://-x-.example:443",
+            "https://a..b:443",
+            "https://x.-y:1",
+        ] {
+            let e = bad(up(host));
+            assert!(matches!(e, ConfigError::BadTlsHost(_)), "{host}: {e}");
+        }
+        let e = bad(UpstreamConfig {
+            insecure_skip_verify: true,
+            ..up("http://x:1")
+        });
+        assert!(e.to_string().contains("https:// upstreams only"), "{e}");
+        let a = UpstreamConfig {
+            insecure_skip_verify: true,
+            ..up("https://x:443")
+        };
+        let b = UpstreamConfig {
+            name: "b".into(),
+            ..up("https://X")
+        };
+        let e = GatewayConfig::new(vec![a, b]).validate().unwrap_err();
+        assert!(e.to_string().contains("different TLS settings"), "{e}");
+
+        // Paths in the file are relative to it; the format's new keys parse.
+        let path = write(
+            "upstream_ca_file = \"ca.pem\"\n\n[[upstream]]\nname = \"h\"\n\
+             url = \"https://h:8443\"\nca_file = \"/etc/h.pem\"\ninsecure_skip_verify = false\n",
+        );
+        let config = GatewayConfig::new(vec![]).merge_file(&path).unwrap();
+        assert_eq!(
+            config.upstream_ca_file,
+            Some(std::env::temp_dir().join("ca.pem"))
+        );
+        assert_eq!(
+            config.upstreams[0].ca_file,
+            Some(PathBuf::from("/etc/h.pem"))
+        );
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]
@@ -422,6 +535,7 @@ output_per_million = 2.0
             name: "a".into(),
             url: "http://x:1".into(),
             role: Role::Both,
+            ..Default::default()
         }]);
         let price = |v: f64| Price {
             input_per_million: v,

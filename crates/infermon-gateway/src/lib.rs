@@ -19,6 +19,7 @@
 //! - [`body`]: the response streamed back frame by frame, unchanged; client-side TTFT,
 //!   inter-token latency, usage; a client that disconnects closes the upstream request.
 //! - [`tenants`]: API keys (SHA-256 digests) → tenants, per-tenant concurrency and rate limits.
+//! - [`tls`]: `https://` upstreams (rustls, system roots plus configured CA bundles).
 //! - [`telemetry`]: the contract's latencies with `llm.upstream`, per-tenant requests, tokens
 //!   and cost.
 
@@ -28,6 +29,7 @@ pub mod config;
 pub mod proxy;
 pub mod telemetry;
 pub mod tenants;
+pub mod tls;
 pub mod upstreams;
 
 pub use config::{

@@ -22,10 +22,12 @@ use tracing::field::Empty;
 
 use crate::body::{Observed, Seen};
 use crate::client::UpstreamClient;
-use crate::config::{GatewayConfig, Price, Role};
+use crate::config::{ConfigError, GatewayConfig, Price, Role};
 use crate::telemetry::{AttemptOutcome, GatewayMetrics, Measured};
 use crate::tenants::{Admission, Tenants, UNAUTHENTICATED};
 use crate::upstreams::{InFlight, Upstream, Upstreams};
+
+use opentelemetry_semantic_conventions::attribute::URL_SCHEME;
 
 /// The `tracing` target of the gateway's request spans.
 pub const TARGET: &str = "infermon::gateway";
@@ -57,17 +59,30 @@ struct Inner {
 }
 
 impl Gateway {
+    /// [`try_new`](Self::try_new) for a configuration that passed
+    /// [`GatewayConfig::validate`] (which reads the CA files this reads again).
     pub fn new(config: GatewayConfig, meter: &opentelemetry::metrics::Meter) -> Self {
+        Self::try_new(config, meter)
+            .unwrap_or_else(|e| panic!("{e} (GatewayConfig::validate checks this first)"))
+    }
+
+    /// The gateway for `config`; fails on a CA file that cannot be read or used, and logs a
+    /// warning for each upstream whose certificate is not verified (`insecure_skip_verify`).
+    pub fn try_new(
+        config: GatewayConfig,
+        meter: &opentelemetry::metrics::Meter,
+    ) -> Result<Self, ConfigError> {
+        let tls = crate::tls::UpstreamTls::from_config(&config, true)?;
         let upstreams = Upstreams::new(&config.upstreams).with_routing(config.routing);
-        Self(Arc::new(Inner {
-            client: UpstreamClient::new(config.connect_timeout),
+        Ok(Self(Arc::new(Inner {
+            client: UpstreamClient::new(config.connect_timeout, tls),
             tenants: Tenants::new(config.tenants.as_deref()),
             metrics: GatewayMetrics::new(meter, &upstreams, config.tenants.as_deref()),
             upstreams,
             config,
             requests: AtomicU64::new(0),
             retries: AtomicU64::new(0),
-        }))
+        })))
     }
 
     pub fn upstreams(&self) -> &Upstreams {
@@ -529,7 +544,9 @@ impl Call<'_> {
                 { attr::LLM_UPSTREAM } = upstream.name.as_str(),
                 { attr::LLM_ATTEMPT } = attempt,
                 { attr::LLM_PD_PHASE } = (role != Role::Both).then_some(role.as_str()),
-                { attr::SERVER_ADDRESS } = upstream.base.trim_start_matches("http://"),
+                { attr::SERVER_ADDRESS } = upstream.host.as_str(),
+                { attr::SERVER_PORT } = upstream.port,
+                { URL_SCHEME } = upstream.scheme,
                 { attr::HTTP_RESPONSE_STATUS_CODE } = Empty,
                 { attr::ERROR_TYPE } = Empty,
                 otel.status_code = Empty,
@@ -566,6 +583,7 @@ impl Call<'_> {
             }
             let outcome = match &sent {
                 Err(_) => AttemptOutcome::Timeout,
+                Ok(Err(e)) if crate::tls::is_tls_handshake(e) => AttemptOutcome::TlsHandshake,
                 Ok(Err(_)) => AttemptOutcome::ConnectError,
                 Ok(Ok(r)) if r.status().is_server_error() => AttemptOutcome::ServerError,
                 Ok(Ok(r)) if r.status().is_client_error() => AttemptOutcome::ClientError,
@@ -590,7 +608,7 @@ impl Call<'_> {
                     "no response headers within {:?}",
                     gw.0.config.first_byte_timeout
                 ),
-                Ok(Err(e)) => format!("{e}"),
+                Ok(Err(e)) => error_chain(e),
                 Ok(Ok(r)) => format!("status {}", r.status()),
             };
             tracing::warn!(upstream = %upstream.name, attempt, %detail, "upstream attempt failed");
@@ -616,6 +634,19 @@ impl Call<'_> {
         }
         Err(no_answer(model, tried.is_empty(), last_failure))
     }
+}
+
+/// `e` and its sources, `: `-separated (hyper-util's own message is only "client error
+/// (Connect)"; the reason, e.g. an untrusted certificate, is further down).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
 }
 
 /// The error for a request no upstream answered.

@@ -23,6 +23,8 @@ pub enum AttemptOutcome {
     ClientError,
     ServerError,
     ConnectError,
+    /// TCP connected, but the TLS handshake failed (untrusted certificate, wrong name, ...).
+    TlsHandshake,
     Timeout,
 }
 
@@ -33,6 +35,7 @@ impl AttemptOutcome {
             AttemptOutcome::ClientError => "client_error",
             AttemptOutcome::ServerError => "server_error",
             AttemptOutcome::ConnectError => "connect_error",
+            AttemptOutcome::TlsHandshake => "tls_handshake",
             AttemptOutcome::Timeout => "timeout",
         }
     }
@@ -41,7 +44,10 @@ impl AttemptOutcome {
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            AttemptOutcome::ServerError | AttemptOutcome::ConnectError | AttemptOutcome::Timeout
+            AttemptOutcome::ServerError
+                | AttemptOutcome::ConnectError
+                | AttemptOutcome::TlsHandshake
+                | AttemptOutcome::Timeout
         )
     }
 }

@@ -18,8 +18,14 @@ const KV_NEARLY_FULL: f64 = 0.9;
 pub struct Upstream {
     pub name: String,
     pub role: Role,
-    /// `http://host:port`, no trailing slash.
+    /// `http://host:port` or `https://host[:port]`, no trailing slash.
     pub base: String,
+    /// `http` or `https` (`url.scheme` on attempt spans).
+    pub scheme: &'static str,
+    /// The URL's host and port (`server.address`, `server.port`; the scheme's default port
+    /// when the URL has none).
+    pub host: String,
+    pub port: u16,
     outstanding: AtomicUsize,
     healthy: AtomicBool,
     failures: AtomicU32,
@@ -31,10 +37,23 @@ pub struct Upstream {
 
 impl Upstream {
     fn new(config: &UpstreamConfig) -> Self {
+        let base = config.url.trim_end_matches('/').to_owned();
+        let uri = base.parse::<http::Uri>().ok();
+        let https = uri.as_ref().and_then(|u| u.scheme()) == Some(&http::uri::Scheme::HTTPS);
+        let host = uri.as_ref().and_then(|u| u.host()).unwrap_or_default();
         Self {
             name: config.name.clone(),
             role: config.role,
-            base: config.url.trim_end_matches('/').to_owned(),
+            scheme: if https { "https" } else { "http" },
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: uri
+                .as_ref()
+                .and_then(|u| u.port_u16())
+                .unwrap_or(if https { 443 } else { 80 }),
+            base,
             outstanding: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
             failures: AtomicU32::new(0),
@@ -234,6 +253,7 @@ mod tests {
                 name: format!("u{i}"),
                 url: format!("http://127.0.0.1:{}", 9000 + i),
                 role: crate::config::Role::Both,
+                ..Default::default()
             })
             .collect();
         Upstreams::new(&configs)

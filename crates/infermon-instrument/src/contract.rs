@@ -128,8 +128,8 @@ pub mod attr {
     pub const LLM_UPSTREAM: &str = "llm.upstream";
     /// `infermon gateway`: the tenant an API key belongs to (capped label).
     pub const LLM_TENANT: &str = "llm.tenant";
-    /// `infermon gateway`: how an upstream attempt ended (`ok`, `connect_error`, `timeout`,
-    /// `server_error`, `client_error`).
+    /// `infermon gateway`: how an upstream attempt ended (`ok`, `connect_error`,
+    /// `tls_handshake`, `timeout`, `server_error`, `client_error`).
     pub const LLM_ATTEMPT_OUTCOME: &str = "llm.gateway.attempt.outcome";
     /// `infermon gateway` span attribute: the attempt's number (1 = first try).
     pub const LLM_ATTEMPT: &str = "llm.gateway.attempt";

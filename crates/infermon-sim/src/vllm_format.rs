@@ -39,6 +39,34 @@ const REQUEST_PARAMS_N_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0];
 /// vLLM's `REQUEST_NUM_PREEMPTIONS_BUCKETS`.
 const REQUEST_NUM_PREEMPTIONS_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0];
 
+/// The NIXL connector's buckets (`NixlPromMetrics.__init__`,
+/// `vllm/distributed/kv_transfer/kv_connector/v1/nixl/stats.py`, vLLM 0.33.0): one list of
+/// durations, of which the transfer time uses all but the first (`buckets[1:]`) and the post
+/// time all.
+const NIXL_TIME_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 5.0,
+];
+/// Bytes per transfer: `[2 ** (10 + i) for i in range(1, 25, 2)]`, 2 KiB to 8 GiB.
+const NIXL_BYTES_BUCKETS: &[f64] = &[
+    2048.0,
+    8192.0,
+    32768.0,
+    131072.0,
+    524288.0,
+    2097152.0,
+    8388608.0,
+    33554432.0,
+    134217728.0,
+    536870912.0,
+    2147483648.0,
+    8589934592.0,
+];
+/// Descriptors per transfer.
+const NIXL_DESCRIPTORS_BUCKETS: &[f64] = &[
+    10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0, 400.0, 1000.0, 2000.0, 4000.0, 10000.0, 20000.0,
+    50000.0,
+];
+
 /// vLLM's `finished_reason` values (`FINISH_REASON_STRINGS`, `vllm/v1/engine/__init__.py`).
 const FINISHED_REASONS: [&str; 5] = ["stop", "length", "abort", "error", "repetition"];
 /// `PromptTokenStats.ALL_SOURCES` (`vllm/v1/metrics/stats.py`).
@@ -174,6 +202,43 @@ pub struct VllmMetrics {
     /// Indexed like `PROMPT_TOKEN_SOURCES`.
     prompt_tokens_by_source: [u64; PROMPT_TOKEN_SOURCES.len()],
     prompt_tokens_cached: u64,
+    /// The NIXL connector's metrics: `None` until this engine first takes part in a
+    /// disaggregated request (see [`VllmMetrics::nixl_connected`]).
+    nixl: Option<NixlMetrics>,
+}
+
+/// What vLLM's `NixlPromMetrics` records: one observation per completed NIXL transfer
+/// (`NixlKVConnectorStats.record_transfer`, from the transfer's `nixlXferTelemetry`).
+#[derive(Debug, Clone)]
+struct NixlMetrics {
+    xfer_time: Histogram,
+    post_time: Histogram,
+    bytes: Histogram,
+    descriptors: Histogram,
+}
+
+impl NixlMetrics {
+    fn new() -> Self {
+        Self {
+            xfer_time: Histogram::new(&NIXL_TIME_BUCKETS[1..]),
+            post_time: Histogram::new(NIXL_TIME_BUCKETS),
+            bytes: Histogram::new(NIXL_BYTES_BUCKETS),
+            descriptors: Histogram::new(NIXL_DESCRIPTORS_BUCKETS),
+        }
+    }
+}
+
+/// One completed KV cache pull, as NIXL's transfer telemetry reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KvTransferRecord {
+    /// From posting the READ to its completion (`xferDuration`), seconds.
+    pub seconds: f64,
+    /// Posting the READ (`postDuration`), seconds.
+    pub post_seconds: f64,
+    /// Bytes moved (`totalBytes`).
+    pub bytes: u64,
+    /// Memory descriptors of the transfer (`descCount`).
+    pub descriptors: u64,
 }
 
 impl VllmMetrics {
@@ -201,7 +266,29 @@ impl VllmMetrics {
             success: [0; FINISHED_REASONS.len()],
             prompt_tokens_by_source: [0; PROMPT_TOKEN_SOURCES.len()],
             prompt_tokens_cached: 0,
+            nixl: None,
         }
+    }
+
+    /// This engine takes part in disaggregated prefill/decode: from now on its exposition has
+    /// the NIXL connector's metrics, as a vLLM started with `--kv-transfer-config
+    /// '{"kv_connector":"NixlConnector","kv_role":"kv_both"}'` has them from its start (at 0
+    /// until a transfer completes). The simulator has no such start-up setting (every simulator
+    /// can play either half), so the first disaggregated request it sees stands for it.
+    pub fn nixl_connected(&mut self) {
+        self.nixl.get_or_insert_with(NixlMetrics::new);
+    }
+
+    /// A KV cache pull completed on this (decode) engine. In vLLM's default pull mode the
+    /// decode worker issues the NIXL READ and records the transfer
+    /// (`_pop_done_transfers` over `_recving_transfers`, nixl/base_worker.py); the prefill
+    /// worker records none.
+    pub fn kv_transfer(&mut self, t: &KvTransferRecord) {
+        let nixl = self.nixl.get_or_insert_with(NixlMetrics::new);
+        nixl.xfer_time.observe(t.seconds);
+        nixl.post_time.observe(t.post_seconds);
+        nixl.bytes.observe(t.bytes as f64);
+        nixl.descriptors.observe(t.descriptors as f64);
     }
 
     /// A request's prefill completed with its first token; vLLM counts its prompt tokens by
@@ -521,7 +608,67 @@ pub fn render(model_name: &str, metrics: &VllmMetrics, gauges: &VllmGauges) -> S
     }
 
     cache_config_info(o, &gauges.cache);
+    if let Some(nixl) = &m.nixl {
+        nixl_metrics(o, &labels, nixl);
+    }
     out
+}
+
+/// The NIXL connector's metrics (`NixlPromMetrics`, vLLM 0.33.0), in its registration order.
+/// The failure counters stay 0: the simulated link never fails, and no lease expires.
+fn nixl_metrics(o: &mut String, labels: &str, nixl: &NixlMetrics) {
+    let histograms: [(&str, &str, &Histogram); 4] = [
+        (
+            "vllm:nixl_xfer_time_seconds",
+            "Histogram of transfer duration for NIXL KV Cache transfers.",
+            &nixl.xfer_time,
+        ),
+        (
+            "vllm:nixl_post_time_seconds",
+            "Histogram of transfer post time for NIXL KV Cache transfers.",
+            &nixl.post_time,
+        ),
+        (
+            "vllm:nixl_bytes_transferred",
+            "Histogram of bytes transferred per NIXL KV Cache transfers.",
+            &nixl.bytes,
+        ),
+        (
+            // Two spaces: vLLM's two string literals join that way.
+            "vllm:nixl_num_descriptors",
+            "Histogram of number of descriptors per NIXL  KV Cache transfers.",
+            &nixl.descriptors,
+        ),
+    ];
+    for (name, help, h) in histograms {
+        histogram(o, labels, name, help, h);
+    }
+    for (name, help) in [
+        (
+            "vllm:nixl_num_failed_transfers_total",
+            "Number of failed NIXL KV Cache transfers, including handshake and notification \
+             failures. NOTE: KV expiry is tracked separately in vllm:nixl_num_kv_expired_reqs.",
+        ),
+        (
+            "vllm:nixl_num_failed_notifications_total",
+            "Number of failed NIXL KV Cache notifications. Retained for compatibility; these \
+             failures are also included in vllm:nixl_num_failed_transfers.",
+        ),
+        (
+            "vllm:nixl_num_kv_expired_reqs_total",
+            "Number of requests that had their KV expire. NOTE: This metric is tracked on the P \
+             instance.",
+        ),
+        (
+            "vllm:nixl_num_notifications_after_expiry_total",
+            "Number of completion notifications for requests that were no longer tracked, \
+             usually because their KV lease expired. The KV blocks may have been reused before \
+             the transfer finished. Counted per notification (one per remote rank), not per \
+             request.",
+        ),
+    ] {
+        counter(o, labels, name, help, 0);
+    }
 }
 
 /// `CacheConfig`'s fields (`vllm/config/cache.py`), in declaration order, with the value

@@ -1,7 +1,9 @@
 //! The simulator's `--metrics vllm` exposition against the golden list derived from vLLM's
 //! source (`tests/golden/vllm-<version>-metrics.toml`, made by `scripts/vllm-metrics-golden.py`):
 //! the same metric names, TYPE, HELP, label names, fixed label values and bucket boundaries,
-//! every metric it leaves out listed as excluded with a reason, and nothing it adds.
+//! every metric it leaves out listed as excluded with a reason, and nothing it adds. The NIXL
+//! connector's metrics (`sim = "disaggregated"`) appear once a simulator takes part in
+//! disaggregated prefill/decode, and count on the decode worker what its pulls moved.
 
 mod common;
 
@@ -22,6 +24,8 @@ struct Golden {
     label_values: BTreeMap<String, Vec<String>>,
     buckets: Option<Vec<String>>,
     excluded: Option<String>,
+    /// Emitted only once the simulator has served a disaggregated request.
+    disaggregated: bool,
 }
 
 fn strings(value: &toml::Value) -> Vec<String> {
@@ -41,8 +45,9 @@ fn golden() -> (toml::Table, Vec<Golden>) {
         .iter()
         .map(|m| {
             let field = |key: &str| m[key].as_str().expect(key).to_owned();
-            let excluded = match field("sim").as_str() {
-                "emitted" => None,
+            let sim = field("sim");
+            let excluded = match sim.as_str() {
+                "emitted" | "disaggregated" => None,
                 "excluded" => Some(
                     m.get("reason")
                         .and_then(|r| r.as_str())
@@ -66,6 +71,7 @@ fn golden() -> (toml::Table, Vec<Golden>) {
                     .unwrap_or_default(),
                 buckets: m.get("buckets").map(strings),
                 excluded,
+                disaggregated: sim == "disaggregated",
             }
         })
         .collect();
@@ -155,7 +161,27 @@ fn parse_exposition(text: &str) -> BTreeMap<String, Family> {
     families
 }
 
-async fn scrape_after_some_traffic(max_model_len: u32) -> String {
+/// The decode half of a disaggregated request, with what a prefill worker would have handed
+/// over for `remote_num_tokens` prompt tokens (the decode worker does not contact the prefill
+/// worker: the pull is modelled).
+fn decode_request(prompt: &str, remote_num_tokens: u64) -> serde_json::Value {
+    json!({
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": 4,
+        "kv_transfer_params": {
+            "do_remote_prefill": true,
+            "remote_engine_id": "prefill-0",
+            "remote_host": "127.0.0.1",
+            "remote_port": 9,
+            "remote_num_tokens": remote_num_tokens,
+        },
+    })
+}
+
+/// `/metrics` after three plain requests and, if `disaggregated`, the decode half of a
+/// disaggregated one.
+async fn scrape_after_some_traffic(max_model_len: u32, disaggregated: bool) -> String {
     let mut config = test_config();
     config.metrics = MetricsFormat::Vllm;
     config.scheduler.max_model_len = Some(max_model_len);
@@ -171,6 +197,11 @@ async fn scrape_after_some_traffic(max_model_len: u32) -> String {
         let response = server.post_json("/v1/chat/completions", &body).await;
         assert_eq!(response.status().as_u16(), 200);
     }
+    if disaggregated {
+        let body = decode_request("three", 5);
+        let response = server.post_json("/v1/chat/completions", &body).await;
+        assert_eq!(response.status().as_u16(), 200);
+    }
     let response = server.get("/metrics").await;
     assert_eq!(response.status().as_u16(), 200);
     response.text().await.unwrap()
@@ -180,7 +211,7 @@ async fn scrape_after_some_traffic(max_model_len: u32) -> String {
 async fn vllm_exposition_matches_the_golden_file_derived_from_vllm() {
     let (table, golden) = golden();
     let max_model_len = table["max_model_len"].as_integer().expect("max_model_len") as u32;
-    let text = scrape_after_some_traffic(max_model_len).await;
+    let text = scrape_after_some_traffic(max_model_len, true).await;
     let families = parse_exposition(&text);
     let mut problems = Vec::new();
 
@@ -400,4 +431,115 @@ async fn per_request_and_per_step_series_count_what_was_served() {
     assert!(info.contains("num_gpu_blocks=\"1025\""), "{info}");
     assert!(info.contains("enable_prefix_caching=\"True\""), "{info}");
     assert!(info.ends_with("engine=\"0\"} 1.0"), "{info}");
+}
+
+#[tokio::test]
+async fn nixl_metrics_appear_only_on_a_disaggregated_worker() {
+    let (table, golden) = golden();
+    let max_model_len = table["max_model_len"].as_integer().expect("max_model_len") as u32;
+    let nixl: Vec<&Golden> = golden.iter().filter(|g| g.disaggregated).collect();
+    assert_eq!(
+        nixl.len(),
+        8,
+        "vLLM 0.33.0's NixlPromMetrics registers 8 metrics"
+    );
+    assert!(nixl.iter().all(|g| g.name.starts_with("vllm:nixl_")));
+    let families = parse_exposition(&scrape_after_some_traffic(max_model_len, false).await);
+    for g in nixl {
+        assert!(
+            !families.contains_key(&g.name),
+            "{} exposed by an engine that never took part in disaggregated prefill/decode",
+            g.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn nixl_transfers_are_recorded_on_the_decode_worker_as_the_sim_modelled_them() {
+    let mut config = test_config();
+    config.metrics = MetricsFormat::Vllm;
+    let prefill = Server::start(config.clone()).await;
+    let decode = Server::start(config).await;
+    let prompts = ["word ".repeat(100), "word ".repeat(300)];
+    let mut pulled_tokens = Vec::new();
+    for prompt in &prompts {
+        let first = json!({
+            "model": MODEL,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": 1,
+            "kv_transfer_params": {"do_remote_decode": true},
+        });
+        let answer: serde_json::Value = prefill
+            .post_json("/v1/chat/completions", &first)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let params = answer["kv_transfer_params"].clone();
+        pulled_tokens.push(
+            params["remote_num_tokens"]
+                .as_u64()
+                .expect("remote_num_tokens"),
+        );
+        let mut second = first.clone();
+        second["max_tokens"] = json!(4);
+        second["kv_transfer_params"] = params;
+        let response = decode.post_json("/v1/chat/completions", &second).await;
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    let p = prefill.get("/metrics").await.text().await.unwrap();
+    let d = decode.get("/metrics").await.text().await.unwrap();
+    let l = format!("model_name=\"{MODEL}\",engine=\"0\"");
+    let (pf, df) = (|s: &str| sample(&p, s), |s: &str| sample(&d, s));
+    // Pull mode: the decode worker's READs are the transfers; the prefill worker records none
+    // but, being NIXL-connected, exposes the series at 0.
+    for h in [
+        "vllm:nixl_xfer_time_seconds",
+        "vllm:nixl_post_time_seconds",
+        "vllm:nixl_bytes_transferred",
+        "vllm:nixl_num_descriptors",
+    ] {
+        assert_eq!(pf(&format!("{h}_count{{{l}}}")), 0.0, "{h}\n{p}");
+        assert_eq!(df(&format!("{h}_count{{{l}}}")), 2.0, "{h}\n{d}");
+    }
+    let profile = infermon_sim::Profile::builtin(infermon_sim::DEFAULT_PROFILE).unwrap();
+    let bytes: u64 = pulled_tokens
+        .iter()
+        .map(|t| t * profile.model.kv_bytes_per_token)
+        .sum();
+    assert_eq!(
+        df(&format!("vllm:nixl_bytes_transferred_sum{{{l}}}")),
+        bytes as f64
+    );
+    // One descriptor per block per K and V region of every layer (16-token blocks).
+    let descriptors: u64 = pulled_tokens
+        .iter()
+        .map(|t| 2 * u64::from(profile.model.num_layers) * t.div_ceil(16))
+        .sum();
+    assert_eq!(
+        df(&format!("vllm:nixl_num_descriptors_sum{{{l}}}")),
+        descriptors as f64
+    );
+    // The modelled duration: the link's latency plus bytes at its rate (rdma by default), in
+    // wall seconds at the test's time scale, as every vLLM-format duration is. The pull ends at
+    // a deadline computed from its start, so this is exact up to nanosecond rounding.
+    let expected: f64 = pulled_tokens
+        .iter()
+        .map(|t| {
+            infermon_sim::KvTransport::Rdma.transfer_seconds(t * profile.model.kv_bytes_per_token)
+        })
+        .sum::<f64>()
+        / test_config().time_scale;
+    let measured = df(&format!("vllm:nixl_xfer_time_seconds_sum{{{l}}}"));
+    assert!(
+        expected > 0.0 && (measured - expected).abs() < 1e-6,
+        "{measured} vs modelled {expected}"
+    );
+    assert_eq!(df(&format!("vllm:nixl_post_time_seconds_sum{{{l}}}")), 0.0);
+    for c in [
+        "vllm:nixl_num_failed_transfers_total",
+        "vllm:nixl_num_kv_expired_reqs_total",
+    ] {
+        assert_eq!(df(&format!("{c}{{{l}}}")), 0.0, "{c}");
+    }
 }

@@ -2,6 +2,8 @@
 //! of them with in-memory metrics, and readers for what came back.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod tls;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -37,8 +39,14 @@ pub async fn sim() -> String {
 
 /// A hand-made upstream (for faults a real engine does not produce on demand).
 pub async fn fake(router: axum::Router) -> String {
+    use axum::serve::ListenerExt as _;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    // TCP_NODELAY as engines set it (uvicorn does): without it a response's small writes
+    // wait ~40 ms for the peer's delayed ACK, which the TLS bench would measure instead.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move { axum::serve(listener, router).await });
     url
 }
@@ -70,6 +78,7 @@ pub fn upstreams(urls: &[&str]) -> Vec<UpstreamConfig> {
             name: format!("u{i}"),
             url: (*url).to_owned(),
             role: infermon_gateway::Role::Both,
+            ..Default::default()
         })
         .collect()
 }

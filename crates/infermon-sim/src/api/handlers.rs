@@ -374,6 +374,12 @@ async fn generate(
     let shared = sim.shared();
     let parent = extract_context(headers);
     let kv = sampling.kv_transfer_params.clone().unwrap_or_default();
+    if kv.do_remote_decode || kv.do_remote_prefill {
+        // Either half of a disaggregated pair: a NIXL-connected engine, in vLLM's format.
+        if let Some(vllm) = &shared.vllm {
+            lock(vllm).nixl_connected();
+        }
+    }
     // A decode request of a disaggregated pair: the engine sees it once its KV cache is here.
     let (arrived_at, transferred_tokens) = if kv.do_remote_prefill {
         let tokens = kv
@@ -620,6 +626,20 @@ async fn pull_kv(
         .duration
         .record(done.duration_since(started).as_secs_f64(), &labels);
     sim.kv_transfer.bytes.add(bytes, &labels);
+    if let Some(vllm) = &shared.vllm {
+        // One NIXL transfer per request, as vLLM's decode worker issues one READ per request
+        // and remote rank (one rank here: tp_size 1). Descriptors: one per block per K/V
+        // region, and vLLM's usual attention layout ((2, num_blocks, ...) per layer) registers
+        // two regions (K, V) per layer (nixl/base_worker.py register_kv_caches). The posting
+        // itself costs nothing in the simulation: post time 0.
+        let blocks = u64::from(tokens.div_ceil(sim.config().kv_cache.block_size));
+        lock(vllm).kv_transfer(&crate::vllm_format::KvTransferRecord {
+            seconds: done.duration_since(started).as_secs_f64(),
+            post_seconds: 0.0,
+            bytes,
+            descriptors: 2 * u64::from(sim.profile().model.num_layers) * blocks,
+        });
+    }
     done
 }
 
