@@ -7,6 +7,11 @@
       hardening rules and the programs that read the shipped configs (each listed in
       check_render's docstring).
 
+  check-helm.py schema --chart deploy/helm/infermon
+      values.schema.json and values.yaml describe the same keys (check_schema's docstring),
+      with controls: a key added to values.yaml, a property dropped from or added to the
+      schema must each be caught, so the check cannot pass by comparing nothing.
+
   check-helm.py apiserver --kube-apiserver BIN --etcd BIN --crds DIR --work DIR RENDER.yaml...
       Starts etcd and kube-apiserver on loopback, installs the prometheus-operator CRDs the
       renders use, and POSTs every rendered object with ?dryRun=All&fieldValidation=Strict, in
@@ -310,6 +315,105 @@ def check_render(chart, paths, programs, work):
     return not errs
 
 
+# ---- schema ----------------------------------------------------------------------------------
+# Schema properties values.yaml does not set, each with the reason it may be absent there.
+SCHEMA_ONLY = {
+    "global": "Helm gives a chart used as a dependency its parent's `global` values; this chart "
+              "reads none, but must not refuse them",
+    "collector.gateway.tailSampling.slowModelA.model": "slowModelA defaults to null (the config's "
+                                                       "own model); the schema describes the map a user sets",
+    "collector.gateway.tailSampling.slowModelA.ms": "as slowModelA.model",
+    "collector.gateway.tailSampling.slowModelB.model": "as slowModelA.model",
+    "collector.gateway.tailSampling.slowModelB.ms": "as slowModelA.model",
+}
+
+JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+              dict: "object", type(None): "null"}
+
+
+def schema_errors(values, schema, path=""):
+    """Differences between values.yaml (parsed) and the schema node describing it."""
+    errs = []
+    props = schema.get("properties", {})
+    if schema.get("additionalProperties") is not False:
+        errs.append(f"{path or '<top>'}: an infermon object without additionalProperties: false "
+                    "(a misspelt key would be ignored)")
+    for key, value in (values or {}).items():
+        where = f"{path}.{key}" if path else key
+        prop = props.get(key)
+        if prop is None:
+            errs.append(f"{where}: in values.yaml, not in values.schema.json")
+            continue
+        if not str(prop.get("description", "")).strip():
+            errs.append(f"{where}: no description in the schema")
+        types = prop.get("type")
+        types = types if isinstance(types, list) else [types]
+        have = JSON_TYPES[type(value)]
+        if have not in types and not (have == "integer" and "number" in types):
+            errs.append(f"{where}: values.yaml's default is {have}, the schema says {types}")
+        if "properties" in prop:
+            errs += schema_errors(value if isinstance(value, dict) else {}, prop, where)
+        elif isinstance(value, dict) and prop.get("additionalProperties") is False:
+            errs.append(f"{where}: closed in the schema but lists no properties")
+    for key, prop in props.items():
+        where = f"{path}.{key}" if path else key
+        if key not in (values or {}):
+            if where not in SCHEMA_ONLY:
+                errs.append(f"{where}: in values.schema.json, not in values.yaml (nor in SCHEMA_ONLY)")
+            if not str(prop.get("description", "")).strip():
+                errs.append(f"{where}: no description in the schema")
+            if "properties" in prop:
+                errs += schema_errors({}, prop, where)
+    return errs
+
+
+def check_schema(chart):
+    """values.schema.json against values.yaml: every key of values.yaml is a property of the
+    schema (recursing into infermon's own objects; a Kubernetes-typed value such as resources
+    or affinity is one leaf), with a description and a type its default fits; every infermon
+    object is closed (additionalProperties: false); the schema has no property values.yaml
+    lacks unless SCHEMA_ONLY gives the reason; draft-07, the version Helm validates. Controls:
+    three mutations of the pair must each be reported."""
+    with open(os.path.join(chart, "values.yaml")) as f:
+        values = yaml.load(f, Loader=Loader)
+    with open(os.path.join(chart, "values.schema.json")) as f:
+        schema = json.load(f)
+    errs = []
+    if schema.get("$schema") != "http://json-schema.org/draft-07/schema#":
+        errs.append(f"$schema is {schema.get('$schema')!r}, not draft-07")
+    for where in SCHEMA_ONLY:
+        node = schema
+        for key in where.split("."):
+            node = node.get("properties", {}).get(key, {})
+        if not node:
+            errs.append(f"SCHEMA_ONLY lists {where}, which the schema does not have")
+    errs += schema_errors(values, schema)
+
+    def count(node):
+        return sum(1 + count(p) for p in node.get("properties", {}).values())
+    # Controls: each mutation must be caught, or the comparison is vacuous.
+    added = json.loads(json.dumps(values))
+    added["collector"]["agent"]["resoures"] = {}
+    dropped = json.loads(json.dumps(schema))
+    del dropped["properties"]["relay"]["properties"]["queueSpans"]
+    extra = json.loads(json.dumps(schema))
+    extra["properties"]["jaeger"]["properties"]["replicas"] = {"type": "integer", "description": "x"}
+    for what, (v, s), needle in [
+        ("a key added to values.yaml", (added, schema), "collector.agent.resoures"),
+        ("a property dropped from the schema", (values, dropped), "relay.queueSpans"),
+        ("a property added to the schema", (values, extra), "jaeger.replicas"),
+    ]:
+        found = [e for e in schema_errors(v, s) if e.startswith(needle + ":")]
+        if not found:
+            errs.append(f"control: {what} ({needle}) was not reported")
+        else:
+            print(f"control: {what} reported: {found[0]}")
+    print(f"values.schema.json: {count(schema)} properties, {len(SCHEMA_ONLY)} of them not in values.yaml")
+    for e in errs:
+        print("FAIL " + e)
+    return not errs
+
+
 # ---- apiserver -------------------------------------------------------------------------------
 def free_port():
     with socket.socket() as s:
@@ -547,6 +651,8 @@ def main():
     r.add_argument("--amtool", required=True)
     r.add_argument("--work", required=True, help="scratch directory")
     r.add_argument("renders", nargs="+")
+    s = sub.add_parser("schema")
+    s.add_argument("--chart", required=True)
     a = sub.add_parser("apiserver")
     a.add_argument("--kube-apiserver", required=True)
     a.add_argument("--etcd", required=True)
@@ -557,6 +663,8 @@ def main():
     if args.cmd == "render":
         programs = {"otelcol": args.otelcol, "jaeger": args.jaeger, "amtool": args.amtool}
         ok = check_render(args.chart, args.renders, programs, args.work)
+    elif args.cmd == "schema":
+        ok = check_schema(args.chart)
     else:
         ok = check_apiserver(args)
     sys.exit(0 if ok else 1)

@@ -7,8 +7,13 @@
 #             config and template, Prometheus rule files, Grafana dashboards) equal their
 #             sources in the repository: one source of truth, copied, checked equal
 #   pins      image tags in values.yaml equal scripts/versions.env; appVersion equals Cargo's
+#   schema    values.schema.json describes every key of values.yaml and no other (but the few
+#             check-helm.py's SCHEMA_ONLY gives a reason for), each with a description and
+#             type, infermon's own objects closed; controls prove the comparison can fail
 #   helm      `helm lint --strict` and `helm template` with each examples/*.yaml; the defaults
-#             alone fail with the message naming the one required value
+#             alone fail with the message naming the one required value; values with a
+#             misspelt top-level key, a misspelt nested key, a wrong type and `tag: latest`
+#             each make `helm lint` and `helm template` fail with Helm's schema error
 #   render    scripts/check-helm.py on the renders: pinned images, requests and limits,
 #             non-root, read-only root filesystem, no privilege escalation, seccomp
 #             RuntimeDefault; every collector variable the chart sets is one its config reads;
@@ -109,6 +114,27 @@ sys.exit(1 if bad else 0)
 EOF
 }
 
+# schema_refuses HELM VALUES EXPECTED: `helm lint --strict` and `helm template` with VALUES both
+# fail, each with Helm's schema error containing EXPECTED (not some other failure).
+schema_refuses() {
+  local helm=$1 values=$2 expect=$3 cmd out
+  for cmd in "lint --strict" template; do
+    # $cmd unquoted on purpose: "lint --strict" is two words.
+    # shellcheck disable=SC2086
+    if out=$("$helm" $cmd "$CHART" -f "$values" --kube-version "$KUBERNETES_VERSION" 2>&1); then
+      echo "helm $cmd accepted $values:"
+      cat "$values"
+      return 1
+    fi
+    if ! grep -qF "values don't meet the specifications of the schema" <<<"$out" ||
+      ! grep -qF "$expect" <<<"$out"; then
+      printf 'helm %s failed, but not with the schema error "%s":\n%s\n' "$cmd" "$expect" "$out"
+      return 1
+    fi
+    echo "helm $cmd: $(grep -F -m1 "$expect" <<<"$out")"
+  done
+}
+
 # check, and show what it found when it passed too (a failure shows it already).
 check_shown() {
   local before=${#FAILED[@]}
@@ -140,6 +166,8 @@ main() {
 
   check "chart files/ equal their sources" check_copies
   check "image tags and appVersion pinned as versions.env/Cargo.toml" check_pins
+  check_shown "values.schema.json describes values.yaml's keys, and no others" \
+    python3 scripts/check-helm.py schema --chart "$CHART"
   local kube=$cache/kube-$KUBERNETES_VERSION-etcd$ETCD_VERSION
   # Outputs captured first: `prog | grep -q` fails under pipefail when grep exits early.
   built_versions() {
@@ -175,6 +203,21 @@ main() {
   check "defaults alone fail naming metricsStore.address" bash -c \
     '! "$1" template infermon "$2" >"$3" 2>&1 && grep -q "metricsStore.address" "$3"' \
     _ "$helm" "$CHART" "$TMP/defaults.out"
+
+  # The schema must refuse what it exists to refuse, through Helm itself: each values file is
+  # examples/minimal.yaml (which passes above) plus one mistake, and Helm must name it.
+  local bad expect n=0
+  while IFS='|' read -r bad expect; do
+    n=$((n + 1))
+    { cat "$CHART/examples/minimal.yaml"; echo "$bad"; } >"$TMP/bad-$n.yaml"
+    check_shown "schema refuses \`$bad\` (helm lint, helm template)" \
+      schema_refuses "$helm" "$TMP/bad-$n.yaml" "$expect"
+  done <<'MISTAKES'
+gatway: {replicas: 3}|at '': additional properties 'gatway' not allowed
+collector: {agent: {resoures: {limits: {memory: 1Gi}}}}|at '/collector/agent': additional properties 'resoures' not allowed
+collector: {gateway: {replicas: two}}|at '/collector/gateway/replicas': got string, want integer
+jaeger: {image: {tag: latest}}|at '/jaeger/image/tag': 'latest' does not match pattern
+MISTAKES
 
   if ((apiserver)); then
     local crds
