@@ -12,8 +12,14 @@
 #
 # Settings (environment):
 #   LEVELS="1 16 64 256"   concurrent streams (closed loop)
+#   RATES="20 60"          instead of LEVELS: open loop, Poisson arrivals at these requests/s.
+#                          With an engine at real speed (TIME_SCALE=1) and one request length,
+#                          a closed loop keeps its clients in lockstep, and the engine's batching
+#                          of each cohort, not the path, decides TTFT; Poisson arrivals (and
+#                          OUTPUT=uniform:64:192) do not. "in flight" = req/s x mean e2e.
+#                          Every path gets the same arrival times and lengths (--seed 1).
 #   DURATION=15s           per level and target
-#   PROMPT=128 OUTPUT=128  tokens per request
+#   PROMPT=128 OUTPUT=128  tokens per request (OUTPUT may be a distribution: uniform:64:192)
 #   TIME_SCALE=10          simulated time speed-up of the engine
 #   LITELLM=path/to/litellm (default: litellm on PATH, else /tmp/litellm-venv/bin/litellm;
 #                            without it the LiteLLM rows are skipped)
@@ -24,6 +30,10 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
 LEVELS=${LEVELS:-"1 16 64 256"}
+ARRIVAL_FLAG=--concurrency LEVEL_NAME=streams ARRIVAL="closed loop"
+if [[ -n ${RATES:-} ]]; then
+  LEVELS=$RATES ARRIVAL_FLAG=--rate LEVEL_NAME="req/s offered" ARRIVAL="open loop (Poisson arrivals)"
+fi
 DURATION=${DURATION:-15s}
 PROMPT=${PROMPT:-128}
 OUTPUT=${OUTPUT:-128}
@@ -103,17 +113,17 @@ for target in "${TARGETS[@]}"; do
 done
 
 load_before=$(cut -d' ' -f1 /proc/loadavg)
-printf '| streams | path | TTFT p50 | TTFT p99 | added TTFT p50 | added TTFT p99 | ITL p50 | ITL p99 | added ITL p50 | added ITL p99 | req/s | errors | gateway CPU s / 1k tokens | gateway RSS MiB |\n'
-printf '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+printf '| %s | path | TTFT p50 | TTFT p99 | added TTFT p50 | added TTFT p99 | ITL p50 | ITL p99 | added ITL p50 | added ITL p99 | req/s | in flight | errors | gateway CPU s / 1k tokens | gateway RSS MiB |\n' "$LEVEL_NAME"
+printf '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for level in $LEVELS; do
   for target in "${TARGETS[@]}"; do
     log "level $level, $target: $DURATION…"
     pid=$(pid_of "$target")
     before=0
     [[ -n "$pid" ]] && before=$(cpu_seconds "$pid")
-    "$BIN" load --url "$(url_of "$target")" --model "$MODEL" --concurrency "$level" \
+    "$BIN" load --url "$(url_of "$target")" --model "$MODEL" "$ARRIVAL_FLAG" "$level" \
       --duration "$DURATION" --prompt-tokens "$PROMPT" --output-tokens "$OUTPUT" --ignore-eos \
-      --api-key "$MASTER_KEY" --json --quiet --no-otlp >"$WORK/$target.$level.json" 2>"$WORK/load.log"
+      --api-key "$MASTER_KEY" --seed 1 --json --quiet --no-otlp >"$WORK/$target.$level.json" 2>"$WORK/load.log"
     after=0
     rss="–"
     if [[ -n "$pid" ]]; then
@@ -130,7 +140,8 @@ for level in $LEVELS; do
         + "| \(added(.latency.ttft.p50)) | \(added(.latency.ttft.p99)) "
         + "| \(.latency.itl.p50 | ms) | \(.latency.itl.p99 | ms) "
         + "| \(added(.latency.itl.p50)) | \(added(.latency.itl.p99)) "
-        + "| \(.throughput.requests_per_s * 10 | round / 10) | \(.requests.failed) "
+        + "| \(.throughput.requests_per_s * 10 | round / 10) "
+        + "| \(.throughput.requests_per_s * .latency.e2e.mean * 10 | round / 10) | \(.requests.failed) "
         + "| \(if $target == "direct" then "–" else ((($c1 - $c0) / .tokens.output * 1000 * 1000 | round) / 1000 | tostring) end) "
         + "| \($rss) |"
     ' "$WORK/$target.$level.json"
@@ -138,8 +149,8 @@ for level in $LEVELS; do
 done
 printf '\nEngine: infermon sim at time scale %s, %s prompt + %s output tokens per request (ignore_eos),\n' \
   "$TIME_SCALE" "$PROMPT" "$OUTPUT"
-printf '%s per level and path, closed loop. infermon gateway telemetry: %s. LiteLLM: %s.\n' \
-  "$DURATION" "$SINK" "${LITELLM_VERSION:-not run}"
+printf '%s per level and path, %s. infermon gateway telemetry: %s. LiteLLM: %s.\n' \
+  "$DURATION" "$ARRIVAL" "$SINK" "${LITELLM_VERSION:-not run}"
 printf 'Machine: %s cores; 1-minute load average %s before, %s after. "added" = the path minus direct\n' \
   "$(nproc)" "$load_before" "$(cut -d' ' -f1 /proc/loadavg)"
 printf 'at the same level (the same client, engine and machine).\n'
