@@ -180,18 +180,9 @@ def metrics_in(path, buckets, max_model_len):
         kw = {k.arg: k.value for k in node.keywords}
         if not isinstance(kw.get("name"), ast.Constant):
             continue  # log_metrics_info's info gauge: handled with CacheConfig
-        name = kw["name"].value
-        # prometheus_client drops a counter's `_total` from its name and writes it back on the
-        # sample and on the HELP/TYPE lines of the text exposition.
-        if kind == "counter":
-            name = name.removesuffix("_total") + "_total"
-        metric = {
-            "name": name,
-            "type": kind,
-            "help": ast.literal_eval(kw["documentation"]),
-            "labels": labelnames_of(kw["labelnames"], attributes),
-            "conditions": conditions(node, parent_of),
-        }
+        metric = metric_entry(
+            kind, kw, labelnames_of(kw["labelnames"], attributes), conditions(node, parent_of)
+        )
         if kind == "histogram":
             family = families[kw["buckets"].id]
             metric["bucket_family"] = family
@@ -199,6 +190,22 @@ def metrics_in(path, buckets, max_model_len):
             metric["buckets"] = [go_float(b) for b in bounds]
         found.append(metric)
     return found
+
+
+def metric_entry(kind, kw, labels, when):
+    """One golden entry from a metric constructor's keyword arguments."""
+    name = kw["name"].value
+    # prometheus_client drops a counter's `_total` from its name and writes it back on the
+    # sample and on the HELP/TYPE lines of the text exposition.
+    if kind == "counter":
+        name = name.removesuffix("_total") + "_total"
+    return {
+        "name": name,
+        "type": kind,
+        "help": ast.literal_eval(kw["documentation"]),
+        "labels": labels,
+        "conditions": when,
+    }
 
 
 def connector_condition(root):
@@ -239,17 +246,8 @@ def nixl_metrics(root):
         if kind is None:
             continue
         kw = {k.arg: k.value for k in node.keywords}
-        name = kw["name"].value
-        if kind == "counter":
-            name = name.removesuffix("_total") + "_total"
-        metric = {
-            "name": name,
-            "type": kind,
-            "help": ast.literal_eval(kw["documentation"]),
-            "labels": labelnames_of(kw["labelnames"], {}),
-            "conditions": when,
-            "source": f"{NIXL_STATS} NixlPromMetrics",
-        }
+        metric = metric_entry(kind, kw, labelnames_of(kw["labelnames"], {}), when)
+        metric["source"] = f"{NIXL_STATS} NixlPromMetrics"
         if kind == "histogram":
             metric["buckets"] = [go_float(b) for b in evaluate(kw["buckets"])]
         found.append(metric)

@@ -25,6 +25,12 @@ pub struct TelemetryArgs {
     #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
+    /// OTLP/gRPC endpoint for traces only, over --otlp-endpoint (e.g. spans to `infermon relay`,
+    /// metrics to the collector). OTEL_EXPORTER_OTLP_TRACES_ENDPOINT does the same when
+    /// --otlp-endpoint is not given; a flag beats every variable.
+    #[arg(long, value_name = "URL")]
+    pub otlp_traces_endpoint: Option<String>,
+
     /// `service.name` of the exported telemetry [default: infermon-<command>].
     #[arg(long, value_name = "NAME", env = "OTEL_SERVICE_NAME")]
     pub service_name: Option<String>,
@@ -42,6 +48,11 @@ pub struct TelemetryArgs {
 impl Layered for TelemetryArgs {
     fn layer(&mut self, layer: &mut Layer) -> Result<(), ConfigFileError> {
         layer.optional("otlp_endpoint", &mut self.otlp_endpoint, String::from_str)?;
+        layer.optional(
+            "otlp_traces_endpoint",
+            &mut self.otlp_traces_endpoint,
+            String::from_str,
+        )?;
         layer.optional("service_name", &mut self.service_name, String::from_str)?;
         layer.switch("no_otlp", &mut self.no_otlp)?;
         self.endpoint_from_env = layer.given_by_env("otlp_endpoint");
@@ -76,6 +87,15 @@ impl TelemetryArgs {
             .unwrap_or_else(|| infermon::telemetry::DEFAULT_ENDPOINT.to_owned())
     }
 
+    /// Where the last telemetry was headed, for messages: the endpoint, and where traces went
+    /// instead when --otlp-traces-endpoint split them off.
+    fn destination(&self) -> String {
+        match &self.otlp_traces_endpoint {
+            Some(traces) => format!("{} (traces: {traces})", self.endpoint()),
+            None => self.endpoint(),
+        }
+    }
+
     /// The one line a failed telemetry shutdown gets at exit, instead of the SDK's error value
     /// (`InternalFailure("Failed to shutdown")` says nothing to an operator).
     pub fn shutdown_message(&self, error: &infermon::telemetry::TelemetryError) -> String {
@@ -88,7 +108,7 @@ impl TelemetryArgs {
         format!(
             "telemetry: the last spans and metrics could not be delivered to {} at exit and \
              were dropped (is the collector running?{gave_up})",
-            self.endpoint()
+            self.destination()
         )
     }
 
@@ -106,6 +126,9 @@ impl TelemetryArgs {
             .filter(|_| !self.endpoint_from_env)
         {
             config = config.with_endpoint(endpoint);
+        }
+        if let Some(endpoint) = &self.otlp_traces_endpoint {
+            config = config.with_traces_endpoint(endpoint);
         }
         if let Some(name) = &self.service_name {
             config = config.with_service_name(name);
@@ -372,10 +395,29 @@ mod tests {
     }
 
     #[test]
+    fn the_traces_endpoint_flag_splits_the_signals() {
+        let args = TelemetryArgs {
+            otlp_endpoint: Some("http://collector:4317".into()),
+            otlp_traces_endpoint: Some("http://relay:4319".into()),
+            service_name: None,
+            no_otlp: false,
+            endpoint_from_env: false,
+        };
+        let config = args.config("infermon-sim", true);
+        assert_eq!(config.traces_endpoint(), "http://relay:4319");
+        assert_eq!(config.metrics_endpoint(), "http://collector:4317");
+        assert_eq!(
+            args.destination(),
+            "http://collector:4317 (traces: http://relay:4319)"
+        );
+    }
+
+    #[test]
     fn shutdown_errors_become_one_line() {
         use infermon::telemetry::TelemetryError;
         let args = TelemetryArgs {
             otlp_endpoint: Some("http://c:4317".into()),
+            otlp_traces_endpoint: None,
             service_name: None,
             no_otlp: false,
             endpoint_from_env: false,

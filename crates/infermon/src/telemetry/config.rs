@@ -58,6 +58,7 @@ pub struct TelemetryConfig {
     pub(crate) service_name: Option<String>,
     pub(crate) service_version: String,
     pub(crate) endpoint: Option<String>,
+    pub(crate) traces_endpoint: Option<String>,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) export_interval: Option<Duration>,
     pub(crate) export_timeout: Option<Duration>,
@@ -85,6 +86,7 @@ impl TelemetryConfig {
             service_name: None,
             service_version: env!("CARGO_PKG_VERSION").to_owned(),
             endpoint: None,
+            traces_endpoint: None,
             headers: Vec::new(),
             export_interval: None,
             export_timeout: None,
@@ -109,11 +111,18 @@ impl TelemetryConfig {
         Self::new("unknown_service")
     }
 
-    /// Where traces go, as [`init`](super::init) resolves it now: the code's endpoint, else
+    /// Where traces go, as [`init`](super::init) resolves it now: the code's traces endpoint,
+    /// else its endpoint for both signals, else
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT`, else
     /// [`DEFAULT_ENDPOINT`]. For a second trace exporter that must go where these traces go.
     pub fn traces_endpoint(&self) -> String {
         self.resolve(&|k| std::env::var(k).ok()).traces_endpoint
+    }
+
+    /// Where metrics go, resolved as [`traces_endpoint`](Self::traces_endpoint) is (with
+    /// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`).
+    pub fn metrics_endpoint(&self) -> String {
+        self.resolve(&|k| std::env::var(k).ok()).metrics_endpoint
     }
 
     /// Forces `service.name`, overriding `OTEL_SERVICE_NAME`.
@@ -132,6 +141,14 @@ impl TelemetryConfig {
     /// The OTLP/gRPC endpoint for both signals, e.g. `http://collector:4317`.
     pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// The OTLP/gRPC endpoint for traces only (e.g. `infermon relay`), over
+    /// [`with_endpoint`](Self::with_endpoint)'s: an endpoint set in code wins over every
+    /// variable, so this is how code splits the signals.
+    pub fn with_traces_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.traces_endpoint = Some(endpoint.into());
         self
     }
 
@@ -308,7 +325,10 @@ impl TelemetryConfig {
 
         Resolved {
             service_name,
-            traces_endpoint: endpoint_for(env::TRACES_ENDPOINT),
+            traces_endpoint: self
+                .traces_endpoint
+                .clone()
+                .unwrap_or_else(|| endpoint_for(env::TRACES_ENDPOINT)),
             metrics_endpoint: endpoint_for(env::METRICS_ENDPOINT),
             metrics_headers,
             metrics_timeout,
@@ -479,6 +499,12 @@ mod tests {
         assert_eq!(r.service_name, "from-code");
         assert_eq!(r.traces_endpoint, "http://code:4317");
         assert_eq!(r.metrics_endpoint, "http://code:4317");
+        let split = resolve_with(
+            &config.clone().with_traces_endpoint("http://relay:4319"),
+            &[(env::TRACES_ENDPOINT, "http://env:4317")],
+        );
+        assert_eq!(split.traces_endpoint, "http://relay:4319");
+        assert_eq!(split.metrics_endpoint, "http://code:4317");
         assert_eq!(r.export_interval, Duration::from_secs(2));
         assert_eq!(r.max_queue_size, 8);
         assert!(!r.disabled);
