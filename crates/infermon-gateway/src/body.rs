@@ -26,7 +26,11 @@ const MAX_JSON_BYTES: usize = 8 * 1024 * 1024;
 pub struct Observed {
     inner: Incoming,
     idle_timeout: Duration,
+    /// Fires at the earliest moment the stream could have been idle too long; moved on lazily
+    /// (when it fires early) rather than reset on every chunk, which would touch the timer wheel
+    /// once per token.
     idle: Pin<Box<Sleep>>,
+    last_frame: Instant,
     /// `Some` for `text/event-stream` responses.
     sse: Option<SseDecoder>,
     json: Vec<u8>,
@@ -58,6 +62,7 @@ impl Observed {
             inner,
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            last_frame: Instant::now(),
             sse: streaming.then(SseDecoder::new),
             json: Vec::new(),
             seen: Seen::default(),
@@ -67,8 +72,7 @@ impl Observed {
         }
     }
 
-    fn observe(&mut self, data: &Bytes) {
-        let now = Instant::now();
+    fn observe(&mut self, data: &Bytes, now: Instant) {
         match &mut self.sse {
             Some(decoder) => {
                 let finisher = self.finisher.as_ref();
@@ -124,6 +128,20 @@ impl Observed {
         }
     }
 
+    /// Whether nothing has come from the upstream for the idle timeout. When the timer fires
+    /// but a frame came since it was set, it is moved to that frame's deadline (and polled, so
+    /// that it wakes this task then).
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.idle.as_mut().poll(cx).is_ready() {
+            let deadline = self.last_frame + self.idle_timeout;
+            if deadline <= Instant::now() {
+                return true;
+            }
+            self.idle.as_mut().reset(deadline);
+        }
+        false
+    }
+
     /// The last event of a stream the gateway had to end.
     fn error_event(message: &str, code: &str) -> Bytes {
         let error = serde_json::json!({
@@ -150,10 +168,10 @@ impl Body for Observed {
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let deadline = Instant::now() + this.idle_timeout;
-                this.idle.as_mut().reset(deadline);
+                let now = Instant::now();
+                this.last_frame = now;
                 if let Some(data) = frame.data_ref() {
-                    this.observe(data);
+                    this.observe(data, now);
                 }
                 if this.inner.is_end_stream() {
                     // Its last frame: hyper may not poll a body of known length again.
@@ -183,7 +201,7 @@ impl Body for Observed {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if this.idle.as_mut().poll(cx).is_ready() {
+                if this.idle_expired(cx) {
                     this.ended = true;
                     this.finish(Some("upstream_timeout"), false);
                     let secs = this.idle_timeout.as_secs_f64();
@@ -295,7 +313,7 @@ fn trim_start(bytes: &[u8]) -> &[u8] {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 #[cfg(test)]

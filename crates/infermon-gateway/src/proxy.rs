@@ -17,6 +17,7 @@ use infermon_instrument::contract::{attr, field, value};
 use infermon_instrument::layer::context_of;
 use infermon_instrument::propagation::{extract_context, inject_context};
 use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry::KeyValue;
 use tokio::time::Instant;
 use tracing::field::Empty;
 
@@ -186,18 +187,16 @@ pub(crate) struct Finisher {
     received: Instant,
     measured: Measured,
     price: Option<Price>,
+    /// The labels of this request's inter-token latency points, capped once per request rather
+    /// than once per token.
+    itl_labels: [KeyValue; 2],
     _in_flight: Option<InFlight>,
     _admission: Option<Admission>,
 }
 
 impl Finisher {
     pub(crate) fn inter_token(&self, seconds: f64) {
-        if let Some(upstream) = &self.measured.upstream {
-            self.gw
-                .0
-                .metrics
-                .inter_token(&self.measured.model, upstream, seconds);
-        }
+        self.gw.0.metrics.inter_token(&self.itl_labels, seconds);
     }
 
     pub(crate) fn finish(mut self, seen: Seen, error: Option<&'static str>, aborted: bool) {
@@ -724,6 +723,7 @@ fn respond(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
+    let itl_labels = gw.0.metrics.inter_token_labels(&measured.model, upstream);
     let finisher = Finisher {
         gw: gw.clone(),
         span,
@@ -731,6 +731,7 @@ fn respond(
         received,
         measured,
         price,
+        itl_labels,
         _in_flight: Some(in_flight),
         _admission: Some(admission),
     };

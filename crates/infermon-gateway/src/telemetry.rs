@@ -192,14 +192,16 @@ impl GatewayMetrics {
     }
 
     /// One gap between two content chunks of a stream.
-    pub fn inter_token(&self, model: &str, upstream: &str, seconds: f64) {
-        self.itl.record(
-            seconds,
-            &[
-                KeyValue::new(attr::GEN_AI_REQUEST_MODEL, self.models.get(model)),
-                KeyValue::new(attr::LLM_UPSTREAM, upstream.to_owned()),
-            ],
-        );
+    /// The labels of a request's inter-token latency points ([`inter_token`](Self::inter_token)).
+    pub fn inter_token_labels(&self, model: &str, upstream: &str) -> [KeyValue; 2] {
+        [
+            KeyValue::new(attr::GEN_AI_REQUEST_MODEL, self.models.get(model)),
+            KeyValue::new(attr::LLM_UPSTREAM, upstream.to_owned()),
+        ]
+    }
+
+    pub fn inter_token(&self, labels: &[KeyValue; 2], seconds: f64) {
+        self.itl.record(seconds, labels);
     }
 
     /// A request has ended (answered, refused, failed or abandoned by its client).

@@ -278,6 +278,34 @@ async fn malformed_sse_passes_through_and_a_stalled_stream_is_ended_with_an_erro
     let error: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
     assert_eq!(error["error"]["code"], "upstream_timeout");
     assert_eq!(got[1], "[DONE]");
+
+    // A stream that keeps coming for longer than the idle timeout (0.5 s) is not cut: the idle
+    // timer fires mid-stream and is moved on, not obeyed. Once it stalls, it is ended.
+    let steady_then_stalled = fake(axum::Router::new().route(
+        "/v1/chat/completions",
+        post(|| async {
+            let token = |i: usize| {
+                let chunk =
+                    format!(r#"{{"choices":[{{"index":0,"delta":{{"content":"t{i}"}}}}]}}"#);
+                (Duration::from_millis(150), format!("data: {chunk}\n\n"))
+            };
+            let mut chunks: Vec<_> = (0..8).map(token).collect();
+            chunks.push((Duration::from_secs(5), "data: [DONE]\n\n".into()));
+            sse_paced(chunks)
+        }),
+    ))
+    .await;
+    let gw = Running::start(config(&[&steady_then_stalled])).await;
+    let got = events(gw.chat(true).send().await.unwrap()).await;
+    assert_eq!(
+        got.len(),
+        10,
+        "8 tokens over 1.2 s, the error, [DONE]: {got:?}"
+    );
+    assert!(got[7].contains("\"t7\""), "{got:?}");
+    let error: serde_json::Value = serde_json::from_str(&got[8]).unwrap();
+    assert_eq!(error["error"]["code"], "upstream_timeout");
+    assert_eq!(got[9], "[DONE]");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,7 +61,12 @@ pub async fn dead() -> String {
 
 /// A streamed response from `chunks`, each sent after `gap`.
 pub fn sse(chunks: Vec<String>, gap: Duration) -> Response {
-    let stream = futures::stream::iter(chunks).then(move |c| async move {
+    sse_paced(chunks.into_iter().map(|c| (gap, c)).collect())
+}
+
+/// A streamed response from `chunks`, each sent after its own pause.
+pub fn sse_paced(chunks: Vec<(Duration, String)>) -> Response {
+    let stream = futures::stream::iter(chunks).then(|(gap, c)| async move {
         tokio::time::sleep(gap).await;
         Ok::<_, Infallible>(Bytes::from(c))
     });
