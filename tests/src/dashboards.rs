@@ -213,6 +213,7 @@ pub const EXTERNAL_METRICS: &[&str] = &[
     "system_memory_usage_bytes",
     "system_network_io_bytes_total",
     "system_disk_io_bytes_total",
+    "system_filesystem_usage_bytes",
     // the collector's own telemetry (Prometheus job "otelcol"; its internal telemetry exposes
     // counters without the `_total` suffix)
     "otelcol_exporter_send_failed_metric_points",
@@ -246,6 +247,8 @@ pub const EXTERNAL_LABELS: &[&str] = &[
     "state",
     "direction",
     "device",
+    "mountpoint",
+    "mode",
     "cpu",
     "exporter",
     "receiver",
