@@ -3,10 +3,10 @@
 # the same simulated engine, directly, through `infermon gateway`, through LiteLLM's proxy
 # (PyPI `litellm[proxy]`, a widely used gateway) and through nginx as a plain streaming reverse
 # proxy (no buffering, pooled keep-alive upstream connections, TCP_NODELAY: the floor of what any
-# HTTP proxy hop costs on this machine, with no observation at all), at increasing concurrency. Per level: client
-# TTFT and inter-token latency (p50/p99) and what the gateway adds to them, the gateway's CPU
-# seconds per 1,000 streamed tokens, and its RSS. Prints a Markdown table to stdout; progress
-# goes to stderr.
+# HTTP proxy hop costs on this machine, with no observation at all), at increasing concurrency.
+# Per level: client TTFT and inter-token latency (p50/p99) and what the gateway adds to them,
+# the gateway's CPU seconds per 1,000 streamed tokens, and its RSS. Prints a Markdown table to
+# stdout; progress goes to stderr.
 #
 # The infermon gateway runs as users run it, with telemetry on (OTLP to a real collector with a
 # debug exporter when one is found, as scripts/bench-throughput.sh does). LiteLLM runs with its
@@ -28,7 +28,7 @@
 #   NGINX=path/to/nginx    (default: nginx on PATH, else /usr/sbin/nginx; without it the nginx
 #                          rows are skipped). One process, one worker: `master_process off`.
 #   GATEWAY_CPUS=1 OTHER_CPUS=0
-#                          pin the gateway under test (infermon's or LiteLLM) to cores of its own
+#                          pin the gateway under test (infermon's, LiteLLM or nginx) to cores of its own
 #                          and everything else (engine, load generator, collector) to the rest,
 #                          with taskset, so that what the gateway adds is its own work and not a
 #                          wait for a core that the engine or the client holds. Both or neither.
