@@ -30,6 +30,7 @@ pub struct Observed {
     /// (when it fires early) rather than reset on every chunk, which would touch the timer wheel
     /// once per token.
     idle: Pin<Box<Sleep>>,
+    /// When the upstream's last frame came: the idle timer's reference.
     last_frame: Instant,
     /// `Some` for `text/event-stream` responses.
     sse: Option<SseDecoder>,

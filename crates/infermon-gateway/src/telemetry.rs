@@ -191,8 +191,8 @@ impl GatewayMetrics {
         );
     }
 
-    /// One gap between two content chunks of a stream.
-    /// The labels of a request's inter-token latency points ([`inter_token`](Self::inter_token)).
+    /// The labels of a request's inter-token latency points ([`inter_token`](Self::inter_token)),
+    /// capped once per request.
     pub fn inter_token_labels(&self, model: &str, upstream: &str) -> [KeyValue; 2] {
         [
             KeyValue::new(attr::GEN_AI_REQUEST_MODEL, self.models.get(model)),
@@ -200,6 +200,7 @@ impl GatewayMetrics {
         ]
     }
 
+    /// One gap between two content chunks of a stream.
     pub fn inter_token(&self, labels: &[KeyValue; 2], seconds: f64) {
         self.itl.record(seconds, labels);
     }
