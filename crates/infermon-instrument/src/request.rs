@@ -62,16 +62,18 @@ use std::marker::PhantomData;
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
-use opentelemetry::trace::TraceContextExt as _;
-use opentelemetry::{Context, StringValue};
+use std::borrow::Cow;
+
+use opentelemetry::trace::{SpanKind, TraceContextExt as _};
+use opentelemetry::{Context, KeyValue, StringValue};
 use tracing::field::{Empty, Value};
 
 use crate::contract::{attr, field, span as names, value};
 use crate::exemplars::TraceIds;
 use crate::instruments::InferenceMetrics;
 use crate::layer::{
-    context_of, from_unix_nanos, seconds, unix_nanos, MetricPhase, PhaseState, RequestState,
-    TypedMetrics,
+    context_of, create_prepared, event_prepared, from_unix_nanos, seconds, string_value,
+    unix_nanos, MetricPhase, PhaseState, PreparedEvent, PreparedSpan, RequestState, TypedMetrics,
 };
 
 /// The `tracing` target of the typed path's spans and events. The
@@ -128,11 +130,17 @@ pub enum Phase {
 /// [module docs](self). Its `Drop` ends a request that was never ended (as `dropped`).
 #[derive(Debug)]
 pub struct TrackedRequest {
+    /// What the service passed: content capture settings, and the label caps when the
+    /// subscriber has no metrics layer.
     metrics: InferenceMetrics,
     /// Where this request's metrics go: the subscriber's metrics layer (`None` without one,
     /// or when the request span is disabled).
     recorder: Option<TypedMetrics>,
     span: tracing::Span,
+    /// The request span's OpenTelemetry context, as the bridge started it (`None` without a
+    /// bridge, or when the span is not exported): its phases' parent, and its ids for
+    /// exemplars, without a registry lookup.
+    otel_cx: Option<Context>,
     /// The open phase's span, made when [`phase_span`](Self::phase_span) asks for it (so work
     /// can nest under it); otherwise the phase span is emitted whole when the phase ends, all
     /// its fields given at creation — the same span, without a dispatch per late field.
@@ -391,12 +399,24 @@ impl TrackedRequest {
         parent: Option<&Context>,
         at: SystemTime,
     ) -> Self {
-        let inner = &metrics.inner;
+        // Labels are capped once, by the subscriber's metrics layer when there is one (the caps
+        // its metric points use), else by `metrics`.
+        let layer_metrics = TypedMetrics::layer_metrics();
+        let inner = &layer_metrics.as_ref().unwrap_or(metrics).inner;
         let operation = inner.operations.get(params.operation);
         let model = inner.models.get(params.model);
         let name = names::request_span_name(operation.as_str(), model.as_str());
         let start = unix_nanos(at);
-        let span = match parent {
+        // What the bridge would make of the span's fields, handed to it ready-made.
+        let prepared = PreparedSpan {
+            name: Cow::Owned(name.clone()),
+            kind: SpanKind::Server,
+            start: from_unix_nanos(start),
+            end: None,
+            attributes: request_attributes(&params, &operation, &model),
+            parent: None,
+        };
+        let (span, otel_cx) = create_prepared(prepared, || match parent {
             // An explicit parent: a root `tracing` span created while that context is current,
             // which the bridge takes as its parent.
             Some(cx) => {
@@ -410,12 +430,16 @@ impl TrackedRequest {
                 )
             }
             None => request_span!()(&name, operation.as_str(), model.as_str(), &params, start),
-        };
-        let recorder = TypedMetrics::of(&span, metrics, &model, &operation);
+        });
+        // A disabled request span turns the request's metrics off too, as on the macros path.
+        let recorder = layer_metrics
+            .filter(|_| !span.is_disabled())
+            .map(|m| TypedMetrics::new(m, &model, &operation));
         Self {
             metrics: metrics.clone(),
             recorder,
             span,
+            otel_cx,
             phase_span: OnceLock::new(),
             phase_start: start,
             phase: Phase::Queued,
@@ -426,6 +450,15 @@ impl TrackedRequest {
             arrived: at,
             first_token: None,
             gpu_time: 0.0,
+        }
+    }
+
+    /// The caps the request's labels go through: the metrics layer's when it records the
+    /// request's metrics, else the request's own.
+    fn caps(&self) -> &crate::instruments::Inner {
+        match &self.recorder {
+            Some(recorder) => &recorder.metrics().inner,
+            None => &self.metrics.inner,
         }
     }
 
@@ -445,14 +478,17 @@ impl TrackedRequest {
             if self.span.is_disabled() {
                 return tracing::Span::none();
             }
-            phase_span(self.phase, &self.span, self.phase_start, None, None)
+            self.emit_phase(self.phase_start, None, None)
                 .unwrap_or_else(tracing::Span::none)
         })
     }
 
     /// The request span's OpenTelemetry context.
     pub fn context(&self) -> Context {
-        context_of(&self.span)
+        match &self.otel_cx {
+            Some(cx) => cx.clone(),
+            None => context_of(&self.span),
+        }
     }
 
     /// Output tokens so far, the first included.
@@ -482,13 +518,13 @@ impl TrackedRequest {
 
     /// [`finish_at`](Self::finish_at) now.
     pub fn finish(&mut self, finish_reason: &str) {
-        let reason = self.metrics.inner.finish_reasons.get(finish_reason);
+        let reason = self.caps().finish_reasons.get(finish_reason);
         self.end(When::now(), Ending::Finished(reason));
     }
 
     /// [`fail_at`](Self::fail_at) now.
     pub fn fail(&mut self, error_type: &str) {
-        let error_type = self.metrics.inner.error_types.get(error_type);
+        let error_type = self.caps().error_types.get(error_type);
         self.end(When::now(), Ending::Failed(error_type));
     }
 
@@ -538,13 +574,20 @@ impl TrackedRequest {
             when,
         );
         self.phase = Phase::Decoding;
-        tracing::info!(
-            target: TARGET,
-            parent: &self.span,
-            message = names::EVENT_FIRST_TOKEN,
-            { attr::LLM_TTFT } = ttft,
-            { field::EVENT_TIME } = end,
-        );
+        let prepared = PreparedEvent {
+            name: names::EVENT_FIRST_TOKEN,
+            at: from_unix_nanos(end),
+            attributes: vec![KeyValue::new(attr::LLM_TTFT, ttft)],
+        };
+        event_prepared(prepared, || {
+            tracing::info!(
+                target: TARGET,
+                parent: &self.span,
+                message = names::EVENT_FIRST_TOKEN,
+                { attr::LLM_TTFT } = ttft,
+                { field::EVENT_TIME } = end,
+            );
+        });
         if let Some(recorder) = &self.recorder {
             recorder.first_token(ttft, self.input_tokens, &|| self.trace_ids());
         }
@@ -583,13 +626,13 @@ impl TrackedRequest {
     /// The request completed normally, in whatever phase it is (a request that ends before
     /// its first token simply has no decode phase). Ignored once ended.
     pub fn finish_at(&mut self, finish_reason: &str, at: SystemTime) {
-        let reason = self.metrics.inner.finish_reasons.get(finish_reason);
+        let reason = self.caps().finish_reasons.get(finish_reason);
         self.end(When::At(at), Ending::Finished(reason));
     }
 
     /// The request failed. Ignored once ended.
     pub fn fail_at(&mut self, error_type: &str, at: SystemTime) {
-        let error_type = self.metrics.inner.error_types.get(error_type);
+        let error_type = self.caps().error_types.get(error_type);
         self.end(When::At(at), Ending::Failed(error_type));
     }
 
@@ -651,13 +694,7 @@ impl TrackedRequest {
                     span.record(field::END_TIME, at);
                 }
             }
-            None => drop(phase_span(
-                self.phase,
-                &self.span,
-                start,
-                Some(end),
-                Some(at),
-            )),
+            None => drop(self.emit_phase(start, Some(end), Some(at))),
         }
     }
 
@@ -691,17 +728,60 @@ impl TrackedRequest {
     /// The request span's ids if it is sampled: asked only when a measurement becomes an
     /// exemplar (a span lookup), so not on every request.
     fn trace_ids(&self) -> Option<TraceIds> {
-        TraceIds::of_sampled(context_of(&self.span).span().span_context())
+        match &self.otel_cx {
+            Some(cx) => TraceIds::of_sampled(cx.span().span_context()),
+            None => TraceIds::of_sampled(context_of(&self.span).span().span_context()),
+        }
+    }
+
+    /// The open phase's span, from `start`; see [`phase_span`]. Handed to the bridge
+    /// ready-made, parented by the request's context.
+    fn emit_phase(
+        &self,
+        start: u64,
+        end: Option<PhaseEnd>,
+        end_time: Option<u64>,
+    ) -> Option<tracing::Span> {
+        let name = match self.phase {
+            Phase::Queued => names::QUEUE,
+            Phase::Prefilling => names::PREFILL,
+            Phase::Decoding => names::DECODE,
+            Phase::Ended => return None,
+        };
+        let prepared = PreparedSpan {
+            name: Cow::Borrowed(name),
+            kind: SpanKind::Internal,
+            start: from_unix_nanos(start),
+            end: end_time.map(from_unix_nanos),
+            attributes: end.as_ref().map(PhaseEnd::attributes).unwrap_or_default(),
+            parent: self.otel_cx.clone(),
+        };
+        let (span, _) = create_prepared(prepared, || {
+            phase_span(self.phase, &self.span, start, end, end_time)
+                .unwrap_or_else(tracing::Span::none)
+        });
+        Some(span)
     }
 
     fn event(&self, name: &'static str, at: SystemTime) {
-        tracing::info!(
-            target: TARGET,
-            parent: &self.span,
-            message = name,
-            { attr::LLM_PREEMPTION_COUNT } = self.preemptions,
-            { field::EVENT_TIME } = unix_nanos(at),
-        );
+        let at = unix_nanos(at);
+        let prepared = PreparedEvent {
+            name,
+            at: from_unix_nanos(at),
+            attributes: vec![KeyValue::new(
+                attr::LLM_PREEMPTION_COUNT,
+                int(self.preemptions),
+            )],
+        };
+        event_prepared(prepared, || {
+            tracing::info!(
+                target: TARGET,
+                parent: &self.span,
+                message = name,
+                { attr::LLM_PREEMPTION_COUNT } = self.preemptions,
+                { field::EVENT_TIME } = at,
+            );
+        });
     }
 
     /// Ends the open phase and the request span: usage, finish reason, error type and status,
@@ -774,7 +854,7 @@ impl TrackedRequest {
         );
         if let Some(recorder) = &self.recorder {
             // Labelled as the layer labels the span's fields: through its caps.
-            let caps = &self.metrics;
+            let caps = recorder.metrics();
             let (finish_reason, error_type) = match &ending {
                 Ending::Finished(reason) => (
                     recorder.label(Some(caps), reason, |m| &m.finish_reasons),
@@ -871,6 +951,72 @@ enum PhaseEnd {
     },
     /// The request ended during the phase: no closing attributes.
     Cut,
+}
+
+impl PhaseEnd {
+    /// The closing attributes as the bridge exports them (see [`phase_span`]'s fields).
+    fn attributes(&self) -> Vec<KeyValue> {
+        match *self {
+            PhaseEnd::Queue { queue_position } => {
+                vec![KeyValue::new(attr::LLM_QUEUE_POSITION, int(queue_position))]
+            }
+            PhaseEnd::Prefill { computed, cached } => vec![
+                KeyValue::new(attr::LLM_PREFILL_COMPUTED_TOKENS, int(computed)),
+                KeyValue::new(attr::LLM_PREFILL_CACHED_TOKENS, int(cached)),
+            ],
+            PhaseEnd::Decode {
+                output_tokens,
+                preemptions,
+            } => vec![
+                KeyValue::new(attr::LLM_DECODE_OUTPUT_TOKENS, int(output_tokens)),
+                KeyValue::new(attr::LLM_DECODE_PREEMPTIONS, int(preemptions)),
+            ],
+            PhaseEnd::Cut => Vec::new(),
+        }
+    }
+}
+
+/// A `u64` as the bridge exports it: `i64`, saturating.
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The request span's attributes at creation as the bridge exports its fields (see
+/// `request_span!`): the label values already capped.
+fn request_attributes(
+    p: &RequestParams<'_>,
+    operation: &StringValue,
+    model: &StringValue,
+) -> Vec<KeyValue> {
+    // Room for the end fields too (usage, finish reason, TTFT, ...): no growth later.
+    let mut a = Vec::with_capacity(16);
+    a.push(KeyValue::new(
+        attr::GEN_AI_OPERATION_NAME,
+        operation.clone(),
+    ));
+    a.push(KeyValue::new(
+        attr::GEN_AI_PROVIDER_NAME,
+        string_value(p.provider),
+    ));
+    a.push(KeyValue::new(attr::GEN_AI_REQUEST_MODEL, model.clone()));
+    a.push(KeyValue::new(attr::GEN_AI_REQUEST_STREAM, p.stream));
+    a.push(KeyValue::new(
+        attr::GEN_AI_USAGE_INPUT_TOKENS,
+        int(p.input_tokens),
+    ));
+    if let Some(v) = p.max_tokens {
+        a.push(KeyValue::new(attr::GEN_AI_REQUEST_MAX_TOKENS, int(v)));
+    }
+    if let Some(v) = p.temperature {
+        a.push(KeyValue::new(attr::GEN_AI_REQUEST_TEMPERATURE, v));
+    }
+    if let Some(v) = p.top_p {
+        a.push(KeyValue::new(attr::GEN_AI_REQUEST_TOP_P, v));
+    }
+    if let Some(v) = p.response_id {
+        a.push(KeyValue::new(attr::GEN_AI_RESPONSE_ID, string_value(v)));
+    }
+    a
 }
 
 /// The span of `phase`, child of `request`, from `start`; with its closing attributes and end

@@ -565,9 +565,9 @@ fn without_the_bridge_metrics_are_still_recorded() {
 
 #[test]
 fn typed_requests_record_into_the_subscribers_metrics_layer_once() {
-    // The caller's own instruments (on another meter) only cap the span's labels: the typed
-    // path records its points into the metrics layer of its span's subscriber, and the layer
-    // does not count the typed spans a second time.
+    // The caller's own instruments (on another meter) are not recorded into: the typed path
+    // records its points into the metrics layer of its span's subscriber, and the layer does
+    // not count the typed spans a second time.
     let h = Harness::new();
     let callers = InferenceMetrics::new(&opentelemetry::metrics::MeterProvider::meter(
         &h.meter_provider,
@@ -592,6 +592,50 @@ fn typed_requests_record_into_the_subscribers_metrics_layer_once() {
         assert_eq!(points.len(), 1, "{name}");
         assert_eq!(points[0].count(), 1, "{name}");
     }
+}
+
+#[test]
+fn a_typed_requests_span_and_points_carry_the_labels_the_metrics_layer_caps() {
+    // The caller's caps would put every model in `other`; the subscriber's metrics layer admits
+    // the model. Span and metric points agree, with the layer's caps (capped once).
+    let h = Harness::new();
+    let callers = InferenceMetrics::with_model_cap(
+        &opentelemetry::metrics::MeterProvider::meter(&h.meter_provider, "caller"),
+        0,
+    );
+    h.run(|| full_lifecycle(&callers));
+    let span = h.span(&format!("chat {MODEL}"));
+    assert_eq!(
+        attr(&span.attributes, attr::GEN_AI_REQUEST_MODEL).map(|v| v.as_str().into_owned()),
+        Some(MODEL.to_owned())
+    );
+    let rm = h.collect();
+    let points = f64_histogram(&rm, metric::REQUEST_DURATION);
+    let model = points[0]
+        .attributes()
+        .find(|kv| kv.key.as_str() == attr::GEN_AI_REQUEST_MODEL)
+        .map(|kv| kv.value.as_str().into_owned());
+    assert_eq!(model.as_deref(), Some(MODEL));
+
+    // Without a metrics layer, the caller's caps label the span.
+    let h = Harness::new();
+    let callers = InferenceMetrics::with_model_cap(
+        &opentelemetry::metrics::MeterProvider::meter(&h.meter_provider, "caller"),
+        0,
+    );
+    let bridge_only = {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        tracing_subscriber::registry().with(infermon::telemetry::tracing_layer(
+            h.tracer_provider.tracer("test"),
+        ))
+    };
+    tracing::subscriber::with_default(bridge_only, || full_lifecycle(&callers));
+    let span = h.span(&format!("chat {}", value::OVERFLOW));
+    assert_eq!(
+        attr(&span.attributes, attr::GEN_AI_REQUEST_MODEL).map(|v| v.as_str().into_owned()),
+        Some(value::OVERFLOW.to_owned())
+    );
 }
 
 #[test]

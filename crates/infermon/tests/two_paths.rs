@@ -119,6 +119,87 @@ fn macros() -> Telemetry {
     Telemetry::of(&h)
 }
 
+/// A request that fails during prefill: arrive at 0, scheduled at 50 ms (queue position 0),
+/// the prefill span asked for while it runs (a live phase span, with work nested under it), and
+/// failed at 120 ms with `kv_cache_exhausted`.
+fn typed_failure() -> Telemetry {
+    let h = Harness::new();
+    let metrics = h.metrics();
+    h.run(|| {
+        let req = InferenceRequest::start_at(&metrics, full_chat(MODEL), None, t(0));
+        let req = req.scheduled_at(0, t(50));
+        req.phase_span().in_scope(|| {
+            allocate_blocks();
+        });
+        req.fail_at("kv_cache_exhausted", t(120));
+    });
+    Telemetry::of(&h)
+}
+
+/// A service's own work inside the prefill phase (explicit times, so both runs compare).
+fn allocate_blocks() {
+    tracing::info_span!(
+        "allocate_blocks",
+        infermon.start_time_unix_nano = ns(60),
+        infermon.end_time_unix_nano = ns(70),
+    )
+    .in_scope(|| {});
+}
+
+/// [`typed_failure`] with macros only.
+fn macros_failure() -> Telemetry {
+    let h = Harness::new();
+    h.run(|| {
+        let request = tracing::info_span!(
+            "inference_request",
+            otel.name = "chat llama-3-8b",
+            otel.kind = "server",
+            infermon.start_time_unix_nano = ns(0),
+            gen_ai.operation.name = "chat",
+            gen_ai.provider.name = "infermon.simulator",
+            gen_ai.request.model = MODEL,
+            gen_ai.request.stream = true,
+            gen_ai.usage.input_tokens = 100u64,
+            gen_ai.request.max_tokens = 128u64,
+            gen_ai.request.temperature = 0.7,
+            gen_ai.request.top_p = 0.9,
+            gen_ai.response.id = "chatcmpl-1",
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+            infermon.end_time_unix_nano = tracing::field::Empty,
+        );
+        tracing::info_span!(
+            parent: &request,
+            "queue",
+            infermon.start_time_unix_nano = ns(0),
+            llm.queue.position = 0u64,
+            infermon.end_time_unix_nano = ns(50),
+        )
+        .in_scope(|| {});
+        let prefill = tracing::info_span!(
+            parent: &request,
+            "prefill",
+            infermon.start_time_unix_nano = ns(50),
+            infermon.end_time_unix_nano = tracing::field::Empty,
+        );
+        prefill.in_scope(|| {
+            allocate_blocks();
+        });
+        prefill.record("infermon.end_time_unix_nano", ns(120));
+        drop(prefill);
+        request.record("gen_ai.response.finish_reasons", "error");
+        request.record("gen_ai.usage.output_tokens", 0u64);
+        request.record("error.type", "kv_cache_exhausted");
+        request.record("otel.status_code", "error");
+        request.record("otel.status_description", "kv_cache_exhausted");
+        request.record("infermon.end_time_unix_nano", ns(120));
+    });
+    Telemetry::of(&h)
+}
+
 /// What one path produced, in comparable form.
 struct Telemetry {
     spans: Vec<String>,
@@ -161,6 +242,21 @@ fn canonical_exemplars(spans: &[SpanData]) -> Vec<String> {
     out
 }
 
+/// An attribute as `key=Type(value)`. By value: how a string is stored (borrowed, owned or
+/// shared) is not telemetry, and the two paths may hold the same text differently.
+fn attribute(kv: &opentelemetry::KeyValue) -> String {
+    use opentelemetry::{Array, Value};
+    let strings = |v: &[opentelemetry::StringValue]| {
+        v.iter().map(|s| s.as_str().to_owned()).collect::<Vec<_>>()
+    };
+    let value = match &kv.value {
+        Value::String(s) => format!("String({:?})", s.as_str()),
+        Value::Array(Array::String(v)) => format!("Array(String({:?}))", strings(v)),
+        other => format!("{other:?}"),
+    };
+    format!("{}={value}", kv.key)
+}
+
 /// Each span as one line: name, kind, parent's name, times, status, sorted attributes, events.
 fn canonical_spans(spans: &[SpanData]) -> Vec<String> {
     let name_of = |id: SpanId| {
@@ -173,14 +269,14 @@ fn canonical_spans(spans: &[SpanData]) -> Vec<String> {
         .iter()
         .map(|s| {
             let mut attrs: Vec<String> =
-                s.attributes.iter().map(|kv| format!("{}={:?}", kv.key, kv.value)).collect();
+                s.attributes.iter().map(attribute).collect();
             attrs.sort();
             let events: Vec<String> = s
                 .events
                 .iter()
                 .map(|e| {
                     let mut a: Vec<String> =
-                        e.attributes.iter().map(|kv| format!("{}={:?}", kv.key, kv.value)).collect();
+                        e.attributes.iter().map(attribute).collect();
                     a.sort();
                     format!("{}@{:?}{a:?}", e.name, e.timestamp)
                 })
@@ -265,5 +361,30 @@ fn macros_and_typed_paths_produce_identical_spans_and_metrics() {
         "{:#?}",
         typed.exemplars
     );
+    assert_eq!(typed.exemplars, macros.exemplars);
+}
+
+#[test]
+fn a_failure_is_identical_on_both_paths_with_work_nested_in_a_live_phase() {
+    let (typed, macros) = (typed_failure(), macros_failure());
+    // Request, queue, prefill and the work nested under prefill.
+    assert_eq!(typed.spans.len(), 4, "{:#?}", typed.spans);
+    assert!(
+        typed
+            .spans
+            .iter()
+            .any(|s| s.starts_with("allocate_blocks kind=Internal parent=prefill ")),
+        "{:#?}",
+        typed.spans
+    );
+    assert!(
+        typed.spans.iter().any(|s| s.starts_with("chat llama-3-8b ")
+            && s.contains("status=Error { description: \"kv_cache_exhausted\" }")
+            && s.contains("error.type=String(")),
+        "{:#?}",
+        typed.spans
+    );
+    assert_eq!(typed.spans, macros.spans);
+    assert_eq!(typed.points, macros.points);
     assert_eq!(typed.exemplars, macros.exemplars);
 }

@@ -21,10 +21,17 @@
 //! What it leaves out, on purpose: code location, thread, target, busy/idle time (attributes
 //! no operator needs, and the bulk of a bridged span's cost).
 //!
+//! The typed path ([`request`](crate::request)) knows each of its spans' name, times, parent
+//! and attributes as typed values before it creates the `tracing` span, so it hands them over
+//! ready-made ([`create_prepared`]) and the bridge does not visit that span's fields; a phase
+//! emitted whole (its end time known at creation) is ended at once, never stored. The result is
+//! the span the rules above would give (`crates/infermon/tests/two_paths.rs` compares them).
+//!
 //! These rules are this crate's documented behaviour, pinned by tests
 //! (`crates/infermon/tests/bridge.rs`, `two_paths.rs`), not an accident of a dependency.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::time::SystemTime;
 
@@ -39,9 +46,10 @@ use tracing_subscriber::layer;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use tracing_subscriber::Layer;
 
-use super::fields::from_unix_nanos;
+use super::fields::{from_unix_nanos, Parent};
 use crate::contract::{attr, field, span as names, value};
 use crate::exemplars::TraceIds;
+use crate::request::TARGET as TYPED_TARGET;
 
 /// Bridges spans and events to `tracer`; see the [module docs](self).
 pub struct OtelLayer<S, T> {
@@ -72,6 +80,78 @@ pub fn context_of(span: &tracing::Span) -> Context {
     })
     .flatten()
     .unwrap_or_default()
+}
+
+/// A span of the typed path as the bridge would build it from its fields; see
+/// [`create_prepared`].
+pub(crate) struct PreparedSpan {
+    pub name: Cow<'static, str>,
+    pub kind: SpanKind,
+    pub start: SystemTime,
+    /// Known at creation: the span is ended at once (a phase emitted whole).
+    pub end: Option<SystemTime>,
+    pub attributes: Vec<KeyValue>,
+    /// The parent's context when the caller has it (a phase: its request's), else the bridge
+    /// finds it as for any span.
+    pub parent: Option<Context>,
+}
+
+/// A typed event, as the bridge would export it; see [`event_prepared`].
+pub(crate) struct PreparedEvent {
+    pub name: &'static str,
+    pub at: SystemTime,
+    pub attributes: Vec<KeyValue>,
+}
+
+/// What the typed path hands over for the callback it is about to cause.
+enum Prepared {
+    Span(PreparedSpan),
+    Event(PreparedEvent),
+}
+
+thread_local! {
+    /// The typed path's span or event on its way to the bridge: set just before the
+    /// `tracing` call, taken by the bridge in the callback (which runs synchronously inside the
+    /// call, on this thread) for a span or event of the typed path's target.
+    static PREPARED: Cell<Option<Prepared>> = const { Cell::new(None) };
+    /// The context of the span the bridge just started from a [`PreparedSpan`] that stays open,
+    /// for the typed path to keep (its phases' parent, exemplars, `context()`).
+    static STARTED: Cell<Option<Context>> = const { Cell::new(None) };
+}
+
+/// Runs `emit` (one `tracing` call of the typed path) with `prepared` handed to the bridge;
+/// whatever the bridge did not take (none installed, span disabled or not exported) is dropped.
+fn handing_over<R>(prepared: Prepared, emit: impl FnOnce() -> R) -> R {
+    PREPARED.with(|p| p.set(Some(prepared)));
+    let r = emit();
+    drop(PREPARED.with(Cell::take));
+    r
+}
+
+/// What the typed path handed over, if `meta` is of its target.
+fn take_prepared(meta: &Metadata<'_>) -> Option<Prepared> {
+    if meta.target() == TYPED_TARGET {
+        PREPARED.with(Cell::take)
+    } else {
+        None
+    }
+}
+
+/// Creates a span of the typed path (`create` must make one of [`TYPED_TARGET`]) with
+/// `prepared` handed to the bridge, so it skips visiting the span's fields. Returns the span and,
+/// when the bridge started it and it stays open, its OpenTelemetry context. Without a bridge
+/// (or with the span disabled) the span is created as usual.
+pub(crate) fn create_prepared(
+    prepared: PreparedSpan,
+    create: impl FnOnce() -> tracing::Span,
+) -> (tracing::Span, Option<Context>) {
+    let span = handing_over(Prepared::Span(prepared), create);
+    (span, STARTED.with(Cell::take))
+}
+
+/// Emits a typed event (`emit` does) with `prepared` handed to the bridge.
+pub(crate) fn event_prepared(prepared: PreparedEvent, emit: impl FnOnce()) {
+    handing_over(Prepared::Event(prepared), emit);
 }
 
 /// What the layer keeps per span: the OpenTelemetry span until it ends.
@@ -137,33 +217,25 @@ where
     T::Span: Send + Sync + 'static,
 {
     /// Returns the new span's ids when it is exported and sampled (for exemplars).
+    /// `parent`: the span's parent, looked up at most once for both layers.
     pub(super) fn span_created(
         &self,
         span: &SpanRef<'_, S>,
+        parent: &Parent<'_, '_, S>,
         attrs: &Attributes<'_>,
     ) -> Option<TraceIds> {
         let meta = attrs.metadata();
         if !(self.exports)(meta) {
             return None;
         }
+        if let Some(Prepared::Span(prepared)) = take_prepared(meta) {
+            return self.start_prepared(span, parent, prepared);
+        }
         let mut v = SpanVisitor::<T::Span>::new(AttributeSink::Vec(Vec::with_capacity(
             attrs.fields().len().min(MAX_INITIAL_ATTRIBUTES),
         )));
         attrs.record(&mut v);
-
-        // The nearest exported ancestor, else (a root) the current OpenTelemetry context.
-        // Walked with `parent()` rather than `scope().skip(1)`, which would look the span
-        // itself up in the registry first.
-        let mut parent_cx = None;
-        let mut ancestor = span.parent();
-        while let Some(a) = ancestor {
-            if let Some(d) = a.extensions_mut().get_mut::<OtelData<T::Span>>() {
-                parent_cx = Some(d.context().clone());
-                break;
-            }
-            ancestor = a.parent();
-        }
-        let parent_cx = parent_cx.unwrap_or_else(Context::current);
+        let parent_cx = Self::parent_context(parent);
 
         let mut builder =
             SpanBuilder::from_name(v.name.take().unwrap_or(Cow::Borrowed(meta.name())));
@@ -184,6 +256,56 @@ where
         });
         ids
     }
+    /// The context of the nearest exported ancestor (from `parent` up), else (a root) the
+    /// current OpenTelemetry context. Walked with `parent()` rather than `scope()`, which would
+    /// look the new span itself up in the registry first.
+    fn parent_context(parent: &Parent<'_, '_, S>) -> Context {
+        let Some(first) = parent.get() else {
+            return Context::current();
+        };
+        if let Some(d) = first.extensions_mut().get_mut::<OtelData<T::Span>>() {
+            return d.context().clone();
+        }
+        let mut ancestor = first.parent();
+        while let Some(a) = ancestor {
+            if let Some(d) = a.extensions_mut().get_mut::<OtelData<T::Span>>() {
+                return d.context().clone();
+            }
+            ancestor = a.parent();
+        }
+        Context::current()
+    }
+
+    /// A typed span, from what the typed path prepared (see [`create_prepared`]). A span
+    /// ended at creation is not kept; nothing can be its child.
+    fn start_prepared(
+        &self,
+        span: &SpanRef<'_, S>,
+        parent: &Parent<'_, '_, S>,
+        p: PreparedSpan,
+    ) -> Option<TraceIds> {
+        let parent_cx = p.parent.unwrap_or_else(|| Self::parent_context(parent));
+        let mut builder = SpanBuilder::from_name(p.name);
+        builder.span_kind = Some(p.kind);
+        builder.start_time = Some(p.start);
+        builder.attributes = Some(p.attributes);
+        let mut otel_span = self.tracer.build_with_context(builder, &parent_cx);
+        if let Some(end) = p.end {
+            otel_span.end_with_timestamp(end);
+            return None;
+        }
+        let cx = Context::new().with_remote_span_context(otel_span.span_context().clone());
+        STARTED.with(|s| s.set(Some(cx.clone())));
+        let ids = TraceIds::of_sampled(otel_span.span_context());
+        span.extensions_mut().insert(OtelData {
+            span: otel_span,
+            cx: Some(cx),
+            end: None,
+            status: None,
+        });
+        ids
+    }
+
     pub(super) fn span_recorded(&self, span: &SpanRef<'_, S>, values: &Record<'_>) {
         Self::if_recording(span, |data| {
             // Each attribute goes straight onto the span, no vector in between.
@@ -225,6 +347,12 @@ where
     pub(super) fn event_in(&self, span: &SpanRef<'_, S>, event: &Event<'_>) {
         if !(self.exports)(event.metadata()) {
             return;
+        }
+        if let Some(Prepared::Event(p)) = take_prepared(event.metadata()) {
+            return Self::if_recording(span, |data| {
+                data.span
+                    .add_event_with_timestamp(Cow::Borrowed(p.name), p.at, p.attributes);
+            });
         }
         Self::if_recording(span, |data| {
             let mut v = EventVisitor {
@@ -274,7 +402,7 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: layer::Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
-            self.span_created(&span, attrs);
+            self.span_created(&span, &Parent::of(&span), attrs);
         }
     }
 
@@ -389,7 +517,7 @@ const STATIC_VALUES: [&str; 8] = [
 ];
 
 /// `v` as an attribute string: borrowed if it is one of [`STATIC_VALUES`], else copied.
-fn string_value(v: &str) -> StringValue {
+pub(crate) fn string_value(v: &str) -> StringValue {
     match STATIC_VALUES.iter().find(|s| **s == v) {
         Some(s) => StringValue::from(*s),
         None => StringValue::from(v.to_owned()),

@@ -1,61 +1,205 @@
-//! [`InfermonLayer`]: the bridge and the metrics layer in one `tracing` layer.
+//! [`InfermonLayer`]: the bridge and the metrics layer in one `tracing` layer, optionally with a
+//! log layer run inside it.
 
 use opentelemetry::trace::Tracer;
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Subscriber};
+use tracing::subscriber::Interest;
+use tracing::{Dispatch, Event, Metadata, Subscriber};
+use tracing_subscriber::filter::Filtered;
 use tracing_subscriber::layer::Context;
+use tracing_subscriber::layer::Filter;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use super::{MetricsLayer, OtelLayer};
+use super::{MetricsLayer, OtelLayer, Parent};
 
 /// [`OtelLayer`] and [`MetricsLayer`] as one layer: the same telemetry as the two stacked, with
 /// one registry lookup per callback instead of two (each lookup is a few hundred instructions,
 /// and a request makes about twenty callbacks; see docs/benchmarks.md). `telemetry::init`
-/// installs this.
-#[derive(Debug)]
+/// installs this, with its fmt layer inside ([`with_log_layer`](Self::with_log_layer)).
 pub struct InfermonLayer<S, T> {
     bridge: OtelLayer<S, T>,
     metrics: MetricsLayer,
+    log: Option<LogLayer<S>>,
+}
+
+/// A per-layer-filtered layer run inside [`InfermonLayer`], and the spans its filter is known
+/// to reject from their metadata alone.
+struct LogLayer<S> {
+    layer: Box<dyn Layer<S> + Send + Sync>,
+    ignores: fn(&Metadata<'_>) -> bool,
+}
+
+impl<S, T> std::fmt::Debug for InfermonLayer<S, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InfermonLayer")
+            .field("bridge", &self.bridge)
+            .field("metrics", &self.metrics)
+            .field("log_layer", &self.log.is_some())
+            .finish()
+    }
 }
 
 impl<S, T> InfermonLayer<S, T> {
     pub fn new(bridge: OtelLayer<S, T>, metrics: MetricsLayer) -> Self {
-        Self { bridge, metrics }
+        Self {
+            bridge,
+            metrics,
+            log: None,
+        }
+    }
+}
+
+impl<S, T> InfermonLayer<S, T>
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + 'static,
+{
+    /// Runs `log` (a layer with its own filter, such as a filtered fmt layer) inside this one,
+    /// exactly as if it were stacked beside it, except that it is not called for spans for which
+    /// `ignores` is true. `ignores` must only name spans that `log`'s filter rejects by their
+    /// metadata (the contract's request spans, for a log that leaves them out).
+    ///
+    /// Why: a per-layer filter looks the span up in the registry again on every record and close
+    /// to learn whether it enabled it. Here the span has already been looked up once for the
+    /// bridge and the metrics, so the spans the log leaves out cost it nothing (2.1k instructions
+    /// of a typed request's 30.7k; docs/benchmarks.md).
+    ///
+    /// What `log` answers to [`Dispatch::downcast_ref`] is not passed on.
+    pub fn with_log_layer<L, F>(
+        mut self,
+        log: Filtered<L, F, S>,
+        ignores: fn(&Metadata<'_>) -> bool,
+    ) -> Self
+    where
+        L: Layer<S> + Send + Sync + 'static,
+        F: Filter<S> + Send + Sync + 'static,
+    {
+        self.log = Some(LogLayer {
+            layer: Box::new(log),
+            ignores,
+        });
+        self
+    }
+
+    /// The log layer, unless it is known to ignore `span`.
+    fn log_for(&self, span: &Metadata<'_>) -> Option<&(dyn Layer<S> + Send + Sync)> {
+        self.log
+            .as_ref()
+            .filter(|log| !(log.ignores)(span))
+            .map(|log| &*log.layer)
+    }
+
+    /// The log layer, for callbacks where this layer has not looked the span up.
+    fn log(&self) -> Option<&(dyn Layer<S> + Send + Sync)> {
+        self.log.as_ref().map(|log| &*log.layer)
     }
 }
 
 impl<S, T> Layer<S> for InfermonLayer<S, T>
 where
-    S: Subscriber + for<'a> LookupSpan<'a>,
+    S: Subscriber + for<'a> LookupSpan<'a> + 'static,
     T: Tracer + Send + Sync + 'static,
     T::Span: Send + Sync + 'static,
 {
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        if let Some(log) = self.log() {
+            log.on_register_dispatch(subscriber);
+        }
+    }
+
+    fn on_layer(&mut self, subscriber: &mut S) {
+        // The log's per-layer filter registers its id with the registry here.
+        if let Some(log) = &mut self.log {
+            log.layer.on_layer(subscriber);
+        }
+    }
+
+    /// The bridge and the metrics want every callsite; the log's filter records its own
+    /// interest with the registry as it would stacked beside this layer.
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        if let Some(log) = self.log() {
+            log.register_callsite(metadata);
+        }
+        Interest::always()
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        // A per-layer filter records its decision and never disables globally.
+        if let Some(log) = self.log() {
+            log.enabled(metadata, ctx);
+        }
+        true
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, ctx: Context<'_, S>) -> bool {
+        if let Some(log) = self.log() {
+            log.event_enabled(event, ctx);
+        }
+        true
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if let Some(log) = self.log() {
+            log.on_new_span(attrs, id, ctx.clone());
+        }
         if let Some(span) = ctx.span(id) {
-            let ids = self.bridge.span_created(&span, attrs);
-            self.metrics.span_created(&span, attrs, ids);
+            let parent = Parent::of(&span);
+            let ids = self.bridge.span_created(&span, &parent, attrs);
+            self.metrics.span_created(&span, &parent, attrs, ids);
         }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
+            if let Some(log) = self.log_for(span.metadata()) {
+                log.on_record(id, values, ctx.clone());
+            }
             self.bridge.span_recorded(&span, values);
             self.metrics.span_recorded(&span, values);
         }
     }
 
+    fn on_follows_from(&self, span: &Id, follows: &Id, ctx: Context<'_, S>) {
+        if let Some(log) = self.log() {
+            log.on_follows_from(span, follows, ctx);
+        }
+    }
+
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if let Some(log) = self.log() {
+            log.on_event(event, ctx.clone());
+        }
         if let Some(span) = ctx.event_span(event) {
             self.bridge.event_in(&span, event);
             self.metrics.event_in(&span, event);
         }
     }
 
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        if let Some(log) = self.log() {
+            log.on_enter(id, ctx);
+        }
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        if let Some(log) = self.log() {
+            log.on_exit(id, ctx);
+        }
+    }
+
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(&id) {
+            if let Some(log) = self.log_for(span.metadata()) {
+                log.on_close(id.clone(), ctx.clone());
+            }
             self.bridge.span_closed(&span);
             self.metrics.span_closed(&span);
+        }
+    }
+
+    fn on_id_change(&self, old: &Id, new: &Id, ctx: Context<'_, S>) {
+        if let Some(log) = self.log() {
+            log.on_id_change(old, new, ctx);
         }
     }
 

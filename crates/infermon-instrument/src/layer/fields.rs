@@ -1,8 +1,11 @@
-//! Helpers both layers share: explicit timestamps and matching a formatted value without
-//! allocating.
+//! Helpers both layers share: explicit timestamps, matching a formatted value without
+//! allocating, and a new span's parent looked up once.
 
+use std::cell::OnceCell;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 /// `at` as the `u64` nanoseconds since the Unix epoch that the timestamp fields
 /// ([`contract::field::START_TIME`](crate::contract::field::START_TIME), …) carry. Times before
@@ -49,6 +52,27 @@ pub(crate) fn debug_equals(value: &dyn fmt::Debug, expected: &str) -> bool {
     };
     let _ = fmt::write(&mut c, format_args!("{value:?}"));
     c.equal && c.rest.is_empty()
+}
+
+/// A new span's parent, looked up in the registry on first use and then shared: the bridge
+/// (for the parent's context) and the metrics layer (for a phase's request) both need it, and
+/// a typed phase, whose parent context comes ready-made, needs it from neither.
+pub(crate) struct Parent<'c, 'a, R: LookupSpan<'a>> {
+    child: &'c SpanRef<'a, R>,
+    parent: OnceCell<Option<SpanRef<'a, R>>>,
+}
+
+impl<'c, 'a, R: LookupSpan<'a>> Parent<'c, 'a, R> {
+    pub(crate) fn of(child: &'c SpanRef<'a, R>) -> Self {
+        Self {
+            child,
+            parent: OnceCell::new(),
+        }
+    }
+
+    pub(crate) fn get(&self) -> Option<&SpanRef<'a, R>> {
+        self.parent.get_or_init(|| self.child.parent()).as_ref()
+    }
 }
 
 #[cfg(test)]

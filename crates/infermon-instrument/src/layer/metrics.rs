@@ -35,7 +35,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use tracing_subscriber::Layer;
 
-use super::fields::{debug_equals, from_unix_nanos, seconds};
+use super::fields::{debug_equals, from_unix_nanos, seconds, Parent};
 use crate::contract::{attr, field, span as names, value};
 use crate::exemplars::TraceIds;
 use crate::instruments::{InferenceMetrics, Inner, Series};
@@ -102,6 +102,16 @@ impl Phase {
             _ => None,
         }
     }
+}
+
+/// What the layer keeps about a phase span of the macros path: its state, and its request's
+/// series and ids, taken when the phase starts (the parent is looked up then anyway), so its end
+/// needs no second lookup of the request.
+struct CountedPhase {
+    state: PhaseState,
+    /// `None` while the request's labels are not yet known (recorded later): looked up at the
+    /// end instead.
+    request: Option<(Arc<Series>, Option<TraceIds>)>,
 }
 
 /// The spans the layer derives metrics from: a request span and its phase spans.
@@ -252,9 +262,11 @@ impl Visit for EventVisitor {
 /// share one lookup with the bridge).
 impl MetricsLayer {
     /// `ids`: the span's trace and span ids when the bridge exported it sampled (exemplars).
+    /// `parent`: the span's parent, looked up at most once for both layers.
     pub(super) fn span_created<S>(
         &self,
         span: &SpanRef<'_, S>,
+        parent: &Parent<'_, '_, S>,
         attrs: &Attributes<'_>,
         ids: Option<TraceIds>,
     ) where
@@ -267,12 +279,13 @@ impl MetricsLayer {
             }
             Some(CountedSpan::Phase(phase)) => {
                 // Only phases of a request count.
-                let is_phase = span
-                    .parent()
-                    .is_some_and(|p| p.extensions().get::<RequestState>().is_some());
-                if !is_phase {
+                let Some(request) = parent.get() else { return };
+                let ext = request.extensions();
+                let Some(request) = ext.get::<RequestState>() else {
                     return;
-                }
+                };
+                let request = request.series.clone().map(|series| (series, request.ids));
+                drop(ext);
                 let mut state = PhaseState {
                     phase,
                     start: SystemTime::now(),
@@ -281,7 +294,8 @@ impl MetricsLayer {
                     computed: None,
                 };
                 attrs.record(&mut PhaseVisitor(&mut state));
-                span.extensions_mut().insert(state);
+                span.extensions_mut()
+                    .insert(CountedPhase { state, request });
             }
             None => {}
         }
@@ -307,8 +321,8 @@ impl MetricsLayer {
             }
             Some(CountedSpan::Phase(_)) => {
                 let mut ext = span.extensions_mut();
-                if let Some(state) = ext.get_mut::<PhaseState>() {
-                    values.record(&mut PhaseVisitor(state));
+                if let Some(phase) = ext.get_mut::<CountedPhase>() {
+                    values.record(&mut PhaseVisitor(&mut phase.state));
                 }
             }
             None => {}
@@ -360,9 +374,14 @@ impl MetricsLayer {
                 }
             }
             Some(CountedSpan::Phase(_)) => {
-                let Some(state) = span.extensions_mut().remove::<PhaseState>() else {
+                let Some(CountedPhase { state, request }) =
+                    span.extensions_mut().remove::<CountedPhase>()
+                else {
                     return;
                 };
+                if let Some((series, ids)) = request {
+                    return end_phase(&series, &state, &|| ids);
+                }
                 let Some(parent) = span.parent() else { return };
                 let ext = parent.extensions();
                 let Some(request) = ext.get::<RequestState>() else {
@@ -390,7 +409,7 @@ where
         if let Some(span) = ctx.span(id) {
             // Stacked beside a separate bridge, the layer does not see span ids: no exemplars
             // (`InfermonLayer`, what `init` installs, passes them on).
-            self.span_created(&span, attrs, None);
+            self.span_created(&span, &Parent::of(&span), attrs, None);
         }
     }
 
@@ -531,34 +550,31 @@ pub(crate) struct TypedMetrics {
 }
 
 impl TypedMetrics {
-    /// The recorder for the typed request whose span is `span`, with model and operation
-    /// already capped by `caps` (the typed path's own [`InferenceMetrics`]). `None` when the
-    /// span is disabled or its subscriber has no `MetricsLayer`: then nothing is recorded, as
-    /// on the macros path.
-    pub(crate) fn of(
-        span: &tracing::Span,
-        caps: &InferenceMetrics,
+    /// The instruments and caps of the current subscriber's [`MetricsLayer`], if it has one:
+    /// the typed path caps its labels with these (so a request's span and its metric points
+    /// carry the same labels, capped once) and records into them.
+    pub(crate) fn layer_metrics() -> Option<InferenceMetrics> {
+        tracing::dispatcher::get_default(|dispatch| {
+            dispatch
+                .downcast_ref::<MetricsLayer>()
+                .map(|layer| layer.metrics.clone())
+        })
+    }
+
+    /// The recorder for a typed request labelled `model` and `operation`, both already capped
+    /// by `metrics` (from [`layer_metrics`](Self::layer_metrics)).
+    pub(crate) fn new(
+        metrics: InferenceMetrics,
         model: &StringValue,
         operation: &StringValue,
-    ) -> Option<Self> {
-        let metrics = span
-            .with_subscriber(|(_, dispatch)| {
-                dispatch
-                    .downcast_ref::<MetricsLayer>()
-                    .map(|layer| layer.metrics.clone())
-            })
-            .flatten()?;
-        let inner = &metrics.inner;
-        // The layer caps the labels the span carries; with the same caps that is a no-op.
-        let series = if Arc::ptr_eq(&caps.inner, inner) {
-            inner.series(model.clone(), operation.clone())
-        } else {
-            inner.series(
-                inner.models.get(model.as_str()),
-                inner.operations.get(operation.as_str()),
-            )
-        };
-        Some(Self { metrics, series })
+    ) -> Self {
+        let series = metrics.inner.series(model.clone(), operation.clone());
+        Self { metrics, series }
+    }
+
+    /// The instruments and caps this records into.
+    pub(crate) fn metrics(&self) -> &InferenceMetrics {
+        &self.metrics
     }
 
     /// A finish reason or error type as the layer labels it: through the layer's `cap`. A

@@ -19,8 +19,11 @@ mod fields;
 mod metrics;
 
 pub use bridge::{context_of, OtelLayer};
+pub(crate) use bridge::{
+    create_prepared, event_prepared, string_value, PreparedEvent, PreparedSpan,
+};
 pub use combined::InfermonLayer;
-pub(crate) use fields::seconds;
 pub use fields::{from_unix_nanos, unix_nanos};
+pub(crate) use fields::{seconds, Parent};
 pub use metrics::MetricsLayer;
 pub(crate) use metrics::{Phase as MetricPhase, PhaseState, RequestState, TypedMetrics};

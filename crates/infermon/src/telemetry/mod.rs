@@ -316,28 +316,33 @@ fn subscriber(
     let otel_layer = tracing_layer(tracer).exporting_only(|meta| {
         meta.level() <= &tracing::Level::INFO && !is_export_stack(meta.target())
     });
-    let fmt_layer = config.fmt_layer.then(|| {
-        // The request-telemetry check first: a string comparison that rejects the contract's
-        // spans and events before `EnvFilter` matches them against its directives.
-        let fmt_filter =
-            FilterFn::new(move |meta| log_requests || !layer::is_request_telemetry(meta))
-                .and(fmt_filter);
-        let layer = tracing_subscriber::fmt::layer();
-        match config.log_writer.clone() {
-            Some(w) => layer
-                .with_ansi(false)
-                .with_writer(BoxMakeWriter::new(move || (w.0)()))
-                .with_filter(fmt_filter),
-            None => layer
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_writer(BoxMakeWriter::new(std::io::stderr))
-                .with_filter(fmt_filter),
-        }
-    });
     // The bridge and the metrics layer as one layer: one registry lookup per callback.
+    let layer = InfermonLayer::new(otel_layer, metrics_layer(meter));
+    if !config.fmt_layer {
+        return tracing_subscriber::registry().with(layer);
+    }
+    // The request-telemetry check first: a string comparison that rejects the contract's spans
+    // and events before `EnvFilter` matches them against its directives.
+    let fmt_filter = FilterFn::new(move |meta| log_requests || !layer::is_request_telemetry(meta))
+        .and(fmt_filter);
+    let fmt_layer = tracing_subscriber::fmt::layer();
+    let fmt_layer = match config.log_writer.clone() {
+        Some(w) => fmt_layer
+            .with_ansi(false)
+            .with_writer(BoxMakeWriter::new(move || (w.0)())),
+        None => fmt_layer
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(BoxMakeWriter::new(std::io::stderr)),
+    };
+    // Inside `InfermonLayer`, which skips it for the request spans its filter leaves out
+    // without a second registry lookup (see `InfermonLayer::with_log_layer`).
+    let ignores: fn(&tracing::Metadata<'_>) -> bool = if log_requests {
+        |_| false
+    } else {
+        layer::is_request_telemetry
+    };
     tracing_subscriber::registry()
-        .with(fmt_layer)
-        .with(InfermonLayer::new(otel_layer, metrics_layer(meter)))
+        .with(layer.with_log_layer(fmt_layer.with_filter(fmt_filter), ignores))
 }
 
 /// Crates on the export path. Their spans must never be traced (each export would produce
