@@ -21,6 +21,7 @@
 //! layer         MetricsLayer::new(InferenceMetrics)  — the contract's metrics from the spans
 //!               OtelLayer::new(tracer)               — spans/events to an OpenTelemetry tracer
 //!               InfermonLayer::new(otel, metrics)    — both in one pass (what `init` installs)
+//!                 .with_log_layer(filtered_fmt, ignores) — a log layer run inside it
 //!               context_of(&tracing::Span) -> Context
 //! instruments   InferenceMetrics::{new(&meter), with_model_cap(&meter, cap), builder(&meter)}
 //!               EngineMetrics::new(&meter, model).record_step(&EngineSnapshot { .. })

@@ -46,20 +46,21 @@ use tracing_subscriber::layer;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use tracing_subscriber::Layer;
 
-use super::fields::{from_unix_nanos, Parent};
+use super::fields::{from_unix_nanos, Parent, Slot};
 use crate::contract::{attr, field, span as names, value};
 use crate::exemplars::TraceIds;
 use crate::request::TARGET as TYPED_TARGET;
 
 /// Bridges spans and events to `tracer`; see the [module docs](self).
-pub struct OtelLayer<S, T> {
+pub struct OtelLayer<S, T: Tracer> {
     tracer: T,
     exports: fn(&Metadata<'_>) -> bool,
     get_context: WithContext,
+    slot: Slot<OtelData<T::Span>>,
     _subscriber: PhantomData<fn(S)>,
 }
 
-impl<S, T> std::fmt::Debug for OtelLayer<S, T> {
+impl<S, T: Tracer> std::fmt::Debug for OtelLayer<S, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OtelLayer").finish_non_exhaustive()
     }
@@ -155,7 +156,7 @@ pub(crate) fn event_prepared(prepared: PreparedEvent, emit: impl FnOnce()) {
 }
 
 /// What the layer keeps per span: the OpenTelemetry span until it ends.
-struct OtelData<Sp> {
+pub(super) struct OtelData<Sp> {
     span: Sp,
     /// A context holding this span's span context, made on first use (children, `context_of`).
     cx: Option<Context>,
@@ -164,6 +165,11 @@ struct OtelData<Sp> {
 }
 
 impl<Sp: opentelemetry::trace::Span> OtelData<Sp> {
+    /// The span's ids when it is sampled (for exemplars).
+    pub(super) fn ids(&self) -> Option<TraceIds> {
+        TraceIds::of_sampled(self.span.span_context())
+    }
+
     fn context(&mut self) -> &Context {
         let span = &self.span;
         self.cx.get_or_insert_with(|| {
@@ -184,8 +190,16 @@ where
             tracer,
             exports: |_| true,
             get_context: WithContext(Self::get_context),
+            slot: |ext| ext.get_mut::<OtelData<T::Span>>(),
             _subscriber: PhantomData,
         }
+    }
+
+    /// Keeps the layer's per-span state where `slot` finds it (see [`Slot`]); the caller
+    /// inserts and removes it.
+    pub(super) fn keeping_state_in(mut self, slot: Slot<OtelData<T::Span>>) -> Self {
+        self.slot = slot;
+        self
     }
 
     /// Exports only the spans and events for which `exports` is true; a span left out is
@@ -200,11 +214,11 @@ where
     }
 
     fn get_context(dispatch: &Dispatch, id: &Id) -> Option<Context> {
+        let layer = dispatch.downcast_ref::<Self>()?;
         let subscriber = dispatch.downcast_ref::<S>()?;
         let span = subscriber.span(id)?;
         let mut ext = span.extensions_mut();
-        ext.get_mut::<OtelData<T::Span>>()
-            .map(|d| d.context().clone())
+        (layer.slot)(&mut ext).map(|d| d.context().clone())
     }
 }
 
@@ -216,26 +230,26 @@ where
     T: Tracer + Send + Sync + 'static,
     T::Span: Send + Sync + 'static,
 {
-    /// Returns the new span's ids when it is exported and sampled (for exemplars).
-    /// `parent`: the span's parent, looked up at most once for both layers.
+    /// The new span's state, for the caller to keep until [`span_ended`](Self::span_ended):
+    /// `None` when it is not exported, or a typed span already ended. `parent`: the span's
+    /// parent, looked up at most once for both layers.
     pub(super) fn span_created(
         &self,
-        span: &SpanRef<'_, S>,
         parent: &Parent<'_, '_, S>,
         attrs: &Attributes<'_>,
-    ) -> Option<TraceIds> {
+    ) -> Option<OtelData<T::Span>> {
         let meta = attrs.metadata();
         if !(self.exports)(meta) {
             return None;
         }
         if let Some(Prepared::Span(prepared)) = take_prepared(meta) {
-            return self.start_prepared(span, parent, prepared);
+            return self.start_prepared(parent, prepared);
         }
         let mut v = SpanVisitor::<T::Span>::new(AttributeSink::Vec(Vec::with_capacity(
             attrs.fields().len().min(MAX_INITIAL_ATTRIBUTES),
         )));
         attrs.record(&mut v);
-        let parent_cx = Self::parent_context(parent);
+        let parent_cx = self.parent_context(parent);
 
         let mut builder =
             SpanBuilder::from_name(v.name.take().unwrap_or(Cow::Borrowed(meta.name())));
@@ -245,30 +259,26 @@ where
         if let AttributeSink::Vec(attributes) = v.attributes {
             builder.attributes = Some(attributes);
         }
-        let otel_span = self.tracer.build_with_context(builder, &parent_cx);
-        let ids = TraceIds::of_sampled(otel_span.span_context());
-
-        span.extensions_mut().insert(OtelData {
-            span: otel_span,
+        Some(OtelData {
+            span: self.tracer.build_with_context(builder, &parent_cx),
             cx: None,
             end: v.end,
             status,
-        });
-        ids
+        })
     }
     /// The context of the nearest exported ancestor (from `parent` up), else (a root) the
     /// current OpenTelemetry context. Walked with `parent()` rather than `scope()`, which would
     /// look the new span itself up in the registry first.
-    fn parent_context(parent: &Parent<'_, '_, S>) -> Context {
+    fn parent_context(&self, parent: &Parent<'_, '_, S>) -> Context {
         let Some(first) = parent.get() else {
             return Context::current();
         };
-        if let Some(d) = first.extensions_mut().get_mut::<OtelData<T::Span>>() {
+        if let Some(d) = (self.slot)(&mut first.extensions_mut()) {
             return d.context().clone();
         }
         let mut ancestor = first.parent();
         while let Some(a) = ancestor {
-            if let Some(d) = a.extensions_mut().get_mut::<OtelData<T::Span>>() {
+            if let Some(d) = (self.slot)(&mut a.extensions_mut()) {
                 return d.context().clone();
             }
             ancestor = a.parent();
@@ -280,11 +290,10 @@ where
     /// ended at creation is not kept; nothing can be its child.
     fn start_prepared(
         &self,
-        span: &SpanRef<'_, S>,
         parent: &Parent<'_, '_, S>,
         p: PreparedSpan,
-    ) -> Option<TraceIds> {
-        let parent_cx = p.parent.unwrap_or_else(|| Self::parent_context(parent));
+    ) -> Option<OtelData<T::Span>> {
+        let parent_cx = p.parent.unwrap_or_else(|| self.parent_context(parent));
         let mut builder = SpanBuilder::from_name(p.name);
         builder.span_kind = Some(p.kind);
         builder.start_time = Some(p.start);
@@ -296,18 +305,16 @@ where
         }
         let cx = Context::new().with_remote_span_context(otel_span.span_context().clone());
         STARTED.with(|s| s.set(Some(cx.clone())));
-        let ids = TraceIds::of_sampled(otel_span.span_context());
-        span.extensions_mut().insert(OtelData {
+        Some(OtelData {
             span: otel_span,
             cx: Some(cx),
             end: None,
             status: None,
-        });
-        ids
+        })
     }
 
     pub(super) fn span_recorded(&self, span: &SpanRef<'_, S>, values: &Record<'_>) {
-        Self::if_recording(span, |data| {
+        self.if_recording(span, |data| {
             // Each attribute goes straight onto the span, no vector in between.
             let mut v = SpanVisitor::new(AttributeSink::Span(&mut data.span));
             values.record(&mut v);
@@ -349,12 +356,12 @@ where
             return;
         }
         if let Some(Prepared::Event(p)) = take_prepared(event.metadata()) {
-            return Self::if_recording(span, |data| {
+            return self.if_recording(span, |data| {
                 data.span
                     .add_event_with_timestamp(Cow::Borrowed(p.name), p.at, p.attributes);
             });
         }
-        Self::if_recording(span, |data| {
+        self.if_recording(span, |data| {
             let mut v = EventVisitor {
                 name: None,
                 at: None,
@@ -374,18 +381,16 @@ where
     /// Runs `f` on the span's OpenTelemetry data when it has some (it is exported) and its span
     /// is recording (sampled): an unsampled span keeps no attributes or events, so there is
     /// nothing to gather for it.
-    fn if_recording(span: &SpanRef<'_, S>, f: impl FnOnce(&mut OtelData<T::Span>)) {
+    fn if_recording(&self, span: &SpanRef<'_, S>, f: impl FnOnce(&mut OtelData<T::Span>)) {
         let mut ext = span.extensions_mut();
-        if let Some(data) = ext.get_mut::<OtelData<T::Span>>() {
+        if let Some(data) = (self.slot)(&mut ext) {
             if data.span.is_recording() {
                 f(data);
             }
         }
     }
-    pub(super) fn span_closed(&self, span: &SpanRef<'_, S>) {
-        let Some(mut data) = span.extensions_mut().remove::<OtelData<T::Span>>() else {
-            return;
-        };
+    /// The span closed: ends its OpenTelemetry span.
+    pub(super) fn span_ended(&self, mut data: OtelData<T::Span>) {
         if let Some(status) = data.status.take() {
             data.span.set_status(status);
         }
@@ -402,7 +407,9 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: layer::Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
-            self.span_created(&span, &Parent::of(&span), attrs);
+            if let Some(data) = self.span_created(&Parent::of(&span), attrs) {
+                span.extensions_mut().insert(data);
+            }
         }
     }
 
@@ -420,7 +427,10 @@ where
 
     fn on_close(&self, id: Id, ctx: layer::Context<'_, S>) {
         if let Some(span) = ctx.span(&id) {
-            self.span_closed(&span);
+            let data = span.extensions_mut().remove::<OtelData<T::Span>>();
+            if let Some(data) = data {
+                self.span_ended(data);
+            }
         }
     }
 

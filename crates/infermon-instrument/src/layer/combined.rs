@@ -8,19 +8,47 @@ use tracing::{Dispatch, Event, Metadata, Subscriber};
 use tracing_subscriber::filter::Filtered;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::layer::Filter;
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{ExtensionsMut, LookupSpan};
 use tracing_subscriber::Layer;
 
-use super::{MetricsLayer, OtelLayer, Parent};
+use super::bridge::OtelData;
+use super::metrics::{CountedPhase, SpanMetrics};
+use super::{MetricsLayer, OtelLayer, Parent, RequestState};
 
 /// [`OtelLayer`] and [`MetricsLayer`] as one layer: the same telemetry as the two stacked, with
 /// one registry lookup per callback instead of two (each lookup is a few hundred instructions,
 /// and a request makes about twenty callbacks; see docs/benchmarks.md). `telemetry::init`
 /// installs this, with its fmt layer inside ([`with_log_layer`](Self::with_log_layer)).
-pub struct InfermonLayer<S, T> {
+pub struct InfermonLayer<S, T: Tracer> {
     bridge: OtelLayer<S, T>,
     metrics: MetricsLayer,
     log: Option<LogLayer<S>>,
+}
+
+/// Both layers' state of one span, kept as one extension: one insertion and one removal per
+/// span instead of one each per layer (a boxed value and a type-map entry each; 1.6k of the
+/// macros path's instructions; docs/benchmarks.md).
+struct SpanState<Sp> {
+    otel: Option<OtelData<Sp>>,
+    metrics: Option<SpanMetrics>,
+}
+
+fn otel_slot<'e, Sp: 'static>(ext: &'e mut ExtensionsMut<'_>) -> Option<&'e mut OtelData<Sp>> {
+    ext.get_mut::<SpanState<Sp>>()?.otel.as_mut()
+}
+
+fn request_slot<'e, Sp: 'static>(ext: &'e mut ExtensionsMut<'_>) -> Option<&'e mut RequestState> {
+    match ext.get_mut::<SpanState<Sp>>()?.metrics.as_mut()? {
+        SpanMetrics::Request(state) => Some(state),
+        SpanMetrics::Phase(_) => None,
+    }
+}
+
+fn phase_slot<'e, Sp: 'static>(ext: &'e mut ExtensionsMut<'_>) -> Option<&'e mut CountedPhase> {
+    match ext.get_mut::<SpanState<Sp>>()?.metrics.as_mut()? {
+        SpanMetrics::Phase(state) => Some(state),
+        SpanMetrics::Request(_) => None,
+    }
 }
 
 /// A per-layer-filtered layer run inside [`InfermonLayer`], and the spans its filter is known
@@ -30,7 +58,7 @@ struct LogLayer<S> {
     ignores: fn(&Metadata<'_>) -> bool,
 }
 
-impl<S, T> std::fmt::Debug for InfermonLayer<S, T> {
+impl<S, T: Tracer> std::fmt::Debug for InfermonLayer<S, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InfermonLayer")
             .field("bridge", &self.bridge)
@@ -40,11 +68,16 @@ impl<S, T> std::fmt::Debug for InfermonLayer<S, T> {
     }
 }
 
-impl<S, T> InfermonLayer<S, T> {
+impl<S, T> InfermonLayer<S, T>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    T: Tracer + Send + Sync + 'static,
+    T::Span: Send + Sync + 'static,
+{
     pub fn new(bridge: OtelLayer<S, T>, metrics: MetricsLayer) -> Self {
         Self {
-            bridge,
-            metrics,
+            bridge: bridge.keeping_state_in(otel_slot::<T::Span>),
+            metrics: metrics.keeping_state_in(request_slot::<T::Span>, phase_slot::<T::Span>),
             log: None,
         }
     }
@@ -53,6 +86,7 @@ impl<S, T> InfermonLayer<S, T> {
 impl<S, T> InfermonLayer<S, T>
 where
     S: Subscriber + for<'a> LookupSpan<'a> + 'static,
+    T: Tracer,
 {
     /// Runs `log` (a layer with its own filter, such as a filtered fmt layer) inside this one,
     /// exactly as if it were stacked beside it, except that it is not called for spans for which
@@ -144,8 +178,13 @@ where
         }
         if let Some(span) = ctx.span(id) {
             let parent = Parent::of(&span);
-            let ids = self.bridge.span_created(&span, &parent, attrs);
-            self.metrics.span_created(&span, &parent, attrs, ids);
+            let otel = self.bridge.span_created(&parent, attrs);
+            let ids = otel.as_ref().and_then(OtelData::ids);
+            let metrics = self.metrics.span_created(&parent, attrs, ids);
+            drop(parent);
+            if otel.is_some() || metrics.is_some() {
+                span.extensions_mut().insert(SpanState { otel, metrics });
+            }
         }
     }
 
@@ -192,8 +231,15 @@ where
             if let Some(log) = self.log_for(span.metadata()) {
                 log.on_close(id.clone(), ctx.clone());
             }
-            self.bridge.span_closed(&span);
-            self.metrics.span_closed(&span);
+            let state = span.extensions_mut().remove::<SpanState<T::Span>>();
+            if let Some(SpanState { otel, metrics }) = state {
+                if let Some(otel) = otel {
+                    self.bridge.span_ended(otel);
+                }
+                if let Some(metrics) = metrics {
+                    self.metrics.span_ended(&span, metrics);
+                }
+            }
         }
     }
 
@@ -204,7 +250,8 @@ where
     }
 
     /// Answers for the metrics layer, and forwards to the bridge so `context_of` finds span
-    /// contexts through this layer too.
+    /// contexts through this layer too (the bridge reads them through its slot in
+    /// [`SpanState`]).
     unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
         if id == std::any::TypeId::of::<Self>() {
             Some(self as *const Self as *const ())

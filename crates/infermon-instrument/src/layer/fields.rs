@@ -5,7 +5,7 @@ use std::cell::OnceCell;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tracing_subscriber::registry::{LookupSpan, SpanRef};
+use tracing_subscriber::registry::{ExtensionsMut, LookupSpan, SpanRef};
 
 /// `at` as the `u64` nanoseconds since the Unix epoch that the timestamp fields
 /// ([`contract::field::START_TIME`](crate::contract::field::START_TIME), …) carry. Times before
@@ -53,6 +53,11 @@ pub(crate) fn debug_equals(value: &dyn fmt::Debug, expected: &str) -> bool {
     let _ = fmt::write(&mut c, format_args!("{value:?}"));
     c.equal && c.rest.is_empty()
 }
+
+/// Where a layer finds its state in a span's extensions: in a slot of its own (a layer on its
+/// own), or inside the one state [`InfermonLayer`](super::InfermonLayer) keeps per span for
+/// both layers (one insertion and one removal per span instead of two).
+pub(crate) type Slot<V> = for<'e> fn(&'e mut ExtensionsMut<'_>) -> Option<&'e mut V>;
 
 /// A new span's parent, looked up in the registry on first use and then shared: the bridge
 /// (for the parent's context) and the metrics layer (for a phase's request) both need it, and

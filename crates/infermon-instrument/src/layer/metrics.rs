@@ -35,22 +35,49 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use tracing_subscriber::Layer;
 
-use super::fields::{debug_equals, from_unix_nanos, seconds, Parent};
+use super::fields::{debug_equals, from_unix_nanos, seconds, Parent, Slot};
 use crate::contract::{attr, field, span as names, value};
 use crate::exemplars::TraceIds;
 use crate::instruments::{InferenceMetrics, Inner, Series};
 use crate::request::TARGET as TYPED_TARGET;
 
 /// Derives the contract's request metrics from spans and events; see the [module docs](self).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct MetricsLayer {
     metrics: InferenceMetrics,
+    /// Where a request span's and a phase span's state are kept (see [`Slot`]).
+    request_slot: Slot<RequestState>,
+    phase_slot: Slot<CountedPhase>,
+}
+
+impl std::fmt::Debug for MetricsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsLayer")
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MetricsLayer {
     /// Records into `metrics` (its instruments, bucket sets and label caps).
     pub fn new(metrics: InferenceMetrics) -> Self {
-        Self { metrics }
+        Self {
+            metrics,
+            request_slot: |ext| ext.get_mut::<RequestState>(),
+            phase_slot: |ext| ext.get_mut::<CountedPhase>(),
+        }
+    }
+
+    /// Keeps the layer's per-span state where the slots find it (see [`Slot`]); the caller
+    /// inserts and removes it.
+    pub(super) fn keeping_state_in(
+        mut self,
+        request_slot: Slot<RequestState>,
+        phase_slot: Slot<CountedPhase>,
+    ) -> Self {
+        self.request_slot = request_slot;
+        self.phase_slot = phase_slot;
+        self
     }
 
     fn inner(&self) -> &Inner {
@@ -107,11 +134,17 @@ impl Phase {
 /// What the layer keeps about a phase span of the macros path: its state, and its request's
 /// series and ids, taken when the phase starts (the parent is looked up then anyway), so its end
 /// needs no second lookup of the request.
-struct CountedPhase {
+pub(super) struct CountedPhase {
     state: PhaseState,
     /// `None` while the request's labels are not yet known (recorded later): looked up at the
     /// end instead.
     request: Option<(Arc<Series>, Option<TraceIds>)>,
+}
+
+/// What the layer keeps about a span it counts, from its creation to its close.
+pub(super) enum SpanMetrics {
+    Request(RequestState),
+    Phase(CountedPhase),
 }
 
 /// The spans the layer derives metrics from: a request span and its phase spans.
@@ -261,29 +294,25 @@ impl Visit for EventVisitor {
 /// The layer's work, on spans already looked up (so [`InfermonLayer`](super::InfermonLayer) can
 /// share one lookup with the bridge).
 impl MetricsLayer {
-    /// `ids`: the span's trace and span ids when the bridge exported it sampled (exemplars).
-    /// `parent`: the span's parent, looked up at most once for both layers.
+    /// The new span's state, for the caller to keep until [`span_ended`](Self::span_ended);
+    /// `None` for a span the layer does not count. `ids`: the span's trace and span ids when the
+    /// bridge exported it sampled (exemplars). `parent`: the span's parent, looked up at most
+    /// once for both layers.
     pub(super) fn span_created<S>(
         &self,
-        span: &SpanRef<'_, S>,
         parent: &Parent<'_, '_, S>,
         attrs: &Attributes<'_>,
         ids: Option<TraceIds>,
-    ) where
+    ) -> Option<SpanMetrics>
+    where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        match CountedSpan::of(attrs.metadata()) {
-            Some(CountedSpan::Request) => {
-                let state = self.new_request(attrs, ids);
-                span.extensions_mut().insert(state);
-            }
-            Some(CountedSpan::Phase(phase)) => {
+        match CountedSpan::of(attrs.metadata())? {
+            CountedSpan::Request => Some(SpanMetrics::Request(self.new_request(attrs, ids))),
+            CountedSpan::Phase(phase) => {
                 // Only phases of a request count.
-                let Some(request) = parent.get() else { return };
-                let ext = request.extensions();
-                let Some(request) = ext.get::<RequestState>() else {
-                    return;
-                };
+                let mut ext = parent.get()?.extensions_mut();
+                let request = (self.request_slot)(&mut ext)?;
                 let request = request.series.clone().map(|series| (series, request.ids));
                 drop(ext);
                 let mut state = PhaseState {
@@ -294,10 +323,8 @@ impl MetricsLayer {
                     computed: None,
                 };
                 attrs.record(&mut PhaseVisitor(&mut state));
-                span.extensions_mut()
-                    .insert(CountedPhase { state, request });
+                Some(SpanMetrics::Phase(CountedPhase { state, request }))
             }
-            None => {}
         }
     }
 
@@ -308,7 +335,7 @@ impl MetricsLayer {
         match CountedSpan::of(span.metadata()) {
             Some(CountedSpan::Request) => {
                 let mut ext = span.extensions_mut();
-                if let Some(state) = ext.get_mut::<RequestState>() {
+                if let Some(state) = (self.request_slot)(&mut ext) {
                     let mut v = RequestVisitor {
                         state,
                         inner: self.inner(),
@@ -321,7 +348,7 @@ impl MetricsLayer {
             }
             Some(CountedSpan::Phase(_)) => {
                 let mut ext = span.extensions_mut();
-                if let Some(phase) = ext.get_mut::<CountedPhase>() {
+                if let Some(phase) = (self.phase_slot)(&mut ext) {
                     values.record(&mut PhaseVisitor(&mut phase.state));
                 }
             }
@@ -342,7 +369,7 @@ impl MetricsLayer {
                 continue;
             }
             let mut ext = span.extensions_mut();
-            let Some(state) = ext.get_mut::<RequestState>() else {
+            let Some(state) = (self.request_slot)(&mut ext) else {
                 return;
             };
             let mut v = EventVisitor::default();
@@ -362,29 +389,24 @@ impl MetricsLayer {
         }
     }
 
-    pub(super) fn span_closed<S>(&self, span: &SpanRef<'_, S>)
+    /// `span` closed: records what its state says.
+    pub(super) fn span_ended<S>(&self, span: &SpanRef<'_, S>, state: SpanMetrics)
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        match CountedSpan::of(span.metadata()) {
-            Some(CountedSpan::Request) => {
-                if let Some(state) = span.extensions_mut().remove::<RequestState>() {
-                    let ids = state.ids;
-                    end_request(self.inner(), state, &|| ids);
-                }
+        match state {
+            SpanMetrics::Request(state) => {
+                let ids = state.ids;
+                end_request(self.inner(), state, &|| ids);
             }
-            Some(CountedSpan::Phase(_)) => {
-                let Some(CountedPhase { state, request }) =
-                    span.extensions_mut().remove::<CountedPhase>()
-                else {
-                    return;
-                };
+            SpanMetrics::Phase(CountedPhase { state, request }) => {
                 if let Some((series, ids)) = request {
                     return end_phase(&series, &state, &|| ids);
                 }
+                // The request's labels came after the phase started: look it up now.
                 let Some(parent) = span.parent() else { return };
-                let ext = parent.extensions();
-                let Some(request) = ext.get::<RequestState>() else {
+                let mut ext = parent.extensions_mut();
+                let Some(request) = (self.request_slot)(&mut ext) else {
                     return;
                 };
                 let Some(series) = &request.series else {
@@ -393,7 +415,6 @@ impl MetricsLayer {
                 let ids = request.ids;
                 end_phase(series, &state, &|| ids);
             }
-            None => {}
         }
     }
 }
@@ -409,7 +430,11 @@ where
         if let Some(span) = ctx.span(id) {
             // Stacked beside a separate bridge, the layer does not see span ids: no exemplars
             // (`InfermonLayer`, what `init` installs, passes them on).
-            self.span_created(&span, &Parent::of(&span), attrs, None);
+            match self.span_created(&Parent::of(&span), attrs, None) {
+                Some(SpanMetrics::Request(state)) => span.extensions_mut().insert(state),
+                Some(SpanMetrics::Phase(state)) => span.extensions_mut().insert(state),
+                None => {}
+            }
         }
     }
 
@@ -426,8 +451,20 @@ where
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        if let Some(span) = ctx.span(&id) {
-            self.span_closed(&span);
+        let Some(span) = ctx.span(&id) else { return };
+        let state = match CountedSpan::of(span.metadata()) {
+            Some(CountedSpan::Request) => span
+                .extensions_mut()
+                .remove::<RequestState>()
+                .map(SpanMetrics::Request),
+            Some(CountedSpan::Phase(_)) => span
+                .extensions_mut()
+                .remove::<CountedPhase>()
+                .map(SpanMetrics::Phase),
+            None => None,
+        };
+        if let Some(state) = state {
+            self.span_ended(&span, state);
         }
     }
 }

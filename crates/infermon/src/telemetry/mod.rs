@@ -4,7 +4,9 @@
 //!   [`TelemetryConfig::with_log_filter`]) that leaves the request telemetry spans out unless
 //!   asked ([`TelemetryConfig::with_log_request_spans`]); infermon's bridge ([`tracing_layer`])
 //!   for spans at INFO and above; and the [`metrics_layer`] that derives the contract's request
-//!   metrics from the request spans.
+//!   metrics from the request spans. The bridge and the metrics layer are one `InfermonLayer`,
+//!   and the fmt layer (with its own filter) runs inside it, so the request spans it leaves out
+//!   cost it no registry lookups.
 //! * Traces: OTLP/gRPC exporter (tonic) → bounded batch span processor → `SdkTracerProvider`.
 //! * Metrics: OTLP/gRPC exporter (infermon's, which adds the exemplars the SDK does not record;
 //!   see `metrics_export`) → periodic reader (every 5 s by default) → `SdkMeterProvider`
