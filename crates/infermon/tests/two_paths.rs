@@ -46,40 +46,54 @@ fn typed() -> Telemetry {
     Telemetry::of(&h)
 }
 
+/// The request span as a service writes it with `tracing` macros only, arriving at 0, with the
+/// fields either lifecycle records later left empty.
+fn request_span() -> tracing::Span {
+    tracing::info_span!(
+        "inference_request",
+        otel.name = "chat llama-3-8b",
+        otel.kind = "server",
+        infermon.start_time_unix_nano = ns(0),
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = "infermon.simulator",
+        gen_ai.request.model = MODEL,
+        gen_ai.request.stream = true,
+        gen_ai.usage.input_tokens = 100u64,
+        gen_ai.request.max_tokens = 128u64,
+        gen_ai.request.temperature = 0.7,
+        gen_ai.request.top_p = 0.9,
+        gen_ai.response.id = "chatcmpl-1",
+        gen_ai.response.time_to_first_chunk = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        gen_ai.usage.cache_read.input_tokens = tracing::field::Empty,
+        gen_ai.response.finish_reasons = tracing::field::Empty,
+        llm.request.gpu_time = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        infermon.end_time_unix_nano = tracing::field::Empty,
+    )
+}
+
+/// The `queue` phase, from 0 to 50 ms, emitted whole.
+fn queue(request: &tracing::Span, position: u64) {
+    tracing::info_span!(
+        parent: request,
+        "queue",
+        infermon.start_time_unix_nano = ns(0),
+        llm.queue.position = position,
+        infermon.end_time_unix_nano = ns(50),
+    )
+    .in_scope(|| {});
+}
+
 /// The same lifecycle as a service writes it with `tracing` macros only: no infermon type, the
 /// contract's names spelled out, explicit times in the contract's time fields.
 fn macros() -> Telemetry {
     let h = Harness::new();
     h.run(|| {
-        let request = tracing::info_span!(
-            "inference_request",
-            otel.name = "chat llama-3-8b",
-            otel.kind = "server",
-            infermon.start_time_unix_nano = ns(0),
-            gen_ai.operation.name = "chat",
-            gen_ai.provider.name = "infermon.simulator",
-            gen_ai.request.model = MODEL,
-            gen_ai.request.stream = true,
-            gen_ai.usage.input_tokens = 100u64,
-            gen_ai.request.max_tokens = 128u64,
-            gen_ai.request.temperature = 0.7,
-            gen_ai.request.top_p = 0.9,
-            gen_ai.response.id = "chatcmpl-1",
-            gen_ai.response.time_to_first_chunk = tracing::field::Empty,
-            gen_ai.usage.output_tokens = tracing::field::Empty,
-            gen_ai.usage.cache_read.input_tokens = tracing::field::Empty,
-            gen_ai.response.finish_reasons = tracing::field::Empty,
-            llm.request.gpu_time = tracing::field::Empty,
-            infermon.end_time_unix_nano = tracing::field::Empty,
-        );
-        tracing::info_span!(
-            parent: &request,
-            "queue",
-            infermon.start_time_unix_nano = ns(0),
-            llm.queue.position = 3u64,
-            infermon.end_time_unix_nano = ns(50),
-        )
-        .in_scope(|| {});
+        let request = request_span();
+        queue(&request, 3);
         tracing::info_span!(
             parent: &request,
             "prefill",
@@ -150,35 +164,8 @@ fn allocate_blocks() {
 fn macros_failure() -> Telemetry {
     let h = Harness::new();
     h.run(|| {
-        let request = tracing::info_span!(
-            "inference_request",
-            otel.name = "chat llama-3-8b",
-            otel.kind = "server",
-            infermon.start_time_unix_nano = ns(0),
-            gen_ai.operation.name = "chat",
-            gen_ai.provider.name = "infermon.simulator",
-            gen_ai.request.model = MODEL,
-            gen_ai.request.stream = true,
-            gen_ai.usage.input_tokens = 100u64,
-            gen_ai.request.max_tokens = 128u64,
-            gen_ai.request.temperature = 0.7,
-            gen_ai.request.top_p = 0.9,
-            gen_ai.response.id = "chatcmpl-1",
-            gen_ai.response.finish_reasons = tracing::field::Empty,
-            gen_ai.usage.output_tokens = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-            otel.status_description = tracing::field::Empty,
-            infermon.end_time_unix_nano = tracing::field::Empty,
-        );
-        tracing::info_span!(
-            parent: &request,
-            "queue",
-            infermon.start_time_unix_nano = ns(0),
-            llm.queue.position = 0u64,
-            infermon.end_time_unix_nano = ns(50),
-        )
-        .in_scope(|| {});
+        let request = request_span();
+        queue(&request, 0);
         let prefill = tracing::info_span!(
             parent: &request,
             "prefill",
