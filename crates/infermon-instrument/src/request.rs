@@ -54,7 +54,11 @@
 //! included. The metrics are the ones [`MetricsLayer`](crate::layer::MetricsLayer) derives from
 //! these spans, but recorded by the request itself into that layer's instruments (it knows every
 //! value already; the layer leaves spans of [`TARGET`] to it) — see
-//! [`layer::metrics`](crate::layer::MetricsLayer).
+//! [`layer::metrics`](crate::layer::MetricsLayer). Labels are capped once, by that layer's caps
+//! when there is one (so span and points agree), else by the `InferenceMetrics` passed to
+//! `start`. Likewise the spans and events reach infermon's bridge ready-made (see
+//! [`OtelLayer`](crate::layer::OtelLayer)): the bridge does not visit their fields; other layers
+//! see every field as usual.
 //! Dropping a request that never ended ends it as failed with `error.type` = `dropped` rather
 //! than leaking an open span.
 

@@ -23,7 +23,8 @@
 //! binary runs `n` lifecycles of one variant inside `measured_lifecycles` and exits (with
 //! `LIFECYCLE_SUBSCRIBER=bare`: under a registry with only `init`'s `InfermonLayer`), for
 //! `valgrind --tool=callgrind --toggle-collect='*measured_lifecycles*'` (see
-//! docs/benchmarks.md for the full command).
+//! docs/benchmarks.md for the full command). Run without valgrind, it also prints the calling
+//! thread's CPU time per lifecycle over all `n`, steadier than criterion's short samples.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -674,14 +675,22 @@ fn count(spec: &str) {
     // from then on, as in a server that has served one request of the model.
     lifecycle();
     let mut left = n;
+    let mut cpu = Duration::ZERO;
     while left > 0 {
         let burst = left.min(BURST);
         let _ = s.pipeline.tracer_provider.force_flush();
+        let started = thread_cpu_now();
         measured_lifecycles(burst, &*lifecycle);
+        cpu += thread_cpu_now() - started;
         left -= burst;
     }
     let _ = s.pipeline.tracer_provider.force_flush();
-    eprintln!("{name}: {n} lifecycles");
+    // The calling thread's CPU time over all `n` lifecycles: with a large `n`, steadier on a
+    // busy machine than criterion's short samples.
+    eprintln!(
+        "{name}: {n} lifecycles, {:.3} µs thread CPU each",
+        cpu.as_secs_f64() * 1e6 / n as f64
+    );
 }
 
 #[inline(never)]

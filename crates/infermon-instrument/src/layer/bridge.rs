@@ -46,7 +46,7 @@ use tracing_subscriber::layer;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use tracing_subscriber::Layer;
 
-use super::fields::{from_unix_nanos, Parent, Slot};
+use super::fields::{from_unix_nanos, Now, Parent, Slot};
 use crate::contract::{attr, field, span as names, value};
 use crate::exemplars::TraceIds;
 use crate::request::TARGET as TYPED_TARGET;
@@ -237,6 +237,7 @@ where
         &self,
         parent: &Parent<'_, '_, S>,
         attrs: &Attributes<'_>,
+        now: &Now,
     ) -> Option<OtelData<T::Span>> {
         let meta = attrs.metadata();
         if !(self.exports)(meta) {
@@ -254,7 +255,7 @@ where
         let mut builder =
             SpanBuilder::from_name(v.name.take().unwrap_or(Cow::Borrowed(meta.name())));
         builder.span_kind = Some(v.kind.clone().unwrap_or(SpanKind::Internal));
-        builder.start_time = Some(v.start.unwrap_or_else(SystemTime::now));
+        builder.start_time = Some(v.start.unwrap_or_else(|| now.get()));
         let status = v.status();
         if let AttributeSink::Vec(attributes) = v.attributes {
             builder.attributes = Some(attributes);
@@ -351,7 +352,7 @@ where
             }
         }
     }
-    pub(super) fn event_in(&self, span: &SpanRef<'_, S>, event: &Event<'_>) {
+    pub(super) fn event_in(&self, span: &SpanRef<'_, S>, event: &Event<'_>, now: &Now) {
         if !(self.exports)(event.metadata()) {
             return;
         }
@@ -372,7 +373,7 @@ where
             let name = v.name.unwrap_or(Cow::Borrowed(event.metadata().name()));
             data.span.add_event_with_timestamp(
                 name,
-                v.at.unwrap_or_else(SystemTime::now),
+                v.at.unwrap_or_else(|| now.get()),
                 v.attributes,
             );
         });
@@ -390,12 +391,12 @@ where
         }
     }
     /// The span closed: ends its OpenTelemetry span.
-    pub(super) fn span_ended(&self, mut data: OtelData<T::Span>) {
+    pub(super) fn span_ended(&self, mut data: OtelData<T::Span>, now: &Now) {
         if let Some(status) = data.status.take() {
             data.span.set_status(status);
         }
         data.span
-            .end_with_timestamp(data.end.unwrap_or_else(SystemTime::now));
+            .end_with_timestamp(data.end.unwrap_or_else(|| now.get()));
     }
 }
 
@@ -407,7 +408,7 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: layer::Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
-            if let Some(data) = self.span_created(&Parent::of(&span), attrs) {
+            if let Some(data) = self.span_created(&Parent::of(&span), attrs, &Now::new()) {
                 span.extensions_mut().insert(data);
             }
         }
@@ -421,7 +422,7 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: layer::Context<'_, S>) {
         if let Some(span) = ctx.event_span(event) {
-            self.event_in(&span, event);
+            self.event_in(&span, event, &Now::new());
         }
     }
 
@@ -429,7 +430,7 @@ where
         if let Some(span) = ctx.span(&id) {
             let data = span.extensions_mut().remove::<OtelData<T::Span>>();
             if let Some(data) = data {
-                self.span_ended(data);
+                self.span_ended(data, &Now::new());
             }
         }
     }

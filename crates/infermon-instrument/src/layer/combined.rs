@@ -12,6 +12,7 @@ use tracing_subscriber::registry::{ExtensionsMut, LookupSpan};
 use tracing_subscriber::Layer;
 
 use super::bridge::OtelData;
+use super::fields::Now;
 use super::metrics::{CountedPhase, SpanMetrics};
 use super::{MetricsLayer, OtelLayer, Parent, RequestState};
 
@@ -177,10 +178,10 @@ where
             log.on_new_span(attrs, id, ctx.clone());
         }
         if let Some(span) = ctx.span(id) {
-            let parent = Parent::of(&span);
-            let otel = self.bridge.span_created(&parent, attrs);
+            let (parent, now) = (Parent::of(&span), Now::new());
+            let otel = self.bridge.span_created(&parent, attrs, &now);
             let ids = otel.as_ref().and_then(OtelData::ids);
-            let metrics = self.metrics.span_created(&parent, attrs, ids);
+            let metrics = self.metrics.span_created(&parent, attrs, ids, &now);
             drop(parent);
             if otel.is_some() || metrics.is_some() {
                 span.extensions_mut().insert(SpanState { otel, metrics });
@@ -209,8 +210,9 @@ where
             log.on_event(event, ctx.clone());
         }
         if let Some(span) = ctx.event_span(event) {
-            self.bridge.event_in(&span, event);
-            self.metrics.event_in(&span, event);
+            let now = Now::new();
+            self.bridge.event_in(&span, event, &now);
+            self.metrics.event_in(&span, event, &now);
         }
     }
 
@@ -233,11 +235,12 @@ where
             }
             let state = span.extensions_mut().remove::<SpanState<T::Span>>();
             if let Some(SpanState { otel, metrics }) = state {
+                let now = Now::new();
                 if let Some(otel) = otel {
-                    self.bridge.span_ended(otel);
+                    self.bridge.span_ended(otel, &now);
                 }
                 if let Some(metrics) = metrics {
-                    self.metrics.span_ended(&span, metrics);
+                    self.metrics.span_ended(&span, metrics, &now);
                 }
             }
         }

@@ -35,7 +35,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use tracing_subscriber::Layer;
 
-use super::fields::{debug_equals, from_unix_nanos, seconds, Parent, Slot};
+use super::fields::{debug_equals, from_unix_nanos, seconds, Now, Parent, Slot};
 use crate::contract::{attr, field, span as names, value};
 use crate::exemplars::TraceIds;
 use crate::instruments::{InferenceMetrics, Inner, Series};
@@ -303,12 +303,13 @@ impl MetricsLayer {
         parent: &Parent<'_, '_, S>,
         attrs: &Attributes<'_>,
         ids: Option<TraceIds>,
+        now: &Now,
     ) -> Option<SpanMetrics>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         match CountedSpan::of(attrs.metadata())? {
-            CountedSpan::Request => Some(SpanMetrics::Request(self.new_request(attrs, ids))),
+            CountedSpan::Request => Some(SpanMetrics::Request(self.new_request(attrs, ids, now))),
             CountedSpan::Phase(phase) => {
                 // Only phases of a request count.
                 let mut ext = parent.get()?.extensions_mut();
@@ -317,7 +318,7 @@ impl MetricsLayer {
                 drop(ext);
                 let mut state = PhaseState {
                     phase,
-                    start: SystemTime::now(),
+                    start: now.get(),
                     end: None,
                     cached: None,
                     computed: None,
@@ -357,7 +358,7 @@ impl MetricsLayer {
     }
 
     /// An event inside `span` (or below it): the `first_token` of the request it belongs to.
-    pub(super) fn event_in<S>(&self, span: &SpanRef<'_, S>, event: &Event<'_>)
+    pub(super) fn event_in<S>(&self, span: &SpanRef<'_, S>, event: &Event<'_>, now: &Now)
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
@@ -375,7 +376,7 @@ impl MetricsLayer {
             let mut v = EventVisitor::default();
             event.record(&mut v);
             if v.first_token && state.first_token.is_none() {
-                let at = v.at.unwrap_or_else(SystemTime::now);
+                let at = v.at.unwrap_or_else(|| now.get());
                 state.first_token = Some(at);
                 if let Some(series) = &state.series {
                     let ids = state.ids;
@@ -390,16 +391,18 @@ impl MetricsLayer {
     }
 
     /// `span` closed: records what its state says.
-    pub(super) fn span_ended<S>(&self, span: &SpanRef<'_, S>, state: SpanMetrics)
+    pub(super) fn span_ended<S>(&self, span: &SpanRef<'_, S>, state: SpanMetrics, now: &Now)
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         match state {
-            SpanMetrics::Request(state) => {
+            SpanMetrics::Request(mut state) => {
+                state.end.get_or_insert_with(|| now.get());
                 let ids = state.ids;
                 end_request(self.inner(), state, &|| ids);
             }
-            SpanMetrics::Phase(CountedPhase { state, request }) => {
+            SpanMetrics::Phase(CountedPhase { mut state, request }) => {
+                state.end.get_or_insert_with(|| now.get());
                 if let Some((series, ids)) = request {
                     return end_phase(&series, &state, &|| ids);
                 }
@@ -430,7 +433,7 @@ where
         if let Some(span) = ctx.span(id) {
             // Stacked beside a separate bridge, the layer does not see span ids: no exemplars
             // (`InfermonLayer`, what `init` installs, passes them on).
-            match self.span_created(&Parent::of(&span), attrs, None) {
+            match self.span_created(&Parent::of(&span), attrs, None, &Now::new()) {
                 Some(SpanMetrics::Request(state)) => span.extensions_mut().insert(state),
                 Some(SpanMetrics::Phase(state)) => span.extensions_mut().insert(state),
                 None => {}
@@ -446,7 +449,7 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         if let Some(span) = ctx.event_span(event) {
-            self.event_in(&span, event);
+            self.event_in(&span, event, &Now::new());
         }
     }
 
@@ -464,16 +467,21 @@ where
             None => None,
         };
         if let Some(state) = state {
-            self.span_ended(&span, state);
+            self.span_ended(&span, state, &Now::new());
         }
     }
 }
 
 impl MetricsLayer {
-    fn new_request(&self, attrs: &Attributes<'_>, ids: Option<TraceIds>) -> RequestState {
+    fn new_request(
+        &self,
+        attrs: &Attributes<'_>,
+        ids: Option<TraceIds>,
+        now: &Now,
+    ) -> RequestState {
         let mut state = RequestState {
             series: None,
-            start: SystemTime::now(),
+            start: now.get(),
             end: None,
             input_tokens: 0,
             output_tokens: 0,
