@@ -267,6 +267,7 @@ where
             status,
         })
     }
+
     /// The context of the nearest exported ancestor (from `parent` up), else (a root) the
     /// current OpenTelemetry context. Walked with `parent()` rather than `scope()`, which would
     /// look the new span itself up in the registry first.

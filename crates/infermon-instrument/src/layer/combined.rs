@@ -27,7 +27,7 @@ pub struct InfermonLayer<S, T: Tracer> {
 }
 
 /// Both layers' state of one span, kept as one extension: one insertion and one removal per
-/// span instead of one each per layer (a boxed value and a type-map entry each; 1.6k of the
+/// span instead of one each per layer (a boxed value and a type-map entry each; 1.1k of the
 /// macros path's instructions; docs/benchmarks.md).
 struct SpanState<Sp> {
     otel: Option<OtelData<Sp>>,
@@ -96,8 +96,9 @@ where
     ///
     /// Why: a per-layer filter looks the span up in the registry again on every record and close
     /// to learn whether it enabled it. Here the span has already been looked up once for the
-    /// bridge and the metrics, so the spans the log leaves out cost it nothing (2.1k instructions
-    /// of a typed request's 30.7k; docs/benchmarks.md).
+    /// bridge and the metrics, so the spans the log leaves out cost it no lookup (1.0k
+    /// instructions of a typed request's 30.7k, 1.4k of the macros path's 34.6k;
+    /// docs/benchmarks.md).
     ///
     /// What `log` answers to [`Dispatch::downcast_ref`] is not passed on.
     pub fn with_log_layer<L, F>(
