@@ -639,6 +639,34 @@ fn a_typed_requests_span_and_points_carry_the_labels_the_metrics_layer_caps() {
 }
 
 #[test]
+fn an_undated_phase_exports_the_duration_its_metric_records() {
+    // No explicit times: the bridge and the metrics layer take the phase's start and end from
+    // one clock read each, so the exported span and the histogram agree to the nanosecond.
+    let h = Harness::new();
+    h.run(|| {
+        let request = tracing::info_span!(
+            "inference_request",
+            gen_ai.operation.name = "chat",
+            gen_ai.request.model = MODEL,
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+        );
+        tracing::info_span!(parent: &request, "queue")
+            .in_scope(|| std::thread::sleep(Duration::from_millis(2)));
+        request.record("gen_ai.response.finish_reasons", "stop");
+    });
+    let queue = h.span("queue");
+    let exported = queue
+        .end_time
+        .duration_since(queue.start_time)
+        .unwrap()
+        .as_secs_f64();
+    let rm = h.collect();
+    let recorded = f64_histogram(&rm, metric::QUEUE_DURATION)[0].sum();
+    assert!(exported >= 0.002, "{exported}");
+    assert_eq!(exported, recorded);
+}
+
+#[test]
 fn without_a_subscriber_nothing_is_recorded() {
     let h = Harness::new();
     let metrics = h.metrics();
