@@ -330,8 +330,12 @@ fn canonical_points(rm: &ResourceMetrics) -> Vec<String> {
     out
 }
 
+/// The exemplar registry is process-wide and each test here drains it: they run one at a time.
+static EXEMPLARS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn macros_and_typed_paths_produce_identical_spans_and_metrics() {
+    let _one_at_a_time = EXEMPLARS.lock().unwrap_or_else(|e| e.into_inner());
     let (typed, macros) = (typed(), macros());
     assert_eq!(typed.spans.len(), 4, "{:#?}", typed.spans);
     assert_eq!(typed.points.len(), 15, "{:#?}", typed.points);
@@ -353,6 +357,7 @@ fn macros_and_typed_paths_produce_identical_spans_and_metrics() {
 
 #[test]
 fn a_failure_is_identical_on_both_paths_with_work_nested_in_a_live_phase() {
+    let _one_at_a_time = EXEMPLARS.lock().unwrap_or_else(|e| e.into_inner());
     let (typed, macros) = (typed_failure(), macros_failure());
     // Request, queue, prefill and the work nested under prefill.
     assert_eq!(typed.spans.len(), 4, "{:#?}", typed.spans);
