@@ -15,15 +15,9 @@ use std::time::{Duration, Instant};
 /// How many consecutive ports `start-stack.sh` uses from `INFERMON_STACK_PORT_BASE`.
 const STACK_PORTS: u16 = 12;
 
-/// The repository root (this crate lives in `tests/`): the checkout `cargo test` runs in (it sets
-/// `CARGO_MANIFEST_DIR` at run time), else the one the binary was built in. With the
-/// compile-time path alone, a test binary built in one checkout and found fresh by cargo in
-/// another (a shared target directory) read the first checkout's docs and dashboards.
+/// The repository root (this crate lives in `tests/`).
 pub fn repo_root() -> PathBuf {
-    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    manifest_dir
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
