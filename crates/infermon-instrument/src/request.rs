@@ -76,8 +76,9 @@ use crate::contract::{attr, field, span as names, value};
 use crate::exemplars::TraceIds;
 use crate::instruments::InferenceMetrics;
 use crate::layer::{
-    context_of, create_prepared, event_prepared, from_unix_nanos, seconds, string_value,
-    unix_nanos, MetricPhase, PhaseState, PreparedEvent, PreparedSpan, RequestState, TypedMetrics,
+    attribute_int, context_of, create_prepared, event_prepared, from_unix_nanos, seconds,
+    string_value, unix_nanos, MetricPhase, PhaseState, PreparedEvent, PreparedSpan, RequestState,
+    TypedMetrics,
 };
 
 /// The `tracing` target of the typed path's spans and events. The
@@ -774,7 +775,7 @@ impl TrackedRequest {
             at: from_unix_nanos(at),
             attributes: vec![KeyValue::new(
                 attr::LLM_PREEMPTION_COUNT,
-                int(self.preemptions),
+                attribute_int(self.preemptions),
             )],
         };
         event_prepared(prepared, || {
@@ -857,20 +858,15 @@ impl TrackedRequest {
             ],
         );
         if let Some(recorder) = &self.recorder {
-            // Labelled as the layer labels the span's fields: through its caps.
-            let caps = recorder.metrics();
+            // The finish reason and error type were capped by the recorder's caps already
+            // (`caps()`); the fixed ones go through them as the layer would label the span.
+            let caps = &recorder.metrics().inner;
             let (finish_reason, error_type) = match &ending {
-                Ending::Finished(reason) => (
-                    recorder.label(Some(caps), reason, |m| &m.finish_reasons),
-                    None,
-                ),
-                Ending::Aborted => (
-                    recorder.label(None, &value::FINISH_ABORT.into(), |m| &m.finish_reasons),
-                    None,
-                ),
+                Ending::Finished(reason) => (reason.clone(), None),
+                Ending::Aborted => (caps.finish_reasons.get(value::FINISH_ABORT), None),
                 Ending::Failed(error_type) => (
-                    recorder.label(None, &value::FINISH_ERROR.into(), |m| &m.finish_reasons),
-                    Some(recorder.label(Some(caps), error_type, |m| &m.error_types)),
+                    caps.finish_reasons.get(value::FINISH_ERROR),
+                    Some(error_type.clone()),
                 ),
             };
             recorder.request_ended(
@@ -962,27 +958,25 @@ impl PhaseEnd {
     fn attributes(&self) -> Vec<KeyValue> {
         match *self {
             PhaseEnd::Queue { queue_position } => {
-                vec![KeyValue::new(attr::LLM_QUEUE_POSITION, int(queue_position))]
+                vec![KeyValue::new(
+                    attr::LLM_QUEUE_POSITION,
+                    attribute_int(queue_position),
+                )]
             }
             PhaseEnd::Prefill { computed, cached } => vec![
-                KeyValue::new(attr::LLM_PREFILL_COMPUTED_TOKENS, int(computed)),
-                KeyValue::new(attr::LLM_PREFILL_CACHED_TOKENS, int(cached)),
+                KeyValue::new(attr::LLM_PREFILL_COMPUTED_TOKENS, attribute_int(computed)),
+                KeyValue::new(attr::LLM_PREFILL_CACHED_TOKENS, attribute_int(cached)),
             ],
             PhaseEnd::Decode {
                 output_tokens,
                 preemptions,
             } => vec![
-                KeyValue::new(attr::LLM_DECODE_OUTPUT_TOKENS, int(output_tokens)),
-                KeyValue::new(attr::LLM_DECODE_PREEMPTIONS, int(preemptions)),
+                KeyValue::new(attr::LLM_DECODE_OUTPUT_TOKENS, attribute_int(output_tokens)),
+                KeyValue::new(attr::LLM_DECODE_PREEMPTIONS, attribute_int(preemptions)),
             ],
             PhaseEnd::Cut => Vec::new(),
         }
     }
-}
-
-/// A `u64` as the bridge exports it: `i64`, saturating.
-fn int(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// The request span's attributes at creation as the bridge exports its fields (see
@@ -1006,10 +1000,13 @@ fn request_attributes(
     a.push(KeyValue::new(attr::GEN_AI_REQUEST_STREAM, p.stream));
     a.push(KeyValue::new(
         attr::GEN_AI_USAGE_INPUT_TOKENS,
-        int(p.input_tokens),
+        attribute_int(p.input_tokens),
     ));
     if let Some(v) = p.max_tokens {
-        a.push(KeyValue::new(attr::GEN_AI_REQUEST_MAX_TOKENS, int(v)));
+        a.push(KeyValue::new(
+            attr::GEN_AI_REQUEST_MAX_TOKENS,
+            attribute_int(v),
+        ));
     }
     if let Some(v) = p.temperature {
         a.push(KeyValue::new(attr::GEN_AI_REQUEST_TEMPERATURE, v));

@@ -46,7 +46,7 @@ use tracing_subscriber::layer;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use tracing_subscriber::Layer;
 
-use super::fields::{from_unix_nanos, Now, Parent, Slot};
+use super::fields::{attribute_int, from_unix_nanos, Now, Parent, Slot};
 use crate::contract::{attr, field, span as names, value};
 use crate::exemplars::TraceIds;
 use crate::request::TARGET as TYPED_TARGET;
@@ -216,9 +216,7 @@ where
     fn get_context(dispatch: &Dispatch, id: &Id) -> Option<Context> {
         let layer = dispatch.downcast_ref::<Self>()?;
         let subscriber = dispatch.downcast_ref::<S>()?;
-        let span = subscriber.span(id)?;
-        let mut ext = span.extensions_mut();
-        (layer.slot)(&mut ext).map(|d| d.context().clone())
+        layer.context_in(&subscriber.span(id)?)
     }
 }
 
@@ -275,17 +273,22 @@ where
         let Some(first) = parent.get() else {
             return Context::current();
         };
-        if let Some(d) = (self.slot)(&mut first.extensions_mut()) {
-            return d.context().clone();
+        if let Some(cx) = self.context_in(first) {
+            return cx;
         }
         let mut ancestor = first.parent();
         while let Some(a) = ancestor {
-            if let Some(d) = (self.slot)(&mut a.extensions_mut()) {
-                return d.context().clone();
+            if let Some(cx) = self.context_in(&a) {
+                return cx;
             }
             ancestor = a.parent();
         }
         Context::current()
+    }
+
+    /// The context of `span` if it is exported.
+    fn context_in(&self, span: &SpanRef<'_, S>) -> Option<Context> {
+        (self.slot)(&mut span.extensions_mut()).map(|d| d.context().clone())
     }
 
     /// A typed span, from what the typed path prepared (see [`create_prepared`]). A span
@@ -571,7 +574,7 @@ impl<Sp: opentelemetry::trace::Span> Visit for SpanVisitor<'_, Sp> {
                 _ => {}
             }
         }
-        self.attribute(f, Value::I64(i64::try_from(v).unwrap_or(i64::MAX)));
+        self.attribute(f, Value::I64(attribute_int(v)));
     }
 
     fn record_i64(&mut self, f: &Field, v: i64) {
@@ -639,7 +642,7 @@ impl Visit for EventVisitor {
         if f.name() == field::EVENT_TIME {
             self.at = Some(from_unix_nanos(v));
         } else {
-            self.record_i64(f, i64::try_from(v).unwrap_or(i64::MAX));
+            self.record_i64(f, attribute_int(v));
         }
     }
 

@@ -12,9 +12,9 @@ use tracing_subscriber::registry::{ExtensionsMut, LookupSpan};
 use tracing_subscriber::Layer;
 
 use super::bridge::OtelData;
-use super::fields::Now;
+use super::fields::{Now, Parent};
 use super::metrics::{CountedPhase, SpanMetrics};
-use super::{MetricsLayer, OtelLayer, Parent, RequestState};
+use super::{MetricsLayer, OtelLayer, RequestState};
 
 /// [`OtelLayer`] and [`MetricsLayer`] as one layer: the same telemetry as the two stacked, with
 /// one registry lookup per callback instead of two (each lookup is a few hundred instructions,

@@ -20,6 +20,11 @@ pub fn from_unix_nanos(nanos: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(nanos)
 }
 
+/// A `u64` field as the bridge exports it: an `i64` attribute, saturating.
+pub(crate) fn attribute_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 /// Seconds from `from` to `to`; 0 if the clock stepped backwards in between.
 pub(crate) fn seconds(from: SystemTime, to: SystemTime) -> f64 {
     to.duration_since(from).map_or(0.0, |d| d.as_secs_f64())

@@ -622,21 +622,6 @@ impl TypedMetrics {
         &self.metrics
     }
 
-    /// A finish reason or error type as the layer labels it: through the layer's `cap`. A
-    /// value that came out of that very cap (`capped_by` is the layer's own instruments) is
-    /// passed through unchanged.
-    pub(crate) fn label(
-        &self,
-        capped_by: Option<&InferenceMetrics>,
-        value: &StringValue,
-        cap: fn(&Inner) -> &crate::cardinality::LabelCap,
-    ) -> StringValue {
-        match capped_by {
-            Some(caps) if Arc::ptr_eq(&caps.inner, &self.metrics.inner) => value.clone(),
-            _ => cap(&self.metrics.inner).get(value.as_str()),
-        }
-    }
-
     /// What the layer records when the `first_token` event arrives.
     pub(crate) fn first_token(
         &self,

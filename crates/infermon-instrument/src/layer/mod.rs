@@ -9,10 +9,11 @@
 //!
 //! [`InfermonLayer`] is the two in one (one registry lookup per callback, and both layers'
 //! state of a span kept as one extension), optionally with a log layer run inside it;
-//! `telemetry::init` installs it. Both work with any span: the macros path (a service's own `tracing::info_span!`s named and
-//! fielded per the contract) and the typed path ([`InferenceRequest`](crate::request)) emit the
-//! same spans and so get the same telemetry (the typed path records its metrics itself, by the
-//! metrics layer's rules, into the metrics layer's instruments: see [`MetricsLayer`]).
+//! `telemetry::init` installs it. Both work with any span: the macros path (a service's own
+//! `tracing::info_span!`s named and fielded per the contract) and the typed path
+//! ([`InferenceRequest`](crate::request)) emit the same spans and so get the same telemetry (the
+//! typed path records its metrics itself, by the metrics layer's rules, into the metrics layer's
+//! instruments: see [`MetricsLayer`]).
 
 mod bridge;
 mod combined;
@@ -24,7 +25,7 @@ pub(crate) use bridge::{
     create_prepared, event_prepared, string_value, PreparedEvent, PreparedSpan,
 };
 pub use combined::InfermonLayer;
+pub(crate) use fields::{attribute_int, seconds};
 pub use fields::{from_unix_nanos, unix_nanos};
-pub(crate) use fields::{seconds, Parent};
 pub use metrics::MetricsLayer;
 pub(crate) use metrics::{Phase as MetricPhase, PhaseState, RequestState, TypedMetrics};
