@@ -319,14 +319,21 @@ fn subscriber(
         meta.level() <= &tracing::Level::INFO && !is_export_stack(meta.target())
     });
     // The bridge and the metrics layer as one layer: one registry lookup per callback.
-    let layer = InfermonLayer::new(otel_layer, metrics_layer(meter));
+    let infermon_layer = InfermonLayer::new(otel_layer, metrics_layer(meter));
     if !config.fmt_layer {
-        return tracing_subscriber::registry().with(layer);
+        return tracing_subscriber::registry().with(infermon_layer);
     }
-    // The request-telemetry check first: a string comparison that rejects the contract's spans
-    // and events before `EnvFilter` matches them against its directives.
-    let fmt_filter = FilterFn::new(move |meta| log_requests || !layer::is_request_telemetry(meta))
-        .and(fmt_filter);
+    // What the fmt layer leaves out: the request telemetry, unless asked. One function serves
+    // as the first check of its filter (a string comparison that rejects the contract's spans
+    // and events before `EnvFilter` matches them against its directives) and tells
+    // `InfermonLayer` which spans the filter rejects, so it skips the log layer for them
+    // without a second registry lookup (see `InfermonLayer::with_log_layer`).
+    let ignores: fn(&tracing::Metadata<'_>) -> bool = if log_requests {
+        |_| false
+    } else {
+        layer::is_request_telemetry
+    };
+    let fmt_filter = FilterFn::new(move |meta| !ignores(meta)).and(fmt_filter);
     let fmt_layer = tracing_subscriber::fmt::layer();
     let fmt_layer = match config.log_writer.clone() {
         Some(w) => fmt_layer
@@ -336,15 +343,8 @@ fn subscriber(
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(BoxMakeWriter::new(std::io::stderr)),
     };
-    // Inside `InfermonLayer`, which skips it for the request spans its filter leaves out
-    // without a second registry lookup (see `InfermonLayer::with_log_layer`).
-    let ignores: fn(&tracing::Metadata<'_>) -> bool = if log_requests {
-        |_| false
-    } else {
-        layer::is_request_telemetry
-    };
     tracing_subscriber::registry()
-        .with(layer.with_log_layer(fmt_layer.with_filter(fmt_filter), ignores))
+        .with(infermon_layer.with_log_layer(fmt_layer.with_filter(fmt_filter), ignores))
 }
 
 /// Crates on the export path. Their spans must never be traced (each export would produce
