@@ -21,7 +21,8 @@
 //!
 //! Instruction counts (stable on a noisy machine): with `LIFECYCLE_COUNT=<variant>:<n>` the
 //! binary runs `n` lifecycles of one variant inside `measured_lifecycles` and exits (with
-//! `LIFECYCLE_SUBSCRIBER=bare`: under a registry with only `init`'s `InfermonLayer`), for
+//! `LIFECYCLE_SUBSCRIBER=bare`: under a registry with only `init`'s `InfermonLayer`; with
+//! `registry`: under the bare `tracing` registry, no layer, what `tracing` alone costs), for
 //! `valgrind --tool=callgrind --toggle-collect='*measured_lifecycles*'` (see
 //! docs/benchmarks.md for the full command). Run without valgrind, it also prints the calling
 //! thread's CPU time per lifecycle over all `n`, steadier than criterion's short samples.
@@ -443,7 +444,13 @@ fn setup() -> &'static Setup {
             p.tracer_provider.tracer("bench"),
             p.meter_provider.meter("bench"),
         );
-        if std::env::var("LIFECYCLE_SUBSCRIBER").as_deref() == Ok("bare") {
+        let subscriber_kind = std::env::var("LIFECYCLE_SUBSCRIBER");
+        if subscriber_kind.as_deref() == Ok("registry") {
+            // What `tracing` itself costs the macros path: the registry alone, no layer (so
+            // no telemetry at all; not a comparable variant, a floor for the macros path).
+            tracing::subscriber::set_global_default(tracing_subscriber::registry())
+                .expect("first subscriber");
+        } else if subscriber_kind.as_deref() == Ok("bare") {
             // For the breakdown in docs/benchmarks.md: `init`'s telemetry layer alone, no fmt
             // layer.
             use tracing_subscriber::layer::SubscriberExt as _;

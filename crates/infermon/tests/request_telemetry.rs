@@ -776,3 +776,48 @@ fn tracked_request_finishing_before_its_first_token_is_a_success_not_dropped() {
         .iter()
         .all(|s| attr(&s.attributes, attr::ERROR_TYPE).is_none()));
 }
+
+#[test]
+fn a_first_token_event_inside_a_phase_counts_for_its_request_and_stays_on_the_phase() {
+    // Macros path, the event emitted inside the prefill span rather than on the request: the
+    // bridge attaches it to the span it is in, the metrics layer finds its request further up.
+    let h = Harness::new();
+    h.run(|| {
+        let request = tracing::info_span!(
+            "inference_request",
+            gen_ai.operation.name = "chat",
+            gen_ai.request.model = MODEL,
+            gen_ai.usage.input_tokens = 100u64,
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+            infermon.start_time_unix_nano = infermon::layer::unix_nanos(t(0)),
+        );
+        tracing::info_span!(parent: &request, "prefill").in_scope(|| {
+            tracing::info!(
+                llm.time_to_first_token = 0.25,
+                infermon.time_unix_nano = infermon::layer::unix_nanos(t(250)),
+                "first_token"
+            );
+        });
+        request.record("gen_ai.response.finish_reasons", "stop");
+    });
+    let prefill = h.span(names::PREFILL);
+    let events: Vec<_> = prefill
+        .events
+        .iter()
+        .map(|e| (e.name.as_ref(), e.timestamp))
+        .collect();
+    assert_eq!(events, vec![(names::EVENT_FIRST_TOKEN, t(250))]);
+    assert!(h.span("inference_request").events.is_empty());
+
+    let rm = h.collect();
+    let ttft = f64_histogram(&rm, metric::TIME_TO_FIRST_TOKEN);
+    assert_eq!(ttft.len(), 1);
+    assert_eq!((ttft[0].count(), ttft[0].sum()), (1, secs(250)));
+    let input = vec![
+        "gen_ai.operation.name=chat".to_owned(),
+        format!("gen_ai.request.model={MODEL}"),
+        "gen_ai.token.type=input".to_owned(),
+    ];
+    let tokens = u64_points(&rm, metric::TOKENS);
+    assert!(tokens.contains(&(input, 100)), "{tokens:?}");
+}

@@ -138,6 +138,14 @@ fn take_prepared(meta: &Metadata<'_>) -> Option<Prepared> {
     }
 }
 
+/// The span the typed path handed over, if `meta` is of its target.
+fn take_prepared_span(meta: &Metadata<'_>) -> Option<PreparedSpan> {
+    match take_prepared(meta)? {
+        Prepared::Span(span) => Some(span),
+        Prepared::Event(_) => None,
+    }
+}
+
 /// Creates a span of the typed path (`create` must make one of [`TYPED_TARGET`]) with
 /// `prepared` handed to the bridge, so it skips visiting the span's fields. Returns the span and,
 /// when the bridge started it and it stays open, its OpenTelemetry context. Without a bridge
@@ -170,11 +178,68 @@ impl<Sp: opentelemetry::trace::Span> OtelData<Sp> {
         TraceIds::of_sampled(self.span.span_context())
     }
 
-    fn context(&mut self) -> &Context {
+    /// A context holding this span's span context (to parent children).
+    pub(super) fn context(&mut self) -> &Context {
         let span = &self.span;
         self.cx.get_or_insert_with(|| {
             Context::new().with_remote_span_context(span.span_context().clone())
         })
+    }
+
+    /// Whether the span is recording (sampled): an unsampled span keeps no attributes or
+    /// events, so there is nothing to gather for it.
+    pub(super) fn is_recording(&self) -> bool {
+        self.span.is_recording()
+    }
+
+    /// Records fields on the live span: `visit` passes the bridge's visitor over them (alone,
+    /// or beside the metrics layer's in one visit). Each attribute goes straight onto the span,
+    /// no vector in between.
+    pub(super) fn record(&mut self, visit: impl FnOnce(&mut SpanVisitor<'_, Sp>)) {
+        let (name, end, status, description) = {
+            let mut v = SpanVisitor::new(AttributeSink::Span(&mut self.span));
+            visit(&mut v);
+            (
+                v.name.take(),
+                v.end,
+                v.status(),
+                v.status_description.take(),
+            )
+        };
+        if let Some(name) = name {
+            self.span.update_name(name);
+        }
+        if end.is_some() {
+            self.end = end;
+        }
+        if let Some(status) = status {
+            self.status = Some(status);
+        } else if let Some(description) = description {
+            // The description alone, after the code: keep the code, take the description.
+            if let Some(Status::Error { .. }) = self.status {
+                self.status = Some(Status::error(description));
+            }
+        }
+    }
+
+    /// Adds the event described by `meta` to the span: `visit` passes the bridge's visitor
+    /// over its fields (alone, or beside the metrics layer's in one visit).
+    pub(super) fn add_event(
+        &mut self,
+        meta: &'static Metadata<'static>,
+        now: &Now,
+        visit: impl FnOnce(&mut EventVisitor),
+    ) {
+        let mut v = EventVisitor {
+            name: None,
+            at: None,
+            // Sized once: the message and time fields take no slot, so this is room to spare.
+            attributes: Vec::with_capacity(meta.fields().len()),
+        };
+        visit(&mut v);
+        let name = v.name.unwrap_or(Cow::Borrowed(meta.name()));
+        self.span
+            .add_event_with_timestamp(name, v.at.unwrap_or_else(|| now.get()), v.attributes);
     }
 }
 
@@ -238,18 +303,39 @@ where
         now: &Now,
     ) -> Option<OtelData<T::Span>> {
         let meta = attrs.metadata();
-        if !(self.exports)(meta) {
+        if !self.exports(meta) {
             return None;
         }
-        if let Some(Prepared::Span(prepared)) = take_prepared(meta) {
+        if let Some(prepared) = take_prepared_span(meta) {
             return self.start_prepared(parent, prepared);
         }
-        let mut v = SpanVisitor::<T::Span>::new(AttributeSink::Vec(Vec::with_capacity(
-            attrs.fields().len().min(MAX_INITIAL_ATTRIBUTES),
-        )));
+        let mut v = Self::creation_visitor(attrs);
         attrs.record(&mut v);
-        let parent_cx = self.parent_context(parent);
+        Some(self.start_visited(v, meta, &self.parent_context(parent), now))
+    }
 
+    /// Whether the span or event described by `meta` is exported.
+    pub(super) fn exports(&self, meta: &Metadata<'_>) -> bool {
+        (self.exports)(meta)
+    }
+
+    /// The visitor that gathers a new span's fields, for [`start_visited`](Self::start_visited).
+    pub(super) fn creation_visitor(attrs: &Attributes<'_>) -> SpanVisitor<'static, T::Span> {
+        SpanVisitor::new(AttributeSink::Vec(Vec::with_capacity(
+            attrs.fields().len().min(MAX_INITIAL_ATTRIBUTES),
+        )))
+    }
+
+    /// Starts the OpenTelemetry span of the new span described by `meta`, whose fields `v` has
+    /// visited, under `parent_cx` (from [`parent_context`](Self::parent_context), or the
+    /// parent's own when the caller already has it).
+    pub(super) fn start_visited(
+        &self,
+        mut v: SpanVisitor<'_, T::Span>,
+        meta: &'static Metadata<'static>,
+        parent_cx: &Context,
+        now: &Now,
+    ) -> OtelData<T::Span> {
         let mut builder =
             SpanBuilder::from_name(v.name.take().unwrap_or(Cow::Borrowed(meta.name())));
         builder.span_kind = Some(v.kind.clone().unwrap_or(SpanKind::Internal));
@@ -258,18 +344,18 @@ where
         if let AttributeSink::Vec(attributes) = v.attributes {
             builder.attributes = Some(attributes);
         }
-        Some(OtelData {
-            span: self.tracer.build_with_context(builder, &parent_cx),
+        OtelData {
+            span: self.tracer.build_with_context(builder, parent_cx),
             cx: None,
             end: v.end,
             status,
-        })
+        }
     }
 
     /// The context of the nearest exported ancestor (from `parent` up), else (a root) the
     /// current OpenTelemetry context. Walked with `parent()` rather than `scope()`, which would
     /// look the new span itself up in the registry first.
-    fn parent_context(&self, parent: &Parent<'_, '_, S>) -> Context {
+    pub(super) fn parent_context(&self, parent: &Parent<'_, '_, S>) -> Context {
         let Some(first) = parent.get() else {
             return Context::current();
         };
@@ -319,83 +405,35 @@ where
     }
 
     pub(super) fn span_recorded(&self, span: &SpanRef<'_, S>, values: &Record<'_>) {
-        self.if_recording(span, |data| {
-            // Each attribute goes straight onto the span, no vector in between.
-            let mut v = SpanVisitor::new(AttributeSink::Span(&mut data.span));
-            values.record(&mut v);
-            let (name, end, status, description) = (
-                v.name.take(),
-                v.end,
-                v.status(),
-                v.status_description.take(),
-            );
-            self.apply_record(data, name, end, status, description);
-        });
+        self.if_recording(span, |data| data.record(|v| values.record(v)));
     }
 
-    fn apply_record(
-        &self,
-        data: &mut OtelData<T::Span>,
-        name: Option<Cow<'static, str>>,
-        end: Option<SystemTime>,
-        status: Option<Status>,
-        description: Option<String>,
-    ) {
-        if let Some(name) = name {
-            data.span.update_name(name);
-        }
-        if end.is_some() {
-            data.end = end;
-        }
-        if let Some(status) = status {
-            data.status = Some(status);
-        } else if let Some(description) = description {
-            // The description alone, after the code: keep the code, take the description.
-            if let Some(Status::Error { .. }) = data.status {
-                data.status = Some(Status::error(description));
-            }
-        }
-    }
     pub(super) fn event_in(&self, span: &SpanRef<'_, S>, event: &Event<'_>, now: &Now) {
-        if !(self.exports)(event.metadata()) {
+        let meta = event.metadata();
+        if !self.exports(meta) {
             return;
         }
-        if let Some(Prepared::Event(p)) = take_prepared(event.metadata()) {
+        if let Some(Prepared::Event(p)) = take_prepared(meta) {
             return self.if_recording(span, |data| {
                 data.span
                     .add_event_with_timestamp(Cow::Borrowed(p.name), p.at, p.attributes);
             });
         }
-        self.if_recording(span, |data| {
-            let mut v = EventVisitor {
-                name: None,
-                at: None,
-                // Sized once: the message and time fields take no slot, so this is room to spare.
-                attributes: Vec::with_capacity(event.metadata().fields().len()),
-            };
-            event.record(&mut v);
-            let name = v.name.unwrap_or(Cow::Borrowed(event.metadata().name()));
-            data.span.add_event_with_timestamp(
-                name,
-                v.at.unwrap_or_else(|| now.get()),
-                v.attributes,
-            );
-        });
+        self.if_recording(span, |data| data.add_event(meta, now, |v| event.record(v)));
     }
 
     /// Runs `f` on the span's OpenTelemetry data when it has some (it is exported) and its span
-    /// is recording (sampled): an unsampled span keeps no attributes or events, so there is
-    /// nothing to gather for it.
+    /// is recording (see [`OtelData::is_recording`]).
     fn if_recording(&self, span: &SpanRef<'_, S>, f: impl FnOnce(&mut OtelData<T::Span>)) {
         let mut ext = span.extensions_mut();
         if let Some(data) = (self.slot)(&mut ext) {
-            if data.span.is_recording() {
+            if data.is_recording() {
                 f(data);
             }
         }
     }
     /// The span closed: ends its OpenTelemetry span.
-    pub(super) fn span_ended(&self, mut data: OtelData<T::Span>, now: &Now) {
+    pub(super) fn span_ended(&self, data: &mut OtelData<T::Span>, now: &Now) {
         if let Some(status) = data.status.take() {
             data.span.set_status(status);
         }
@@ -433,8 +471,8 @@ where
     fn on_close(&self, id: Id, ctx: layer::Context<'_, S>) {
         if let Some(span) = ctx.span(&id) {
             let data = span.extensions_mut().remove::<OtelData<T::Span>>();
-            if let Some(data) = data {
-                self.span_ended(data, &Now::new());
+            if let Some(mut data) = data {
+                self.span_ended(&mut data, &Now::new());
             }
         }
     }
@@ -453,7 +491,7 @@ where
 
 /// Collects a span's fields: the `otel.*` and time fields steer the span, the rest become
 /// attributes.
-struct SpanVisitor<'a, Sp> {
+pub(super) struct SpanVisitor<'a, Sp> {
     name: Option<Cow<'static, str>>,
     kind: Option<SpanKind>,
     start: Option<SystemTime>,
@@ -612,7 +650,7 @@ fn span_kind(v: &str) -> Option<SpanKind> {
 }
 
 /// Collects an event's fields: the message names it, the time field dates it.
-struct EventVisitor {
+pub(super) struct EventVisitor {
     name: Option<Cow<'static, str>>,
     at: Option<SystemTime>,
     attributes: Vec<KeyValue>,

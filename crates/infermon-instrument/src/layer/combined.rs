@@ -2,6 +2,7 @@
 //! log layer run inside it.
 
 use opentelemetry::trace::Tracer;
+use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Dispatch, Event, Metadata, Subscriber};
@@ -13,13 +14,16 @@ use tracing_subscriber::Layer;
 
 use super::bridge::OtelData;
 use super::fields::{Now, Parent};
-use super::metrics::{CountedPhase, SpanMetrics};
+use super::metrics::{self, CountedPhase, CountedSpan, SpanMetrics};
 use super::{MetricsLayer, OtelLayer, RequestState};
+use crate::request::TARGET as TYPED_TARGET;
 
 /// [`OtelLayer`] and [`MetricsLayer`] as one layer: the same telemetry as the two stacked, with
 /// one registry lookup per callback instead of two (each lookup is a few hundred instructions,
-/// and a request makes about twenty callbacks; see docs/benchmarks.md). `telemetry::init`
-/// installs this, with its fmt layer inside ([`with_log_layer`](Self::with_log_layer)).
+/// and a request makes about twenty callbacks; see docs/benchmarks.md), and per new span,
+/// record and event one look at the state both layers keep and one visit of the fields feeding
+/// both. `telemetry::init` installs this, with its fmt layer inside
+/// ([`with_log_layer`](Self::with_log_layer)).
 pub struct InfermonLayer<S, T: Tracer> {
     bridge: OtelLayer<S, T>,
     metrics: MetricsLayer,
@@ -29,24 +33,36 @@ pub struct InfermonLayer<S, T: Tracer> {
 /// Both layers' state of one span, kept as one extension: one insertion and one removal per
 /// span instead of one each per layer (a boxed value and a type-map entry each; 1.1k of the
 /// macros path's instructions; docs/benchmarks.md).
+///
+/// Kept boxed ([`Kept`]), filled in place when the span is created and ended in place when it
+/// closes: the state is large (the SDK span alone is ~400 bytes), and moving it by value from
+/// layer to layer, into the extensions and out again cost more than the small second allocation
+/// (docs/benchmarks.md).
 struct SpanState<Sp> {
     otel: Option<OtelData<Sp>>,
     metrics: Option<SpanMetrics>,
 }
 
+/// How a span's [`SpanState`] is kept in its extensions.
+type Kept<Sp> = Box<SpanState<Sp>>;
+
+fn state<'e, Sp: 'static>(ext: &'e mut ExtensionsMut<'_>) -> Option<&'e mut SpanState<Sp>> {
+    ext.get_mut::<Kept<Sp>>().map(|state| &mut **state)
+}
+
 fn otel_slot<'e, Sp: 'static>(ext: &'e mut ExtensionsMut<'_>) -> Option<&'e mut OtelData<Sp>> {
-    ext.get_mut::<SpanState<Sp>>()?.otel.as_mut()
+    state(ext)?.otel.as_mut()
 }
 
 fn request_slot<'e, Sp: 'static>(ext: &'e mut ExtensionsMut<'_>) -> Option<&'e mut RequestState> {
-    match ext.get_mut::<SpanState<Sp>>()?.metrics.as_mut()? {
+    match state::<Sp>(ext)?.metrics.as_mut()? {
         SpanMetrics::Request(state) => Some(state),
         SpanMetrics::Phase(_) => None,
     }
 }
 
 fn phase_slot<'e, Sp: 'static>(ext: &'e mut ExtensionsMut<'_>) -> Option<&'e mut CountedPhase> {
-    match ext.get_mut::<SpanState<Sp>>()?.metrics.as_mut()? {
+    match state::<Sp>(ext)?.metrics.as_mut()? {
         SpanMetrics::Phase(state) => Some(state),
         SpanMetrics::Request(_) => None,
     }
@@ -131,6 +147,153 @@ where
     }
 }
 
+impl<S, T> InfermonLayer<S, T>
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + 'static,
+    T: Tracer + Send + Sync + 'static,
+    T::Span: Send + Sync + 'static,
+{
+    /// Both layers' state of a new span (`None`: neither keeps any): the parent's state looked
+    /// up once and the fields visited once, for both.
+    fn new_state(
+        &self,
+        parent: &Parent<'_, '_, S>,
+        attrs: &Attributes<'_>,
+        now: &Now,
+    ) -> Option<Kept<T::Span>> {
+        let meta = attrs.metadata();
+        if meta.target() == TYPED_TARGET {
+            // Handed over ready-made; the typed path records its own metrics.
+            let otel = self.bridge.span_created(parent, attrs, now)?;
+            return Some(Box::new(SpanState {
+                otel: Some(otel),
+                metrics: None,
+            }));
+        }
+        let exported = self.bridge.exports(meta);
+        let counted = CountedSpan::of(meta);
+        if !exported && counted.is_none() {
+            return None;
+        }
+        let (parent_cx, request) = self.parent_state(parent, exported);
+        let metrics = counted.and_then(|c| MetricsLayer::new_state(c, || request, now));
+        if !exported && metrics.is_none() {
+            return None;
+        }
+        let mut state = Box::new(SpanState {
+            otel: None,
+            metrics,
+        });
+        let mut otel_visitor = exported.then(|| OtelLayer::<S, T>::creation_visitor(attrs));
+        let mut reader = state
+            .metrics
+            .as_mut()
+            .map(|m| m.reader(self.metrics.inner()));
+        attrs.record(&mut Both(otel_visitor.as_mut(), reader.as_mut()));
+        if let Some(reader) = reader {
+            reader.finish();
+        }
+        if let Some(v) = otel_visitor {
+            // The parent's context, or (a root, or a parent left out of the export) the
+            // bridge's search from the parent up.
+            let cx = parent_cx.unwrap_or_else(|| self.bridge.parent_context(parent));
+            let otel = state
+                .otel
+                .insert(self.bridge.start_visited(v, meta, &cx, now));
+            if let Some(SpanMetrics::Request(request)) = &mut state.metrics {
+                request.ids = otel.ids();
+            }
+        }
+        Some(state)
+    }
+
+    /// What a new span needs from its parent's state, read in one lookup: the parent's
+    /// context (when the new span is exported and the parent is), and the parent's link if it
+    /// is a request span (for a phase).
+    fn parent_state(
+        &self,
+        parent: &Parent<'_, '_, S>,
+        exported: bool,
+    ) -> (Option<opentelemetry::Context>, Option<metrics::RequestLink>) {
+        let Some(parent) = parent.get() else {
+            return (None, None);
+        };
+        let mut ext = parent.extensions_mut();
+        let Some(SpanState { otel, metrics }) = state::<T::Span>(&mut ext) else {
+            return (None, None);
+        };
+        let cx = otel
+            .as_mut()
+            .filter(|_| exported)
+            .map(|data| data.context().clone());
+        let request = match metrics {
+            Some(SpanMetrics::Request(request)) => Some(request.link()),
+            _ => None,
+        };
+        (cx, request)
+    }
+}
+
+/// Two visitors fed by one visit of the fields: one pass over the values, and one dynamic
+/// call per field, instead of one each per layer.
+struct Both<'v, A, B>(Option<&'v mut A>, Option<&'v mut B>);
+
+impl<A: Visit, B: Visit> Visit for Both<'_, A, B> {
+    fn record_f64(&mut self, f: &Field, v: f64) {
+        if let Some(a) = &mut self.0 {
+            a.record_f64(f, v);
+        }
+        if let Some(b) = &mut self.1 {
+            b.record_f64(f, v);
+        }
+    }
+
+    fn record_i64(&mut self, f: &Field, v: i64) {
+        if let Some(a) = &mut self.0 {
+            a.record_i64(f, v);
+        }
+        if let Some(b) = &mut self.1 {
+            b.record_i64(f, v);
+        }
+    }
+
+    fn record_u64(&mut self, f: &Field, v: u64) {
+        if let Some(a) = &mut self.0 {
+            a.record_u64(f, v);
+        }
+        if let Some(b) = &mut self.1 {
+            b.record_u64(f, v);
+        }
+    }
+
+    fn record_bool(&mut self, f: &Field, v: bool) {
+        if let Some(a) = &mut self.0 {
+            a.record_bool(f, v);
+        }
+        if let Some(b) = &mut self.1 {
+            b.record_bool(f, v);
+        }
+    }
+
+    fn record_str(&mut self, f: &Field, v: &str) {
+        if let Some(a) = &mut self.0 {
+            a.record_str(f, v);
+        }
+        if let Some(b) = &mut self.1 {
+            b.record_str(f, v);
+        }
+    }
+
+    fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+        if let Some(a) = &mut self.0 {
+            a.record_debug(f, v);
+        }
+        if let Some(b) = &mut self.1 {
+            b.record_debug(f, v);
+        }
+    }
+}
+
 impl<S, T> Layer<S> for InfermonLayer<S, T>
 where
     S: Subscriber + for<'a> LookupSpan<'a> + 'static,
@@ -179,24 +342,33 @@ where
             log.on_new_span(attrs, id, ctx.clone());
         }
         if let Some(span) = ctx.span(id) {
-            let (parent, now) = (Parent::of(&span), Now::new());
-            let otel = self.bridge.span_created(&parent, attrs, &now);
-            let ids = otel.as_ref().and_then(OtelData::ids);
-            let metrics = self.metrics.span_created(&parent, attrs, ids, &now);
-            drop(parent);
-            if otel.is_some() || metrics.is_some() {
-                span.extensions_mut().insert(SpanState { otel, metrics });
+            if let Some(state) = self.new_state(&Parent::of(&span), attrs, &Now::new()) {
+                span.extensions_mut().insert(state);
             }
         }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        if let Some(span) = ctx.span(id) {
-            if let Some(log) = self.log_for(span.metadata()) {
-                log.on_record(id, values, ctx.clone());
+        let Some(span) = ctx.span(id) else { return };
+        if let Some(log) = self.log_for(span.metadata()) {
+            log.on_record(id, values, ctx.clone());
+        }
+        let mut ext = span.extensions_mut();
+        let Some(SpanState { otel, metrics }) = state::<T::Span>(&mut ext) else {
+            return;
+        };
+        // One visit of the values for both layers.
+        let mut reader = metrics.as_mut().map(|m| m.reader(self.metrics.inner()));
+        match otel.as_mut().filter(|data| data.is_recording()) {
+            Some(data) => data.record(|v| values.record(&mut Both(Some(v), reader.as_mut()))),
+            None => {
+                if let Some(reader) = reader.as_mut() {
+                    values.record(reader);
+                }
             }
-            self.bridge.span_recorded(&span, values);
-            self.metrics.span_recorded(&span, values);
+        }
+        if let Some(reader) = reader {
+            reader.finish();
         }
     }
 
@@ -210,9 +382,39 @@ where
         if let Some(log) = self.log() {
             log.on_event(event, ctx.clone());
         }
-        if let Some(span) = ctx.event_span(event) {
-            let now = Now::new();
-            self.bridge.event_in(&span, event, &now);
+        let Some(span) = ctx.event_span(event) else {
+            return;
+        };
+        let (meta, now) = (event.metadata(), Now::new());
+        if meta.target() == TYPED_TARGET {
+            // Handed over ready-made; the typed path records its own metrics.
+            return self.bridge.event_in(&span, event, &now);
+        }
+        let exported = self.bridge.exports(meta);
+        let mut ext = span.extensions_mut();
+        let mut read_in_span = false;
+        if let Some(SpanState { otel, metrics }) = state::<T::Span>(&mut ext) {
+            let otel = otel.as_mut().filter(|data| exported && data.is_recording());
+            if let Some(SpanMetrics::Request(request)) = metrics {
+                // An event of the request span itself (the usual `first_token`): one visit of
+                // its fields for both layers.
+                let mut seen = metrics::EventVisitor::default();
+                match otel {
+                    Some(data) => data.add_event(meta, &now, |v| {
+                        event.record(&mut Both(Some(v), Some(&mut seen)));
+                    }),
+                    None => event.record(&mut seen),
+                }
+                MetricsLayer::event_read(request, &seen, &now);
+                read_in_span = true;
+            } else if let Some(data) = otel {
+                data.add_event(meta, &now, |v| event.record(v));
+            }
+        }
+        drop(ext);
+        if !read_in_span {
+            // An event deeper down (in a phase, or in a service's own span): the metrics layer
+            // looks for its request further up.
             self.metrics.event_in(&span, event, &now);
         }
     }
@@ -234,13 +436,13 @@ where
             if let Some(log) = self.log_for(span.metadata()) {
                 log.on_close(id.clone(), ctx.clone());
             }
-            let state = span.extensions_mut().remove::<SpanState<T::Span>>();
-            if let Some(SpanState { otel, metrics }) = state {
+            let state = span.extensions_mut().remove::<Kept<T::Span>>();
+            if let Some(mut state) = state {
                 let now = Now::new();
-                if let Some(otel) = otel {
+                if let Some(otel) = &mut state.otel {
                     self.bridge.span_ended(otel, &now);
                 }
-                if let Some(metrics) = metrics {
+                if let Some(metrics) = &mut state.metrics {
                     self.metrics.span_ended(&span, metrics, &now);
                 }
             }

@@ -80,7 +80,7 @@ impl MetricsLayer {
         self
     }
 
-    fn inner(&self) -> &Inner {
+    pub(super) fn inner(&self) -> &Inner {
         &self.metrics.inner
     }
 }
@@ -102,6 +102,17 @@ pub(crate) struct RequestState {
     /// The request span's ids when it is sampled (from the bridge), for exemplars.
     pub ids: Option<TraceIds>,
 }
+
+impl RequestState {
+    /// What a phase of this request records with: its series (`None` while its labels are not
+    /// yet known) and ids.
+    pub(super) fn link(&self) -> RequestLink {
+        self.series.clone().map(|series| (series, self.ids))
+    }
+}
+
+/// A request's series and ids, as its phases keep them (see [`RequestState::link`]).
+pub(super) type RequestLink = Option<(Arc<Series>, Option<TraceIds>)>;
 
 /// What the layer keeps about a phase span until it closes (and what the typed path hands to
 /// [`TypedMetrics::phase_ended`]).
@@ -138,7 +149,7 @@ pub(super) struct CountedPhase {
     state: PhaseState,
     /// `None` while the request's labels are not yet known (recorded later): looked up at the
     /// end instead.
-    request: Option<(Arc<Series>, Option<TraceIds>)>,
+    request: RequestLink,
 }
 
 /// What the layer keeps about a span it counts, from its creation to its close.
@@ -147,9 +158,19 @@ pub(super) enum SpanMetrics {
     Phase(CountedPhase),
 }
 
+impl SpanMetrics {
+    /// Reads the span's fields into this state (at creation and on each record).
+    pub(super) fn reader<'a>(&'a mut self, inner: &'a Inner) -> Reader<'a> {
+        match self {
+            SpanMetrics::Request(state) => Reader::Request(RequestVisitor::new(state, inner)),
+            SpanMetrics::Phase(phase) => Reader::Phase(PhaseVisitor(&mut phase.state)),
+        }
+    }
+}
+
 /// The spans the layer derives metrics from: a request span and its phase spans.
 #[derive(Clone, Copy)]
-enum CountedSpan {
+pub(super) enum CountedSpan {
     Request,
     Phase(Phase),
 }
@@ -157,7 +178,7 @@ enum CountedSpan {
 impl CountedSpan {
     /// What the span described by `meta` counts as; `None` for any other span, and for the
     /// typed API's spans (the typed path records its own metrics).
-    fn of(meta: &Metadata<'_>) -> Option<Self> {
+    pub(super) fn of(meta: &Metadata<'_>) -> Option<Self> {
         if meta.target() == TYPED_TARGET {
             return None;
         }
@@ -169,14 +190,23 @@ impl CountedSpan {
 }
 
 /// Reads the request span's fields.
-struct RequestVisitor<'a> {
+pub(super) struct RequestVisitor<'a> {
     state: &'a mut RequestState,
     inner: &'a Inner,
     model: Option<StringValue>,
     operation: Option<StringValue>,
 }
 
-impl RequestVisitor<'_> {
+impl<'a> RequestVisitor<'a> {
+    fn new(state: &'a mut RequestState, inner: &'a Inner) -> Self {
+        Self {
+            state,
+            inner,
+            model: None,
+            operation: None,
+        }
+    }
+
     /// Binds the request to its (model, operation) series once both are known.
     fn resolve(self) {
         if self.state.series.is_none() {
@@ -241,8 +271,59 @@ impl Visit for RequestVisitor<'_> {
     }
 }
 
+/// Reads a counted span's fields into its state; [`finish`](Self::finish) when all are read.
+pub(super) enum Reader<'a> {
+    Request(RequestVisitor<'a>),
+    Phase(PhaseVisitor<'a>),
+}
+
+impl Reader<'_> {
+    pub(super) fn finish(self) {
+        if let Reader::Request(v) = self {
+            v.resolve();
+        }
+    }
+}
+
+impl Visit for Reader<'_> {
+    fn record_str(&mut self, f: &Field, v: &str) {
+        match self {
+            Reader::Request(r) => r.record_str(f, v),
+            Reader::Phase(p) => p.record_str(f, v),
+        }
+    }
+
+    fn record_u64(&mut self, f: &Field, v: u64) {
+        match self {
+            Reader::Request(r) => r.record_u64(f, v),
+            Reader::Phase(p) => p.record_u64(f, v),
+        }
+    }
+
+    fn record_i64(&mut self, f: &Field, v: i64) {
+        match self {
+            Reader::Request(r) => r.record_i64(f, v),
+            Reader::Phase(p) => p.record_i64(f, v),
+        }
+    }
+
+    fn record_f64(&mut self, f: &Field, v: f64) {
+        match self {
+            Reader::Request(r) => r.record_f64(f, v),
+            Reader::Phase(p) => p.record_f64(f, v),
+        }
+    }
+
+    fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+        match self {
+            Reader::Request(r) => r.record_debug(f, v),
+            Reader::Phase(p) => p.record_debug(f, v),
+        }
+    }
+}
+
 /// Reads a phase span's fields.
-struct PhaseVisitor<'a>(&'a mut PhaseState);
+pub(super) struct PhaseVisitor<'a>(&'a mut PhaseState);
 
 impl Visit for PhaseVisitor<'_> {
     fn record_u64(&mut self, f: &Field, v: u64) {
@@ -266,7 +347,7 @@ impl Visit for PhaseVisitor<'_> {
 
 /// Reads an event: whether it is `first_token`, and its time.
 #[derive(Default)]
-struct EventVisitor {
+pub(super) struct EventVisitor {
     first_token: bool,
     at: Option<SystemTime>,
 }
@@ -302,58 +383,73 @@ impl MetricsLayer {
         &self,
         parent: &Parent<'_, '_, S>,
         attrs: &Attributes<'_>,
-        ids: Option<TraceIds>,
         now: &Now,
     ) -> Option<SpanMetrics>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        match CountedSpan::of(attrs.metadata())? {
-            CountedSpan::Request => Some(SpanMetrics::Request(self.new_request(attrs, ids, now))),
-            CountedSpan::Phase(phase) => {
-                // Only phases of a request count.
-                let mut ext = parent.get()?.extensions_mut();
-                let request = (self.request_slot)(&mut ext)?;
-                let request = request.series.clone().map(|series| (series, request.ids));
-                drop(ext);
-                let mut state = PhaseState {
+        let counted = CountedSpan::of(attrs.metadata())?;
+        let request = || {
+            let mut ext = parent.get()?.extensions_mut();
+            (self.request_slot)(&mut ext).map(|request| request.link())
+        };
+        let mut state = Self::new_state(counted, request, now)?;
+        let mut reader = state.reader(self.inner());
+        attrs.record(&mut reader);
+        reader.finish();
+        Some(state)
+    }
+
+    /// The state of a new counted span before its fields are read ([`SpanMetrics::reader`]).
+    /// `request`: for a phase, its parent's link if the parent is a request span (only phases
+    /// of a request count).
+    pub(super) fn new_state(
+        counted: CountedSpan,
+        request: impl FnOnce() -> Option<RequestLink>,
+        now: &Now,
+    ) -> Option<SpanMetrics> {
+        Some(match counted {
+            CountedSpan::Request => SpanMetrics::Request(RequestState {
+                series: None,
+                start: now.get(),
+                end: None,
+                input_tokens: 0,
+                output_tokens: 0,
+                first_token: None,
+                finish_reason: None,
+                error_type: None,
+                status_error: false,
+                gpu_time: 0.0,
+                ids: None,
+            }),
+            CountedSpan::Phase(phase) => SpanMetrics::Phase(CountedPhase {
+                request: request()?,
+                state: PhaseState {
                     phase,
                     start: now.get(),
                     end: None,
                     cached: None,
                     computed: None,
-                };
-                attrs.record(&mut PhaseVisitor(&mut state));
-                Some(SpanMetrics::Phase(CountedPhase { state, request }))
-            }
-        }
+                },
+            }),
+        })
     }
 
     pub(super) fn span_recorded<S>(&self, span: &SpanRef<'_, S>, values: &Record<'_>)
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        match CountedSpan::of(span.metadata()) {
-            Some(CountedSpan::Request) => {
-                let mut ext = span.extensions_mut();
-                if let Some(state) = (self.request_slot)(&mut ext) {
-                    let mut v = RequestVisitor {
-                        state,
-                        inner: self.inner(),
-                        model: None,
-                        operation: None,
-                    };
-                    values.record(&mut v);
-                    v.resolve();
-                }
-            }
-            Some(CountedSpan::Phase(_)) => {
-                let mut ext = span.extensions_mut();
-                if let Some(phase) = (self.phase_slot)(&mut ext) {
-                    values.record(&mut PhaseVisitor(&mut phase.state));
-                }
-            }
-            None => {}
+        let mut ext = span.extensions_mut();
+        let reader = match CountedSpan::of(span.metadata()) {
+            Some(CountedSpan::Request) => (self.request_slot)(&mut ext)
+                .map(|state| Reader::Request(RequestVisitor::new(state, self.inner()))),
+            Some(CountedSpan::Phase(_)) => (self.phase_slot)(&mut ext)
+                .map(|phase| Reader::Phase(PhaseVisitor(&mut phase.state))),
+            None => None,
+        };
+        if let Some(mut reader) = reader {
+            values.record(&mut reader);
+            reader.finish();
         }
     }
 
@@ -370,41 +466,47 @@ impl MetricsLayer {
                 continue;
             }
             let mut ext = span.extensions_mut();
-            let Some(state) = (self.request_slot)(&mut ext) else {
-                return;
-            };
-            let mut v = EventVisitor::default();
-            event.record(&mut v);
-            if v.first_token && state.first_token.is_none() {
-                let at = v.at.unwrap_or_else(|| now.get());
-                state.first_token = Some(at);
-                if let Some(series) = &state.series {
-                    let ids = state.ids;
-                    series
-                        .time_to_first_token
-                        .record(seconds(state.start, at), || ids);
-                    series.input_tokens.add(state.input_tokens);
-                }
+            if let Some(state) = (self.request_slot)(&mut ext) {
+                let mut v = EventVisitor::default();
+                event.record(&mut v);
+                Self::event_read(state, &v, now);
             }
             return;
         }
     }
 
+    /// An event of the request whose state is `state` has been read into `v`: records the
+    /// time to first token if it is the first `first_token`.
+    pub(super) fn event_read(state: &mut RequestState, v: &EventVisitor, now: &Now) {
+        if v.first_token && state.first_token.is_none() {
+            let at = v.at.unwrap_or_else(|| now.get());
+            state.first_token = Some(at);
+            if let Some(series) = &state.series {
+                let ids = state.ids;
+                series
+                    .time_to_first_token
+                    .record(seconds(state.start, at), || ids);
+                series.input_tokens.add(state.input_tokens);
+            }
+        }
+    }
+
     /// `span` closed: records what its state says.
-    pub(super) fn span_ended<S>(&self, span: &SpanRef<'_, S>, state: SpanMetrics, now: &Now)
+    pub(super) fn span_ended<S>(&self, span: &SpanRef<'_, S>, state: &mut SpanMetrics, now: &Now)
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         match state {
-            SpanMetrics::Request(mut state) => {
+            SpanMetrics::Request(state) => {
                 state.end.get_or_insert_with(|| now.get());
                 let ids = state.ids;
                 end_request(self.inner(), state, &|| ids);
             }
-            SpanMetrics::Phase(CountedPhase { mut state, request }) => {
+            SpanMetrics::Phase(CountedPhase { state, request }) => {
                 state.end.get_or_insert_with(|| now.get());
                 if let Some((series, ids)) = request {
-                    return end_phase(&series, &state, &|| ids);
+                    let ids = *ids;
+                    return end_phase(series, state, &|| ids);
                 }
                 // The request's labels came after the phase started: look it up now.
                 let Some(parent) = span.parent() else { return };
@@ -416,7 +518,7 @@ impl MetricsLayer {
                     return;
                 };
                 let ids = request.ids;
-                end_phase(series, &state, &|| ids);
+                end_phase(series, state, &|| ids);
             }
         }
     }
@@ -433,7 +535,7 @@ where
         if let Some(span) = ctx.span(id) {
             // Stacked beside a separate bridge, the layer does not see span ids: no exemplars
             // (`InfermonLayer`, what `init` installs, passes them on).
-            match self.span_created(&Parent::of(&span), attrs, None, &Now::new()) {
+            match self.span_created(&Parent::of(&span), attrs, &Now::new()) {
                 Some(SpanMetrics::Request(state)) => span.extensions_mut().insert(state),
                 Some(SpanMetrics::Phase(state)) => span.extensions_mut().insert(state),
                 None => {}
@@ -466,47 +568,15 @@ where
                 .map(SpanMetrics::Phase),
             None => None,
         };
-        if let Some(state) = state {
-            self.span_ended(&span, state, &Now::new());
+        if let Some(mut state) = state {
+            self.span_ended(&span, &mut state, &Now::new());
         }
-    }
-}
-
-impl MetricsLayer {
-    fn new_request(
-        &self,
-        attrs: &Attributes<'_>,
-        ids: Option<TraceIds>,
-        now: &Now,
-    ) -> RequestState {
-        let mut state = RequestState {
-            series: None,
-            start: now.get(),
-            end: None,
-            input_tokens: 0,
-            output_tokens: 0,
-            first_token: None,
-            finish_reason: None,
-            error_type: None,
-            status_error: false,
-            gpu_time: 0.0,
-            ids,
-        };
-        let mut v = RequestVisitor {
-            state: &mut state,
-            inner: self.inner(),
-            model: None,
-            operation: None,
-        };
-        attrs.record(&mut v);
-        v.resolve();
-        state
     }
 }
 
 /// A request span has closed: its duration, outcome count, token histograms, TPOT and output
 /// tokens, from `state`. `ids` gives the request span's ids, asked only for an exemplar.
-fn end_request(m: &Inner, state: RequestState, ids: &dyn Fn() -> Option<TraceIds>) {
+fn end_request(m: &Inner, state: &RequestState, ids: &dyn Fn() -> Option<TraceIds>) {
     let Some(series) = &state.series else { return };
     let end = state.end.unwrap_or_else(SystemTime::now);
     let duration = seconds(state.start, end);
@@ -645,6 +715,6 @@ impl TypedMetrics {
         ids: &dyn Fn() -> Option<TraceIds>,
     ) {
         state.series = Some(self.series.clone());
-        end_request(&self.metrics.inner, state, ids);
+        end_request(&self.metrics.inner, &state, ids);
     }
 }
