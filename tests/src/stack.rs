@@ -15,12 +15,29 @@ use std::time::{Duration, Instant};
 /// How many consecutive ports `start-stack.sh` uses from `INFERMON_STACK_PORT_BASE`.
 const STACK_PORTS: u16 = 12;
 
-/// The repository root (this crate lives in `tests/`).
+/// The repository root of the checkout under test: the nearest directory above the working
+/// directory that holds `scripts/start-stack.sh` (cargo runs a test binary in its package's
+/// directory, in this crate or another that links it), else the checkout this crate was
+/// compiled in.
+///
+/// Not the compile-time path alone: cargo hashes a workspace member's path relative to the
+/// workspace, so two clones sharing a target directory share this crate's artifacts, and a
+/// binary built in one clone would run the other clone's scripts and configs.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    let marker = Path::new("scripts").join("start-stack.sh");
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| {
+            cwd.ancestors()
+                .find(|dir| dir.join(&marker).is_file())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("tests/ has a parent")
+                .to_path_buf()
+        })
 }
 
 /// Below Linux's ephemeral range (32768-60999 by default): a component restarted in a test
@@ -316,4 +333,17 @@ pub fn json_summary(output: &str) -> Option<serde_json::Value> {
         .into_iter::<serde_json::Value>()
         .next()?
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_root_is_the_checkout_the_test_runs_in() {
+        // Cargo runs this binary in `tests/` of the checkout under test.
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(repo_root(), cwd.parent().unwrap());
+        assert!(repo_root().join("scripts/start-stack.sh").is_file());
+    }
 }

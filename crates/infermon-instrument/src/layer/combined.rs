@@ -35,7 +35,7 @@ pub struct InfermonLayer<S, T: Tracer> {
 /// macros path's instructions; docs/benchmarks.md).
 ///
 /// Kept boxed ([`Kept`]), filled in place when the span is created and ended in place when it
-/// closes: the state is large (the SDK span alone is ~400 bytes), and moving it by value from
+/// closes: the state is large (544 bytes with the SDK's span), and moving it by value from
 /// layer to layer, into the extensions and out again cost more than the small second allocation
 /// (docs/benchmarks.md).
 struct SpanState<Sp> {

@@ -7,8 +7,9 @@
 //!   [`Tracer`](opentelemetry::trace::Tracer), with explicit timestamps through documented
 //!   fields ([`contract::field`](crate::contract::field)).
 //!
-//! [`InfermonLayer`] is the two in one (one registry lookup per callback, and both layers'
-//! state of a span kept as one extension), optionally with a log layer run inside it;
+//! [`InfermonLayer`] is the two in one (one registry lookup per callback, one visit of a span's
+//! fields feeding both layers, and both layers' state of a span kept as one extension),
+//! optionally with a log layer run inside it;
 //! `telemetry::init` installs it. Both work with any span: the macros path (a service's own
 //! `tracing::info_span!`s named and fielded per the contract) and the typed path
 //! ([`InferenceRequest`](crate::request)) emit the same spans and so get the same telemetry (the
