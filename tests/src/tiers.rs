@@ -3,7 +3,8 @@
 //! the traces Jaeger kept, and the collectors' own metrics.
 //!
 //! The agents find the gateways with the load_balancing exporter's `dns` resolver, the one a
-//! Kubernetes deployment uses (a headless Service). Here the "DNS" is a hosts file: each agent
+//! Kubernetes deployment uses (a headless Service), or its `static` list ([`spawn_static_agent`],
+//! for VMs). Here the "DNS" is a hosts file: each agent
 //! runs in its own mount namespace (`unshare -m`, root) where that file is bind-mounted over
 //! /etc/hosts, and Go's resolver re-reads /etc/hosts when it changes. Rewriting the file is what
 //! Kubernetes' endpoint controller does when a gateway pod stops being ready. The gateways
@@ -168,11 +169,15 @@ pub fn spawn_agent(
     hosts_file: &Path,
     env: &[(&str, String)],
 ) -> Collector {
-    let mut all = ports.env();
-    all.push(("INFERMON_GATEWAY_RESOLVER", "dns".to_string()));
-    all.push(("INFERMON_GATEWAY_DNS_NAME", GATEWAY_DNS_NAME.to_string()));
-    all.push(("INFERMON_GATEWAY_DNS_PORT", gateway_port.to_string()));
-    all.extend(env.iter().map(|(k, v)| (*k, v.clone())));
+    let all = agent_env(
+        ports,
+        [
+            ("INFERMON_GATEWAY_RESOLVER", "dns".to_string()),
+            ("INFERMON_GATEWAY_DNS_NAME", GATEWAY_DNS_NAME.to_string()),
+            ("INFERMON_GATEWAY_DNS_PORT", gateway_port.to_string()),
+        ],
+        env,
+    );
     let env: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let hosts = hosts_file.display().to_string();
     let otelcol = otelcol_bin().display().to_string();
@@ -199,6 +204,51 @@ pub fn spawn_agent(
         host: "127.0.0.1".to_string(),
         ports,
     }
+}
+
+/// An agent collector (otel-collector/agent.yaml) on 127.0.0.1 with the `static` resolver: the
+/// gateways at `gateways` (`host:port` each), a ring that never changes.
+pub fn spawn_static_agent(
+    name: &str,
+    ports: CollectorPorts,
+    gateways: &[String],
+    env: &[(&str, String)],
+) -> Collector {
+    let all = agent_env(
+        ports,
+        [
+            ("INFERMON_GATEWAY_RESOLVER", "static".to_string()),
+            (
+                "INFERMON_GATEWAY_ENDPOINTS",
+                format!("[{}]", gateways.join(",")),
+            ),
+        ],
+        env,
+    );
+    let env: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let process = Process::spawn(
+        name,
+        &otelcol_bin(),
+        &["--config", &config("agent.yaml")],
+        &env,
+    );
+    Collector {
+        process,
+        host: "127.0.0.1".to_string(),
+        ports,
+    }
+}
+
+/// An agent's environment: its ports, how it finds the gateways, then the caller's `env`.
+fn agent_env<'a, const N: usize>(
+    ports: CollectorPorts,
+    resolver: [(&'a str, String); N],
+    env: &[(&'a str, String)],
+) -> Vec<(&'a str, String)> {
+    let mut all: Vec<(&'a str, String)> = ports.env();
+    all.extend(resolver);
+    all.extend(env.iter().cloned());
+    all
 }
 
 /// Writes the hosts file the agents resolve the gateways with: one line per address. Written
