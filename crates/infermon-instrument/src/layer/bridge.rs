@@ -404,7 +404,10 @@ where
         })
     }
 
-    pub(super) fn span_recorded(&self, span: &SpanRef<'_, S>, values: &Record<'_>) {
+    /// Fields recorded on a live span, for the layer on its own
+    /// ([`InfermonLayer`](super::InfermonLayer) visits them once for both layers through
+    /// [`OtelData::record`]).
+    fn span_recorded(&self, span: &SpanRef<'_, S>, values: &Record<'_>) {
         self.if_recording(span, |data| data.record(|v| values.record(v)));
     }
 

@@ -14,7 +14,7 @@ use tracing_subscriber::Layer;
 
 use super::bridge::OtelData;
 use super::fields::{Now, Parent};
-use super::metrics::{self, CountedPhase, CountedSpan, SpanMetrics};
+use super::metrics::{self, CountedSpan, SpanMetrics};
 use super::{MetricsLayer, OtelLayer, RequestState};
 use crate::request::TARGET as TYPED_TARGET;
 
@@ -61,13 +61,6 @@ fn request_slot<'e, Sp: 'static>(ext: &'e mut ExtensionsMut<'_>) -> Option<&'e m
     }
 }
 
-fn phase_slot<'e, Sp: 'static>(ext: &'e mut ExtensionsMut<'_>) -> Option<&'e mut CountedPhase> {
-    match state::<Sp>(ext)?.metrics.as_mut()? {
-        SpanMetrics::Phase(state) => Some(state),
-        SpanMetrics::Request(_) => None,
-    }
-}
-
 /// A per-layer-filtered layer run inside [`InfermonLayer`], and the spans its filter is known
 /// to reject from their metadata alone.
 struct LogLayer<S> {
@@ -94,7 +87,7 @@ where
     pub fn new(bridge: OtelLayer<S, T>, metrics: MetricsLayer) -> Self {
         Self {
             bridge: bridge.keeping_state_in(otel_slot::<T::Span>),
-            metrics: metrics.keeping_state_in(request_slot::<T::Span>, phase_slot::<T::Span>),
+            metrics: metrics.keeping_state_in(request_slot::<T::Span>),
             log: None,
         }
     }

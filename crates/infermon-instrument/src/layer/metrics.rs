@@ -45,9 +45,9 @@ use crate::request::TARGET as TYPED_TARGET;
 #[derive(Clone)]
 pub struct MetricsLayer {
     metrics: InferenceMetrics,
-    /// Where a request span's and a phase span's state are kept (see [`Slot`]).
+    /// Where a request span's state is kept (see [`Slot`]): read for the events and phases of
+    /// a request, also inside [`InfermonLayer`](super::InfermonLayer).
     request_slot: Slot<RequestState>,
-    phase_slot: Slot<CountedPhase>,
 }
 
 impl std::fmt::Debug for MetricsLayer {
@@ -64,19 +64,13 @@ impl MetricsLayer {
         Self {
             metrics,
             request_slot: |ext| ext.get_mut::<RequestState>(),
-            phase_slot: |ext| ext.get_mut::<CountedPhase>(),
         }
     }
 
-    /// Keeps the layer's per-span state where the slots find it (see [`Slot`]); the caller
+    /// Keeps the request spans' state where `request_slot` finds it (see [`Slot`]); the caller
     /// inserts and removes it.
-    pub(super) fn keeping_state_in(
-        mut self,
-        request_slot: Slot<RequestState>,
-        phase_slot: Slot<CountedPhase>,
-    ) -> Self {
+    pub(super) fn keeping_state_in(mut self, request_slot: Slot<RequestState>) -> Self {
         self.request_slot = request_slot;
-        self.phase_slot = phase_slot;
         self
     }
 
@@ -376,10 +370,10 @@ impl Visit for EventVisitor {
 /// share one lookup with the bridge).
 impl MetricsLayer {
     /// The new span's state, for the caller to keep until [`span_ended`](Self::span_ended);
-    /// `None` for a span the layer does not count. `ids`: the span's trace and span ids when the
-    /// bridge exported it sampled (exemplars). `parent`: the span's parent, looked up at most
-    /// once for both layers.
-    pub(super) fn span_created<S>(
+    /// `None` for a span the layer does not count. For the layer on its own:
+    /// [`InfermonLayer`](super::InfermonLayer) reads the fields once for both layers
+    /// ([`new_state`](Self::new_state), [`SpanMetrics::reader`]).
+    fn span_created<S>(
         &self,
         parent: &Parent<'_, '_, S>,
         attrs: &Attributes<'_>,
@@ -435,7 +429,9 @@ impl MetricsLayer {
         })
     }
 
-    pub(super) fn span_recorded<S>(&self, span: &SpanRef<'_, S>, values: &Record<'_>)
+    /// Fields recorded on a live span, for the layer on its own (see
+    /// [`span_created`](Self::span_created)).
+    fn span_recorded<S>(&self, span: &SpanRef<'_, S>, values: &Record<'_>)
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
@@ -443,7 +439,8 @@ impl MetricsLayer {
         let reader = match CountedSpan::of(span.metadata()) {
             Some(CountedSpan::Request) => (self.request_slot)(&mut ext)
                 .map(|state| Reader::Request(RequestVisitor::new(state, self.inner()))),
-            Some(CountedSpan::Phase(_)) => (self.phase_slot)(&mut ext)
+            Some(CountedSpan::Phase(_)) => ext
+                .get_mut::<CountedPhase>()
                 .map(|phase| Reader::Phase(PhaseVisitor(&mut phase.state))),
             None => None,
         };
