@@ -638,18 +638,26 @@ fn a_typed_requests_span_and_points_carry_the_labels_the_metrics_layer_caps() {
     );
 }
 
+/// A macros-path chat request for `MODEL` with 100 input tokens, started at `start` (else when
+/// created); its finish reason is recorded later.
+fn macros_request(start: Option<SystemTime>) -> tracing::Span {
+    tracing::info_span!(
+        "inference_request",
+        gen_ai.operation.name = "chat",
+        gen_ai.request.model = MODEL,
+        gen_ai.usage.input_tokens = 100u64,
+        gen_ai.response.finish_reasons = tracing::field::Empty,
+        infermon.start_time_unix_nano = start.map(infermon::layer::unix_nanos),
+    )
+}
+
 #[test]
 fn an_undated_phase_exports_the_duration_its_metric_records() {
     // No explicit times: the bridge and the metrics layer take the phase's start and end from
     // one clock read each, so the exported span and the histogram agree to the nanosecond.
     let h = Harness::new();
     h.run(|| {
-        let request = tracing::info_span!(
-            "inference_request",
-            gen_ai.operation.name = "chat",
-            gen_ai.request.model = MODEL,
-            gen_ai.response.finish_reasons = tracing::field::Empty,
-        );
+        let request = macros_request(None);
         tracing::info_span!(parent: &request, "queue")
             .in_scope(|| std::thread::sleep(Duration::from_millis(2)));
         request.record("gen_ai.response.finish_reasons", "stop");
@@ -783,14 +791,7 @@ fn a_first_token_event_inside_a_phase_counts_for_its_request_and_stays_on_the_ph
     // bridge attaches it to the span it is in, the metrics layer finds its request further up.
     let h = Harness::new();
     h.run(|| {
-        let request = tracing::info_span!(
-            "inference_request",
-            gen_ai.operation.name = "chat",
-            gen_ai.request.model = MODEL,
-            gen_ai.usage.input_tokens = 100u64,
-            gen_ai.response.finish_reasons = tracing::field::Empty,
-            infermon.start_time_unix_nano = infermon::layer::unix_nanos(t(0)),
-        );
+        let request = macros_request(Some(t(0)));
         tracing::info_span!(parent: &request, "prefill").in_scope(|| {
             tracing::info!(
                 llm.time_to_first_token = 0.25,
