@@ -34,20 +34,25 @@ pub struct InfermonLayer<S, T: Tracer> {
 /// span instead of one each per layer (a boxed value and a type-map entry each; 1.1k of the
 /// macros path's instructions; docs/benchmarks.md).
 ///
-/// Kept boxed ([`Kept`]), filled in place when the span is created and ended in place when it
-/// closes: the state is large (544 bytes with the SDK's span), and moving it by value from
-/// layer to layer, into the extensions and out again cost more than the small second allocation
+/// Ended in place when the span closes, and dropped with the span's other extensions: the
+/// state is large (544 bytes with the SDK's span), and each move of it is a copy
 /// (docs/benchmarks.md).
 struct SpanState<Sp> {
     otel: Option<OtelData<Sp>>,
     metrics: Option<SpanMetrics>,
 }
 
-/// How a span's [`SpanState`] is kept in its extensions.
-type Kept<Sp> = Box<SpanState<Sp>>;
-
 fn state<'e, Sp: 'static>(ext: &'e mut ExtensionsMut<'_>) -> Option<&'e mut SpanState<Sp>> {
-    ext.get_mut::<Kept<Sp>>().map(|state| &mut **state)
+    ext.get_mut::<SpanState<Sp>>()
+}
+
+/// Puts a new span's state into its extensions and returns it there, to be filled in place.
+fn keep<'e, Sp: Send + Sync + 'static>(
+    ext: &'e mut ExtensionsMut<'_>,
+    metrics: Option<SpanMetrics>,
+) -> &'e mut SpanState<Sp> {
+    ext.insert(SpanState::<Sp> { otel: None, metrics });
+    state(ext).expect("the state was just inserted")
 }
 
 fn otel_slot<'e, Sp: 'static>(ext: &'e mut ExtensionsMut<'_>) -> Option<&'e mut OtelData<Sp>> {
@@ -146,37 +151,35 @@ where
     T: Tracer + Send + Sync + 'static,
     T::Span: Send + Sync + 'static,
 {
-    /// Both layers' state of a new span (`None`: neither keeps any): the parent's state looked
-    /// up once and the fields visited once, for both.
-    fn new_state(
+    /// Both layers' state of a new span, kept in `ext` (its extensions) unless neither layer
+    /// keeps any: the parent's state looked up once, the fields visited once for both, and the
+    /// state filled where it stays (each move of it is a copy of 544 bytes).
+    fn keep_new_state(
         &self,
         parent: &Parent<'_, '_, S>,
         attrs: &Attributes<'_>,
         now: &Now,
-    ) -> Option<Kept<T::Span>> {
+        ext: &mut ExtensionsMut<'_>,
+    ) {
         let meta = attrs.metadata();
         if meta.target() == TYPED_TARGET {
             // Handed over ready-made; the typed path records its own metrics.
-            let otel = self.bridge.span_created(parent, attrs, now)?;
-            return Some(Box::new(SpanState {
-                otel: Some(otel),
-                metrics: None,
-            }));
+            if let Some(otel) = self.bridge.span_created(parent, attrs, now) {
+                keep(ext, None).otel = Some(otel);
+            }
+            return;
         }
         let exported = self.bridge.exports(meta);
         let counted = CountedSpan::of(meta);
         if !exported && counted.is_none() {
-            return None;
+            return;
         }
         let (parent_cx, request) = self.parent_state(parent, exported);
         let metrics = counted.and_then(|c| MetricsLayer::new_state(c, || request, now));
         if !exported && metrics.is_none() {
-            return None;
+            return;
         }
-        let mut state = Box::new(SpanState {
-            otel: None,
-            metrics,
-        });
+        let state = keep(ext, metrics);
         let mut otel_visitor = exported.then(|| OtelLayer::<S, T>::creation_visitor(attrs));
         let mut reader = state
             .metrics
@@ -197,7 +200,6 @@ where
                 request.ids = otel.ids();
             }
         }
-        Some(state)
     }
 
     /// What a new span needs from its parent's state, read in one lookup: the parent's
@@ -335,9 +337,8 @@ where
             log.on_new_span(attrs, id, ctx.clone());
         }
         if let Some(span) = ctx.span(id) {
-            if let Some(state) = self.new_state(&Parent::of(&span), attrs, &Now::new()) {
-                span.extensions_mut().insert(state);
-            }
+            let mut ext = span.extensions_mut();
+            self.keep_new_state(&Parent::of(&span), attrs, &Now::new(), &mut ext);
         }
     }
 
@@ -429,8 +430,8 @@ where
             if let Some(log) = self.log_for(span.metadata()) {
                 log.on_close(id.clone(), ctx.clone());
             }
-            let state = span.extensions_mut().remove::<Kept<T::Span>>();
-            if let Some(mut state) = state {
+            let mut ext = span.extensions_mut();
+            if let Some(state) = state::<T::Span>(&mut ext) {
                 let now = Now::new();
                 if let Some(otel) = &mut state.otel {
                     self.bridge.span_ended(otel, &now);
