@@ -18,10 +18,10 @@ use opentelemetry_semantic_conventions::attribute as semconv;
 /// Span names and span events.
 ///
 /// The request and its phases are `tracing` spans: the request span's `tracing` name is
-/// [`REQUEST`] (its exported name comes from the `otel.name` field, see
-/// [`request_span_name`]); the phases are `tracing` spans named [`QUEUE`], [`PREFILL`] and
-/// [`DECODE`], children of the request span; the events are `tracing` events whose message is
-/// the event name.
+/// [`REQUEST`](span::REQUEST) (its exported name comes from the `otel.name` field, see
+/// [`request_span_name`](span::request_span_name)); the phases are `tracing` spans named
+/// [`QUEUE`](span::QUEUE), [`PREFILL`](span::PREFILL) and [`DECODE`](span::DECODE), children of
+/// the request span; the events are `tracing` events whose message is the event name.
 pub mod span {
     /// The `tracing` name of the request span (the metrics layer recognises the request by it).
     pub const REQUEST: &str = "inference_request";

@@ -26,6 +26,12 @@
 //! `valgrind --tool=callgrind --toggle-collect='*measured_lifecycles*'` (see
 //! docs/benchmarks.md for the full command). Run without valgrind, it also prints the calling
 //! thread's CPU time per lifecycle over all `n`, steadier than criterion's short samples.
+//!
+//! Time side by side (`LIFECYCLE_ROUNDS=<rounds>[:<n>]`): every variant runs `n` lifecycles
+//! (default 20,000) per round, in a rotating order, for `rounds` rounds; the binary prints each
+//! variant's thread CPU per lifecycle (median and the 10th–90th percentile range over the rounds)
+//! and its median per-round ratio to the floor. A slow phase of a noisy machine lands on every
+//! variant of the rounds it spans, so the ratios hold where single runs move by a fifth.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -700,6 +706,63 @@ fn count(spec: &str) {
     );
 }
 
+/// Runs every variant `n` lifecycles per round for `rounds` rounds (see the module docs) and
+/// prints their thread CPU per lifecycle and ratios to the floor.
+fn rounds(spec: &str) {
+    let parsed = match spec.split_once(':') {
+        Some((rounds, n)) => rounds.parse::<usize>().ok().zip(n.parse::<u64>().ok()),
+        None => spec.parse::<usize>().ok().map(|rounds| (rounds, 20_000)),
+    };
+    let Some((rounds, n)) = parsed.filter(|(r, n)| *r > 0 && *n > 0) else {
+        panic!("LIFECYCLE_ROUNDS={spec}: expected <rounds>[:<lifecycles per round>], both > 0");
+    };
+    let s = setup();
+    let flush = || {
+        let _ = s.pipeline.tracer_provider.force_flush();
+    };
+    let lifecycles: Vec<_> = VARIANTS
+        .iter()
+        .map(|name| variant(name).expect("known variant"))
+        .collect();
+    for lifecycle in &lifecycles {
+        lifecycle();
+    }
+    // Per variant, its thread CPU per lifecycle in each round (µs).
+    let mut per_round = vec![Vec::with_capacity(rounds); VARIANTS.len()];
+    for round in 0..rounds {
+        for k in 0..VARIANTS.len() {
+            let v = (round + k) % VARIANTS.len();
+            let cpu = bursts(n, thread_cpu_now, &flush, &*lifecycles[v]);
+            per_round[v].push(cpu.as_secs_f64() * 1e6 / n as f64);
+        }
+        eprint!("\rround {}/{rounds}", round + 1);
+    }
+    eprintln!();
+    let floor = &per_round[0];
+    println!("{rounds} rounds of {n} lifecycles per variant, thread CPU per lifecycle (µs):");
+    println!("variant          median   p10–p90        ratio to floor (median of rounds)");
+    for (name, times) in VARIANTS.iter().zip(&per_round) {
+        let ratios: Vec<f64> = times.iter().zip(floor).map(|(t, f)| t / f).collect();
+        let (median, p10, p90) = (
+            quantile(times, 0.5),
+            quantile(times, 0.1),
+            quantile(times, 0.9),
+        );
+        println!(
+            "{name:<15} {median:>7.3}   {p10:.3}–{p90:.3}    {:.2}",
+            quantile(&ratios, 0.5)
+        );
+    }
+}
+
+/// The `q` quantile of `values` (nearest rank).
+fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[rank]
+}
+
 #[inline(never)]
 fn measured_lifecycles(n: u64, lifecycle: &dyn Fn()) {
     for _ in 0..n {
@@ -710,6 +773,9 @@ fn measured_lifecycles(n: u64, lifecycle: &dyn Fn()) {
 fn main() {
     if let Ok(spec) = std::env::var("LIFECYCLE_COUNT") {
         return count(&spec);
+    }
+    if let Ok(spec) = std::env::var("LIFECYCLE_ROUNDS") {
+        return rounds(&spec);
     }
     wall();
     cpu();

@@ -1,34 +1,4 @@
-//! [`OtelLayer`]: `tracing` spans and events to an OpenTelemetry API tracer.
-//!
-//! Each `tracing` span becomes one OpenTelemetry span, started when the `tracing` span is
-//! created and ended when it closes:
-//!
-//! * name: the `otel.name` field, else the `tracing` name; kind: `otel.kind` (default
-//!   INTERNAL); status ERROR when `otel.status_code` is `error`, described by
-//!   `otel.status_description`;
-//! * parent: the nearest exported `tracing` ancestor's span; for a root span, the OpenTelemetry
-//!   context current when it is created (attach a context extracted from `traceparent` around
-//!   the creation to join the caller's trace);
-//! * start/end: `infermon.start_time_unix_nano` given at creation and
-//!   `infermon.end_time_unix_nano` recorded before close (u64, nanoseconds since the Unix epoch),
-//!   else the moments of creation and close;
-//! * attributes: every other field, as recorded (`u64` as `i64`; `Debug` values formatted);
-//!   `gen_ai.response.finish_reasons`, recorded as one string, is exported as a one-element
-//!   string array as the semantic conventions define it;
-//! * events: each `tracing` event inside a span becomes a span event named by its message,
-//!   at `infermon.time_unix_nano` if given, with its other fields as attributes.
-//!
-//! What it leaves out, on purpose: code location, thread, target, busy/idle time (attributes
-//! no operator needs, and the bulk of a bridged span's cost).
-//!
-//! The typed path ([`request`](crate::request)) knows each of its spans' name, times, parent
-//! and attributes as typed values before it creates the `tracing` span, so it hands them over
-//! ready-made ([`create_prepared`]) and the bridge does not visit that span's fields; a phase
-//! emitted whole (its end time known at creation) is ended at once, never stored. The result is
-//! the span the rules above would give (`crates/infermon/tests/two_paths.rs` compares them).
-//!
-//! These rules are this crate's documented behaviour, pinned by tests
-//! (`crates/infermon/tests/bridge.rs`, `two_paths.rs`), not an accident of a dependency.
+//! [`OtelLayer`]: `tracing` spans and events to an OpenTelemetry API tracer (its rules are on the type).
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -51,7 +21,37 @@ use crate::contract::{attr, field, span as names, value};
 use crate::exemplars::TraceIds;
 use crate::request::TARGET as TYPED_TARGET;
 
-/// Bridges spans and events to `tracer`; see the [module docs](self).
+/// Bridges `tracing` spans and events to an OpenTelemetry API tracer (`T`).
+///
+/// Each `tracing` span becomes one OpenTelemetry span, started when the `tracing` span is
+/// created and ended when it closes:
+///
+/// * name: the `otel.name` field, else the `tracing` name; kind: `otel.kind` (default
+///   INTERNAL); status ERROR when `otel.status_code` is `error`, described by
+///   `otel.status_description`;
+/// * parent: the nearest exported `tracing` ancestor's span; for a root span, the OpenTelemetry
+///   context current when it is created (attach a context extracted from `traceparent` around
+///   the creation to join the caller's trace);
+/// * start/end: `infermon.start_time_unix_nano` given at creation and
+///   `infermon.end_time_unix_nano` recorded before close (u64, nanoseconds since the Unix epoch),
+///   else the moments of creation and close;
+/// * attributes: every other field, as recorded (`u64` as `i64`; `Debug` values formatted);
+///   `gen_ai.response.finish_reasons`, recorded as one string, is exported as a one-element
+///   string array as the semantic conventions define it;
+/// * events: each `tracing` event inside a span becomes a span event named by its message,
+///   at `infermon.time_unix_nano` if given, with its other fields as attributes.
+///
+/// What it leaves out, on purpose: code location, thread, target, busy/idle time (attributes
+/// no operator needs, and the bulk of a bridged span's cost).
+///
+/// The typed path ([`request`](crate::request)) knows each of its spans' name, times, parent
+/// and attributes as typed values before it creates the `tracing` span, so it hands them over
+/// ready-made and the bridge does not visit that span's fields; a phase
+/// emitted whole (its end time known at creation) is ended at once, never stored. The result is
+/// the span the rules above would give (`crates/infermon/tests/two_paths.rs` compares them).
+///
+/// These rules are this crate's documented behaviour, pinned by tests
+/// (`crates/infermon/tests/bridge.rs`, `two_paths.rs`), not an accident of a dependency.
 pub struct OtelLayer<S, T: Tracer> {
     tracer: T,
     exports: fn(&Metadata<'_>) -> bool,

@@ -51,7 +51,10 @@ fn keep<'e, Sp: Send + Sync + 'static>(
     ext: &'e mut ExtensionsMut<'_>,
     metrics: Option<SpanMetrics>,
 ) -> &'e mut SpanState<Sp> {
-    ext.insert(SpanState::<Sp> { otel: None, metrics });
+    ext.insert(SpanState::<Sp> {
+        otel: None,
+        metrics,
+    });
     state(ext).expect("the state was just inserted")
 }
 

@@ -1,28 +1,4 @@
-//! [`MetricsLayer`]: the contract's request metrics, derived from `tracing` spans and events.
-//!
-//! What it reads (every name from [`contract`](crate::contract)):
-//!
-//! | span / event | fields read | metrics recorded |
-//! |---|---|---|
-//! | request span `inference_request` | `gen_ai.request.model`, `gen_ai.operation.name` (at creation), `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`, `gen_ai.response.finish_reasons`, `error.type`, `otel.status_code`, start/end time fields | at close: request duration, `llm.requests`, `llm.request.tokens` (successes), TPOT (successes with > 1 output token), output `llm.tokens` |
-//! | `first_token` event (in the request span or below it) | its time field | TTFT, input `llm.tokens` |
-//! | `queue` / `prefill` / `decode` span (child of the request span) | start/end time fields; on `prefill`: `llm.prefill.cached_tokens`, `llm.prefill.computed_tokens` | at close: the phase's duration; prefix-cache queries and hits |
-//!
-//! A request span that closes with an `error.type` (or status ERROR) counts as outcome `error`;
-//! finish reason `abort` as `aborted`; any other finish reason as `success`; neither as an error
-//! of type `dropped`. Every other span, field and event is ignored (and still exported by the
-//! bridge). Labels pass through the [`InferenceMetrics`] caps; instruments are bound per
-//! (model, operation).
-//!
-//! The typed path records its own metrics. [`InferenceRequest`](crate::request) knows every
-//! value the layer would read back out of its spans, so it records the same points (same
-//! instruments, same caps, same rules — the functions below) straight into this layer's bound
-//! series, found through [`Dispatch::downcast_ref`](tracing::Dispatch::downcast_ref); the layer
-//! leaves spans and events with the typed path's target
-//! ([`request::TARGET`](crate::request::TARGET)) alone. That saves visiting every field of
-//! four spans and an event a second time (with batching the request's end fields, a sixth of a
-//! typed request's cost; see docs/benchmarks.md). Consequence: one `MetricsLayer` per subscriber, and a per-layer filter
-//! on it does not filter typed requests (filter the request span itself instead).
+//! [`MetricsLayer`]: the contract's request metrics, derived from `tracing` spans and events (its rules are on the type).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -41,7 +17,32 @@ use crate::exemplars::TraceIds;
 use crate::instruments::{InferenceMetrics, Inner, Series};
 use crate::request::TARGET as TYPED_TARGET;
 
-/// Derives the contract's request metrics from spans and events; see the [module docs](self).
+/// Derives the contract's request metrics from `tracing` spans and events.
+///
+/// What it reads (every name from [`contract`](crate::contract)):
+///
+/// | span / event | fields read | metrics recorded |
+/// |---|---|---|
+/// | request span `inference_request` | `gen_ai.request.model`, `gen_ai.operation.name` (at creation), `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`, `gen_ai.response.finish_reasons`, `error.type`, `otel.status_code`, start/end time fields | at close: request duration, `llm.requests`, `llm.request.tokens` (successes), TPOT (successes with > 1 output token), output `llm.tokens` |
+/// | `first_token` event (in the request span or below it) | its time field | TTFT, input `llm.tokens` |
+/// | `queue` / `prefill` / `decode` span (child of the request span) | start/end time fields; on `prefill`: `llm.prefill.cached_tokens`, `llm.prefill.computed_tokens` | at close: the phase's duration; prefix-cache queries and hits |
+///
+/// A request span that closes with an `error.type` (or status ERROR) counts as outcome `error`;
+/// finish reason `abort` as `aborted`; any other finish reason as `success`; neither as an error
+/// of type `dropped`. Every other span, field and event is ignored (and still exported by the
+/// bridge). Labels pass through the [`InferenceMetrics`] caps; instruments are bound per
+/// (model, operation).
+///
+/// The typed path records its own metrics. [`InferenceRequest`](crate::request) knows every
+/// value the layer would read back out of its spans, so it records the same points (same
+/// instruments, same caps, same rules, the same functions) straight into this layer's bound
+/// series, found through [`Dispatch::downcast_ref`](tracing::Dispatch::downcast_ref); the layer
+/// leaves spans and events with the typed path's target
+/// ([`request::TARGET`](crate::request::TARGET)) alone. That saves visiting every field of
+/// four spans and an event a second time (with batching the request's end fields, a sixth of a
+/// typed request's cost; see docs/benchmarks.md). Consequence: one `MetricsLayer` per
+/// subscriber, and a per-layer filter on it does not filter typed requests (filter the request
+/// span itself instead).
 #[derive(Clone)]
 pub struct MetricsLayer {
     metrics: InferenceMetrics,
@@ -652,7 +653,7 @@ fn end_phase(series: &Series, state: &PhaseState, ids: &dyn Fn() -> Option<Trace
 }
 
 /// A typed request's metrics, recorded by the typed path itself into the subscriber's
-/// [`MetricsLayer`] (see the [module docs](self)): the same points the layer would derive from
+/// [`MetricsLayer`] (see its docs): the same points the layer would derive from
 /// the typed path's spans, through the same functions.
 #[derive(Debug)]
 pub(crate) struct TypedMetrics {
