@@ -111,8 +111,9 @@ fn traceparent_parents_a_request_span_written_with_macros() {
     );
 }
 
-/// One request under `init`'s subscriber (with an in-memory tracer) whose logs go to a buffer.
-fn logged_request(config: TelemetryConfig) -> (String, usize) {
+/// One request under `init`'s subscriber (with an in-memory tracer) whose logs go to a buffer:
+/// the logs and the number of spans exported.
+fn logged_request(config: TelemetryConfig, request: fn(&Harness)) -> (String, usize) {
     let h = Harness::new();
     let logs = Logs::default();
     let sink = logs.clone();
@@ -120,37 +121,63 @@ fn logged_request(config: TelemetryConfig) -> (String, usize) {
     let subscriber =
         infermon::telemetry::init_subscriber(&config, h.tracer_provider.tracer("init"), &h.meter())
             .unwrap();
-    let metrics = h.metrics();
-    tracing::subscriber::with_default(subscriber, || {
-        let req = InferenceRequest::start(&metrics, plain_chat("m", 3), None).scheduled(0);
-        req.phase_span()
-            .in_scope(|| tracing::info!("user log line"));
-        let mut req = req.first_token(0);
-        req.tokens(1);
-        req.finish(value::FINISH_STOP);
-    });
+    tracing::subscriber::with_default(subscriber, || request(&h));
     let text = logs.text();
     (text, h.spans().len())
 }
 
+/// The typed path, with a user's log line inside its prefill phase.
+fn typed_request(h: &Harness) {
+    let req = InferenceRequest::start(&h.metrics(), plain_chat("m", 3), None).scheduled(0);
+    req.phase_span()
+        .in_scope(|| tracing::info!("user log line"));
+    let mut req = req.first_token(0);
+    req.tokens(1);
+    req.finish(value::FINISH_STOP);
+}
+
+/// The same request written with macros only.
+fn macros_request(_: &Harness) {
+    let request = tracing::info_span!(
+        "inference_request",
+        otel.name = "chat m",
+        gen_ai.operation.name = "chat",
+        gen_ai.request.model = "m",
+        gen_ai.usage.input_tokens = 3u64,
+        gen_ai.response.finish_reasons = tracing::field::Empty,
+    );
+    drop(tracing::info_span!(parent: &request, "queue"));
+    tracing::info_span!(parent: &request, "prefill").in_scope(|| tracing::info!("user log line"));
+    tracing::info!(parent: &request, llm.time_to_first_token = 0.01, "first_token");
+    drop(tracing::info_span!(parent: &request, "decode"));
+    request.record("gen_ai.response.finish_reasons", value::FINISH_STOP);
+}
+
 #[test]
 fn fmt_layer_leaves_request_spans_out_unless_asked() {
-    let (quiet, spans) = logged_request(TelemetryConfig::new("t").with_log_filter("info"));
-    // Exported all the same.
-    assert_eq!(spans, 4);
-    assert!(quiet.contains("user log line"), "{quiet}");
-    for name in [names::REQUEST, names::PREFILL, names::EVENT_FIRST_TOKEN] {
-        assert!(!quiet.contains(name), "{name} formatted in {quiet}");
-    }
+    for (path, request) in [
+        ("typed", typed_request as fn(&Harness)),
+        ("macros", macros_request),
+    ] {
+        let (quiet, spans) =
+            logged_request(TelemetryConfig::new("t").with_log_filter("info"), request);
+        // Exported all the same.
+        assert_eq!(spans, 4, "{path}");
+        assert!(quiet.contains("user log line"), "{path}: {quiet}");
+        for name in [names::REQUEST, names::PREFILL, names::EVENT_FIRST_TOKEN] {
+            assert!(!quiet.contains(name), "{path}: {name} formatted in {quiet}");
+        }
 
-    let (shown, _) = logged_request(
-        TelemetryConfig::new("t")
-            .with_log_filter("info")
-            .with_log_request_spans(true),
-    );
-    // The user's line now shows the request and phase it ran in, and the typed path's events
-    // are logged.
-    assert!(shown.contains(names::REQUEST), "{shown}");
-    assert!(shown.contains(names::PREFILL), "{shown}");
-    assert!(shown.contains(names::EVENT_FIRST_TOKEN), "{shown}");
+        let (shown, _) = logged_request(
+            TelemetryConfig::new("t")
+                .with_log_filter("info")
+                .with_log_request_spans(true),
+            request,
+        );
+        // The user's line now shows the request and phase it ran in, and the request's events
+        // are logged.
+        assert!(shown.contains(names::REQUEST), "{path}: {shown}");
+        assert!(shown.contains(names::PREFILL), "{path}: {shown}");
+        assert!(shown.contains(names::EVENT_FIRST_TOKEN), "{path}: {shown}");
+    }
 }

@@ -32,11 +32,12 @@ pub fn metrics_layer(meter: &Meter) -> MetricsLayer {
 /// `llm.time_to_first_token` / `llm.preemption.count` fields) are telemetry, not logs, and
 /// formatting them costs a fifth of a request's instrumentation (see docs/benchmarks.md).
 pub(crate) fn is_request_telemetry(meta: &Metadata<'_>) -> bool {
+    if meta.is_span() {
+        // The typed path's spans carry the same names.
+        return names::is_contract_span(meta.name());
+    }
     if meta.target() == REQUEST_TARGET {
         return true;
-    }
-    if meta.is_span() {
-        return names::is_contract_span(meta.name());
     }
     let fields = meta.fields();
     fields.field(attr::LLM_TTFT).is_some() || fields.field(attr::LLM_PREEMPTION_COUNT).is_some()
