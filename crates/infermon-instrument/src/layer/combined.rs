@@ -50,12 +50,12 @@ fn state<'e, Sp: 'static>(ext: &'e mut ExtensionsMut<'_>) -> Option<&'e mut Span
 fn keep<'e, Sp: Send + Sync + 'static>(
     ext: &'e mut ExtensionsMut<'_>,
     metrics: Option<SpanMetrics>,
-) -> &'e mut SpanState<Sp> {
+) -> Option<&'e mut SpanState<Sp>> {
     ext.insert(SpanState::<Sp> {
         otel: None,
         metrics,
     });
-    state(ext).expect("the state was just inserted")
+    state(ext)
 }
 
 fn otel_slot<'e, Sp: 'static>(ext: &'e mut ExtensionsMut<'_>) -> Option<&'e mut OtelData<Sp>> {
@@ -168,7 +168,9 @@ where
         if meta.target() == TYPED_TARGET {
             // Handed over ready-made; the typed path records its own metrics.
             if let Some(otel) = self.bridge.span_created(parent, attrs, now) {
-                keep(ext, None).otel = Some(otel);
+                if let Some(state) = keep(ext, None) {
+                    state.otel = Some(otel);
+                }
             }
             return;
         }
@@ -182,7 +184,9 @@ where
         if !exported && metrics.is_none() {
             return;
         }
-        let state = keep(ext, metrics);
+        let Some(state) = keep(ext, metrics) else {
+            return;
+        };
         let mut otel_visitor = exported.then(|| OtelLayer::<S, T>::creation_visitor(attrs));
         let mut reader = state
             .metrics
