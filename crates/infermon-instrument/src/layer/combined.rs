@@ -30,13 +30,12 @@ pub struct InfermonLayer<S, T: Tracer> {
     log: Option<LogLayer<S>>,
 }
 
-/// Both layers' state of one span, kept as one extension: one insertion and one removal per
-/// span instead of one each per layer (a boxed value and a type-map entry each; 1.1k of the
-/// macros path's instructions; docs/benchmarks.md).
+/// Both layers' state of one span, kept as one extension: one insertion per span instead of
+/// one per layer (a boxed value and a type-map entry each; docs/benchmarks.md).
 ///
-/// Ended in place when the span closes, and dropped with the span's other extensions: the
-/// state is large (544 bytes with the SDK's span), and each move of it is a copy
-/// (docs/benchmarks.md).
+/// Filled where the extensions keep it, ended there when the span closes, and dropped with the
+/// span's other extensions: the state is large (544 bytes with the SDK's span), and each move
+/// of it is a copy (docs/benchmarks.md).
 struct SpanState<Sp> {
     otel: Option<OtelData<Sp>>,
     metrics: Option<SpanMetrics>,

@@ -76,7 +76,7 @@ impl Now {
 
 /// Where a layer finds its state in a span's extensions: in a slot of its own (a layer on its
 /// own), or inside the one state [`InfermonLayer`](super::InfermonLayer) keeps per span for
-/// both layers (one insertion and one removal per span instead of two).
+/// both layers (one insertion per span instead of two).
 pub(crate) type Slot<V> = for<'e> fn(&'e mut ExtensionsMut<'_>) -> Option<&'e mut V>;
 
 /// A new span's parent, looked up in the registry on first use and then shared: the bridge
