@@ -4,9 +4,10 @@
 //! non-streaming response.
 //!
 //! Chunks are assembled from a per-request prefix and the token text, not serialised per token:
-//! the hot path is a few string pushes. Filler tokens ([`tokens::FILLER`], plain ASCII without
-//! quotes or backslashes) need no JSON escaping (a unit test checks it); other outputs (JSON
-//! documents, tool arguments) are escaped.
+//! the hot path is a few string pushes. Filler tokens
+//! ([`tokens::FILLER`](crate::tokens::FILLER), plain ASCII without quotes or backslashes) need
+//! no JSON escaping (a unit test checks it); other outputs (JSON documents, tool arguments) are
+//! escaped.
 
 use std::convert::Infallible;
 
