@@ -3,10 +3,10 @@
 //! the traces Jaeger kept, and the collectors' own metrics.
 //!
 //! The agents find the gateways with the load_balancing exporter's `dns` resolver, the one a
-//! Kubernetes deployment uses (a headless Service), or its `static` list ([`spawn_static_agent`],
-//! for VMs). Here the "DNS" is a hosts file: each agent
-//! runs in its own mount namespace (`unshare -m`, root) where that file is bind-mounted over
-//! /etc/hosts, and Go's resolver re-reads /etc/hosts when it changes. Rewriting the file is what
+//! Kubernetes deployment uses (a headless Service), or its `static` list
+//! ([`spawn_static_agent`], for VMs). Here the "DNS" is a hosts file: each agent runs in its own
+//! mount namespace (`unshare -m`, root) where that file is bind-mounted over /etc/hosts, and
+//! Go's resolver re-reads /etc/hosts when it changes. Rewriting the file is what
 //! Kubernetes' endpoint controller does when a gateway pod stops being ready. The gateways
 //! listen on 127.0.0.2, 127.0.0.3, ... (all of 127/8 is loopback on Linux): the dns resolver
 //! gives every resolved address the same port.
@@ -145,11 +145,23 @@ pub fn spawn_gateway(
     all.push(("INFERMON_COLLECTOR_ID", id.to_string()));
     all.push(("INFERMON_BIND_HOST", host.to_string()));
     all.extend(env.iter().map(|(k, v)| (*k, v.clone())));
-    let env: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    spawn_collector(id, "gateway.yaml", host, ports, &all)
+}
+
+/// `otelcol --config otel-collector/<config_file>` named `name`, with `env`, listening on
+/// `host` at `ports`.
+fn spawn_collector(
+    name: &str,
+    config_file: &str,
+    host: &str,
+    ports: CollectorPorts,
+    env: &[(&str, String)],
+) -> Collector {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let process = Process::spawn(
-        id,
+        name,
         &otelcol_bin(),
-        &["--config", &config("gateway.yaml")],
+        &["--config", &config(config_file)],
         &env,
     );
     Collector {
@@ -225,18 +237,7 @@ pub fn spawn_static_agent(
         ],
         env,
     );
-    let env: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let process = Process::spawn(
-        name,
-        &otelcol_bin(),
-        &["--config", &config("agent.yaml")],
-        &env,
-    );
-    Collector {
-        process,
-        host: "127.0.0.1".to_string(),
-        ports,
-    }
+    spawn_collector(name, "agent.yaml", "127.0.0.1", ports, &all)
 }
 
 /// An agent's environment: its ports, how it finds the gateways, then the caller's `env`.

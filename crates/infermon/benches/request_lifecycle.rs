@@ -437,6 +437,13 @@ struct Setup {
     metrics: InferenceMetrics,
 }
 
+impl Setup {
+    /// Exports every span ended so far (between measured bursts, see [`bursts`]).
+    fn flush(&self) {
+        let _ = self.pipeline.tracer_provider.force_flush();
+    }
+}
+
 fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
     SETUP.get_or_init(|| {
@@ -536,9 +543,7 @@ fn variants<M: Measurement<Value = Duration>>(
     // equal means the batch processor dropped nothing and the measurement is the full cost.
     let lifecycles = AtomicU64::new(0);
     let exported_before = s.pipeline.exported.load(Ordering::Relaxed);
-    let flush = || {
-        let _ = s.pipeline.tracer_provider.force_flush();
-    };
+    let flush = || s.flush();
     let mut g = c.benchmark_group(group);
     let mut run = |name: &str, lifecycle: &dyn Fn()| {
         g.bench_function(name, |b| {
@@ -691,13 +696,13 @@ fn count(spec: &str) {
     let mut cpu = Duration::ZERO;
     while left > 0 {
         let burst = left.min(BURST);
-        let _ = s.pipeline.tracer_provider.force_flush();
+        s.flush();
         let started = thread_cpu_now();
         measured_lifecycles(burst, &*lifecycle);
         cpu += thread_cpu_now() - started;
         left -= burst;
     }
-    let _ = s.pipeline.tracer_provider.force_flush();
+    s.flush();
     // The calling thread's CPU time over all `n` lifecycles: with a large `n`, steadier on a
     // busy machine than criterion's short samples.
     eprintln!(
@@ -717,9 +722,7 @@ fn rounds(spec: &str) {
         panic!("LIFECYCLE_ROUNDS={spec}: expected <rounds>[:<lifecycles per round>], both > 0");
     };
     let s = setup();
-    let flush = || {
-        let _ = s.pipeline.tracer_provider.force_flush();
-    };
+    let flush = || s.flush();
     let lifecycles: Vec<_> = VARIANTS
         .iter()
         .map(|name| variant(name).expect("known variant"))
@@ -738,7 +741,7 @@ fn rounds(spec: &str) {
         eprint!("\rround {}/{rounds}", round + 1);
     }
     eprintln!();
-    let floor = &per_round[0];
+    let floor = &per_round[0]; // VARIANTS[0], `raw_sdk_bound`
     println!("{rounds} rounds of {n} lifecycles per variant, thread CPU per lifecycle (µs):");
     println!("variant          median   p10–p90        ratio to floor (median of rounds)");
     for (name, times) in VARIANTS.iter().zip(&per_round) {

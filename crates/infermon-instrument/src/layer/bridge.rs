@@ -1,4 +1,5 @@
-//! [`OtelLayer`]: `tracing` spans and events to an OpenTelemetry API tracer (its rules are on the type).
+//! [`OtelLayer`]: `tracing` spans and events to an OpenTelemetry API tracer (its rules are on
+//! the type).
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -46,9 +47,9 @@ use crate::request::TARGET as TYPED_TARGET;
 ///
 /// The typed path ([`request`](crate::request)) knows each of its spans' name, times, parent
 /// and attributes as typed values before it creates the `tracing` span, so it hands them over
-/// ready-made and the bridge does not visit that span's fields; a phase
-/// emitted whole (its end time known at creation) is ended at once, never stored. The result is
-/// the span the rules above would give (`crates/infermon/tests/two_paths.rs` compares them).
+/// ready-made and the bridge does not visit that span's fields; a phase emitted whole (its end
+/// time known at creation) is ended at once, never stored. The result is the span the rules
+/// above would give (`crates/infermon/tests/two_paths.rs` compares them).
 ///
 /// These rules are this crate's documented behaviour, pinned by tests
 /// (`crates/infermon/tests/bridge.rs`, `two_paths.rs`), not an accident of a dependency.

@@ -1,4 +1,5 @@
-//! [`MetricsLayer`]: the contract's request metrics, derived from `tracing` spans and events (its rules are on the type).
+//! [`MetricsLayer`]: the contract's request metrics, derived from `tracing` spans and events
+//! (its rules are on the type).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -69,7 +70,7 @@ impl MetricsLayer {
     }
 
     /// Keeps the request spans' state where `request_slot` finds it (see [`Slot`]); the caller
-    /// inserts and removes it.
+    /// puts it there and ends it.
     pub(super) fn keeping_state_in(mut self, request_slot: Slot<RequestState>) -> Self {
         self.request_slot = request_slot;
         self
