@@ -29,8 +29,8 @@
 //!
 //! Time side by side (`LIFECYCLE_ROUNDS=<rounds>[:<n>]`): every variant runs `n` lifecycles
 //! (default 20,000) per round, in a rotating order, for `rounds` rounds; the binary prints each
-//! variant's thread CPU per lifecycle (median and the 10th–90th percentile range over the rounds)
-//! and its median per-round ratio to the floor. A slow phase of a noisy machine lands on every
+//! variant's thread CPU per lifecycle (median, the 10th–90th percentile range and the minimum over
+//! the rounds) and its median per-round ratio to the floor. A slow phase of a noisy machine lands on every
 //! variant of the rounds it spans, so the ratios hold where single runs move by a fifth.
 
 use std::hint::black_box;
@@ -743,16 +743,17 @@ fn rounds(spec: &str) {
     eprintln!();
     let floor = &per_round[0]; // VARIANTS[0], `raw_sdk_bound`
     println!("{rounds} rounds of {n} lifecycles per variant, thread CPU per lifecycle (µs):");
-    println!("variant          median   p10–p90        ratio to floor (median of rounds)");
+    println!("variant          median   p10–p90        min     ratio to floor (median of rounds)");
     for (name, times) in VARIANTS.iter().zip(&per_round) {
         let ratios: Vec<f64> = times.iter().zip(floor).map(|(t, f)| t / f).collect();
-        let (median, p10, p90) = (
+        let (median, p10, p90, min) = (
             quantile(times, 0.5),
             quantile(times, 0.1),
             quantile(times, 0.9),
+            quantile(times, 0.0),
         );
         println!(
-            "{name:<15} {median:>7.3}   {p10:.3}–{p90:.3}    {:.2}",
+            "{name:<15} {median:>7.3}   {p10:.3}–{p90:.3}    {min:.3}   {:.2}",
             quantile(&ratios, 0.5)
         );
     }
