@@ -22,6 +22,7 @@
 //!               OtelLayer::new(tracer)               — spans/events to an OpenTelemetry tracer
 //!               InfermonLayer::new(otel, metrics)    — both in one pass (what `init` installs)
 //!                 .with_log_layer(filtered_fmt, ignores) — a log layer run inside it
+//!                 .log_skips_enter_exit()            — for a log with no use for span enters
 //!               context_of(&tracing::Span) -> Context
 //! instruments   InferenceMetrics::{new(&meter), with_model_cap(&meter, cap), builder(&meter)}
 //!               EngineMetrics::new(&meter, model).record_step(&EngineSnapshot { .. })

@@ -17,6 +17,10 @@
 //! time (`request_lifecycle_cpu/*`), which other processes on a busy machine do not inflate.
 //! `tokens/*` measures per-token recording.
 //!
+//! Counted only (`LIFECYCLE_COUNT`, below), not lifecycles: `poll_phase` enters and exits a live
+//! `decode` phase span once, `poll_own` a span of the service's own inside it — what an
+//! instrumented future pays per poll.
+//!
 //! Run: `cargo bench -p infermon --bench request_lifecycle`
 //!
 //! Instruction counts (stable on a noisy machine): with `LIFECYCLE_COUNT=<variant>:<n>` the
@@ -499,11 +503,42 @@ fn variant(name: &str) -> Option<Box<dyn Fn()>> {
         "raw_sdk" => Box::new(|| raw_lifecycle(black_box(&s.raw_tracer), black_box(&s.raw))),
         "typed" => Box::new(|| typed_lifecycle(black_box(&s.metrics))),
         "macros" => Box::new(macros_lifecycle),
+        "poll_phase" => Box::new(|| polled_spans().phase.in_scope(|| black_box(()))),
+        "poll_own" => Box::new(|| polled_spans().own.in_scope(|| black_box(()))),
         _ => return None,
     })
 }
 
+/// Live spans for the `poll_*` counts: a macros request span, its `decode` phase, and a span of
+/// the service's own inside the phase (what `#[instrument]` gives).
+struct PolledSpans {
+    phase: tracing::Span,
+    own: tracing::Span,
+}
+
+/// Made once, under the subscriber [`setup`] installs, and kept open for the whole run: an
+/// instrumented future enters and exits its span on every poll, and a streaming request is
+/// polled once per token or so.
+fn polled_spans() -> &'static PolledSpans {
+    static SPANS: OnceLock<PolledSpans> = OnceLock::new();
+    SPANS.get_or_init(|| {
+        let request = tracing::info_span!(
+            "inference_request",
+            otel.name = "chat llama-3-8b",
+            otel.kind = "server",
+            gen_ai.operation.name = value::OPERATION_CHAT,
+            gen_ai.request.model = MODEL,
+        );
+        let phase = tracing::info_span!(parent: &request, "decode");
+        let own = tracing::info_span!(parent: &phase, "sample_batch", batch = 8u64);
+        PolledSpans { phase, own }
+    })
+}
+
 const VARIANTS: [&str; 4] = ["raw_sdk_bound", "raw_sdk", "typed", "macros"];
+
+/// Counted only: one poll each, not a lifecycle (see the module docs).
+const POLLS: [&str; 2] = ["poll_phase", "poll_own"];
 
 /// Lifecycles per measured burst: 4 spans each, so a burst (1,600 spans) fits the batch
 /// processor's default queue of 2,048 and nothing is ever dropped.
@@ -684,10 +719,12 @@ fn count(spec: &str) {
         .split_once(':')
         .and_then(|(name, n)| Some((name, n.parse::<u64>().ok()?)))
         .unwrap_or_else(|| {
-            panic!("LIFECYCLE_COUNT={spec}: expected <variant>:<n>, variants {VARIANTS:?}")
+            panic!(
+                "LIFECYCLE_COUNT={spec}: expected <variant>:<n>, variants {VARIANTS:?} {POLLS:?}"
+            )
         });
-    let lifecycle =
-        variant(name).unwrap_or_else(|| panic!("unknown variant {name}; one of {VARIANTS:?}"));
+    let lifecycle = variant(name)
+        .unwrap_or_else(|| panic!("unknown variant {name}; one of {VARIANTS:?} {POLLS:?}"));
     let s = setup();
     // One unmeasured lifecycle first: bound series, label caps and lazily built state exist
     // from then on, as in a server that has served one request of the model.
@@ -706,7 +743,7 @@ fn count(spec: &str) {
     // The calling thread's CPU time over all `n` lifecycles: with a large `n`, steadier on a
     // busy machine than criterion's short samples.
     eprintln!(
-        "{name}: {n} lifecycles, {:.3} µs thread CPU each",
+        "{name}: {n} runs, {:.3} µs thread CPU each",
         cpu.as_secs_f64() * 1e6 / n as f64
     );
 }

@@ -1,22 +1,28 @@
 //! What the bridge (`infermon::layer::OtelLayer`) promises, pinned so that a change in it — or
 //! in a dependency under it — fails here: explicit timestamps through the documented fields,
 //! `traceparent` parenting a request span written with macros, and the fmt layer of `init`'s
-//! subscriber leaving request spans out unless asked.
+//! subscriber leaving request spans out unless asked and span enters and exits alone unless its
+//! filter needs them.
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::params::plain_chat;
 use common::*;
 use http::HeaderMap;
 use infermon::contract::{field, span as names, value};
-use infermon::layer::{context_of, unix_nanos};
+use infermon::layer::{context_of, unix_nanos, InfermonLayer};
 use infermon::propagation::extract_context;
 use infermon::request::InferenceRequest;
-use infermon::telemetry::TelemetryConfig;
+use infermon::telemetry::{metrics_layer, tracing_layer, TelemetryConfig};
 use opentelemetry::trace::{SpanKind, Status, TracerProvider as _};
 use opentelemetry::Value;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::Layer as _;
 
 fn t(ms: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000) + Duration::from_millis(ms)
@@ -179,5 +185,64 @@ fn fmt_layer_leaves_request_spans_out_unless_asked() {
         assert!(shown.contains(names::REQUEST), "{path}: {shown}");
         assert!(shown.contains(names::PREFILL), "{path}: {shown}");
         assert!(shown.contains(names::EVENT_FIRST_TOKEN), "{path}: {shown}");
+    }
+}
+
+/// `init` stops telling the fmt layer of span enters and exits (every poll of an instrumented
+/// future makes both) unless its filter has span-scoped directives, which need them: under
+/// `warn,[load_weights]=debug` a debug line inside an entered `load_weights` span is logged, one
+/// outside it is not.
+#[test]
+fn a_span_scoped_log_directive_still_sees_the_spans_entered() {
+    let (logs, _) = logged_request(
+        TelemetryConfig::new("t").with_log_filter("warn,[load_weights]=debug"),
+        |_| {
+            tracing::info_span!("load_weights").in_scope(|| tracing::debug!("inside the span"));
+            tracing::debug!("outside any span");
+        },
+    );
+    assert!(logs.contains("inside the span"), "{logs}");
+    assert!(!logs.contains("outside any span"), "{logs}");
+}
+
+/// A log layer that counts the span enters and exits it is told of.
+struct CountingEnters(Arc<AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountingEnters {
+    fn on_enter(&self, _: &tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_exit(&self, _: &tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn log_skips_enter_exit_keeps_span_enters_and_exits_from_the_log_layer() {
+    for skip in [false, true] {
+        let h = Harness::new();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let layer = InfermonLayer::new(
+            tracing_layer(h.tracer_provider.tracer("t")),
+            metrics_layer(&h.meter()),
+        )
+        .with_log_layer(
+            CountingEnters(calls.clone()).with_filter(LevelFilter::INFO),
+            |_| false,
+        );
+        let layer = if skip {
+            layer.log_skips_enter_exit()
+        } else {
+            layer
+        };
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("work");
+            span.in_scope(|| tracing::info!("polled"));
+            span.in_scope(|| tracing::info!("polled again"));
+        });
+        let expected = if skip { 0 } else { 4 };
+        assert_eq!(calls.load(Ordering::Relaxed), expected, "skip: {skip}");
     }
 }

@@ -232,7 +232,7 @@ fn scope() -> InstrumentationScope {
 /// an unreachable collector is not an error (exports retry in the background).
 pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     let resolved = config.resolve(&|k| std::env::var(k).ok());
-    let fmt_filter = log_filter(&resolved.log_filter)?;
+    let log = LogSettings::new(&config, &resolved.log_filter)?;
     let health = Health::new(resolved.max_queue_size);
     let resource = resource(&config, &resolved.service_name);
 
@@ -259,8 +259,7 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
 
     subscriber(
         &config,
-        fmt_filter,
-        config.log_request_spans || resolved.log_filter.contains(REQUEST_TARGET),
+        log,
         tracer_provider.tracer_with_scope(scope()),
         &meter_provider.meter_with_scope(scope()),
     )
@@ -303,15 +302,35 @@ pub fn init_subscriber(
     meter: &Meter,
 ) -> Result<impl tracing::Subscriber + Send + Sync, TelemetryError> {
     let resolved = config.resolve(&|k| std::env::var(k).ok());
-    let fmt_filter = log_filter(&resolved.log_filter)?;
-    let log_requests = config.log_request_spans || resolved.log_filter.contains(REQUEST_TARGET);
-    Ok(subscriber(config, fmt_filter, log_requests, tracer, meter))
+    let log = LogSettings::new(config, &resolved.log_filter)?;
+    Ok(subscriber(config, log, tracer, meter))
+}
+
+/// What the fmt layer is given, from the configured log filter.
+struct LogSettings {
+    filter: EnvFilter,
+    /// Request spans and events are logged: asked in the config, or by naming the typed
+    /// path's target in the filter.
+    requests: bool,
+    /// The filter has span-scoped directives (`target[span{field=value}]=level`; `[` starts
+    /// the span part of a directive and appears nowhere else), so it must see spans entered and
+    /// exited.
+    span_scoped: bool,
+}
+
+impl LogSettings {
+    fn new(config: &TelemetryConfig, directives: &str) -> Result<Self, TelemetryError> {
+        Ok(Self {
+            filter: log_filter(directives)?,
+            requests: config.log_request_spans || directives.contains(REQUEST_TARGET),
+            span_scoped: directives.contains('['),
+        })
+    }
 }
 
 fn subscriber(
     config: &TelemetryConfig,
-    fmt_filter: EnvFilter,
-    log_requests: bool,
+    log: LogSettings,
     tracer: SdkTracer,
     meter: &Meter,
 ) -> impl tracing::Subscriber + Send + Sync {
@@ -328,12 +347,12 @@ fn subscriber(
     // and events before `EnvFilter` matches them against its directives) and tells
     // `InfermonLayer` which spans the filter rejects, so it skips the log layer for them
     // without a second registry lookup (see `InfermonLayer::with_log_layer`).
-    let ignores: fn(&tracing::Metadata<'_>) -> bool = if log_requests {
+    let ignores: fn(&tracing::Metadata<'_>) -> bool = if log.requests {
         |_| false
     } else {
         layer::is_request_telemetry
     };
-    let fmt_filter = FilterFn::new(move |meta| !ignores(meta)).and(fmt_filter);
+    let fmt_filter = FilterFn::new(move |meta| !ignores(meta)).and(log.filter);
     let fmt_layer = tracing_subscriber::fmt::layer();
     let fmt_layer = match config.log_writer.clone() {
         Some(w) => fmt_layer
@@ -343,8 +362,14 @@ fn subscriber(
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(BoxMakeWriter::new(std::io::stderr)),
     };
-    tracing_subscriber::registry()
-        .with(infermon_layer.with_log_layer(fmt_layer.with_filter(fmt_filter), ignores))
+    let infermon_layer = infermon_layer.with_log_layer(fmt_layer.with_filter(fmt_filter), ignores);
+    // The fmt layer has no span events, so only a span-scoped filter needs enters and exits.
+    let infermon_layer = if log.span_scoped {
+        infermon_layer
+    } else {
+        infermon_layer.log_skips_enter_exit()
+    };
+    tracing_subscriber::registry().with(infermon_layer)
 }
 
 /// Crates on the export path. Their spans must never be traced (each export would produce
