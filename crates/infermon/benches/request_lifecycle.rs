@@ -19,7 +19,8 @@
 //!
 //! Counted only (`LIFECYCLE_COUNT`, below), not lifecycles: `poll_phase` enters and exits a live
 //! `decode` phase span once, `poll_own` a span of the service's own inside it — what an
-//! instrumented future pays per poll.
+//! instrumented future pays per poll; `debug_event` and `debug_span` (entered once) are below
+//! the `info` log level — what a dependency's `debug!` costs a service.
 //!
 //! Run: `cargo bench -p infermon --bench request_lifecycle`
 //!
@@ -505,6 +506,8 @@ fn variant(name: &str) -> Option<Box<dyn Fn()>> {
         "macros" => Box::new(macros_lifecycle),
         "poll_phase" => Box::new(|| polled_spans().phase.in_scope(|| black_box(()))),
         "poll_own" => Box::new(|| polled_spans().own.in_scope(|| black_box(()))),
+        "debug_event" => Box::new(|| tracing::debug!(step = black_box(7u64), "detail")),
+        "debug_span" => Box::new(|| tracing::debug_span!("step").in_scope(|| black_box(()))),
         _ => return None,
     })
 }
@@ -537,8 +540,8 @@ fn polled_spans() -> &'static PolledSpans {
 
 const VARIANTS: [&str; 4] = ["raw_sdk_bound", "raw_sdk", "typed", "macros"];
 
-/// Counted only: one poll each, not a lifecycle (see the module docs).
-const POLLS: [&str; 2] = ["poll_phase", "poll_own"];
+/// Counted only: one poll or one disabled callsite each, not a lifecycle (see the module docs).
+const POLLS: [&str; 4] = ["poll_phase", "poll_own", "debug_event", "debug_span"];
 
 /// Lifecycles per measured burst: 4 spans each, so a burst (1,600 spans) fits the batch
 /// processor's default queue of 2,048 and nothing is ever dropped.

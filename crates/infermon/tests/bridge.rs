@@ -246,3 +246,57 @@ fn log_skips_enter_exit_keeps_span_enters_and_exits_from_the_log_layer() {
         assert_eq!(calls.load(Ordering::Relaxed), expected, "skip: {skip}");
     }
 }
+
+/// `init`'s subscriber tells `tracing` the most verbose level any of its layers uses — the
+/// bridge's INFO, or the log filter's level if more verbose — so more verbose `debug!` and
+/// `trace!` callsites are skipped inside the macro instead of dispatched to layers that drop
+/// them.
+#[test]
+fn init_hints_the_most_verbose_level_its_layers_use() {
+    use tracing::Subscriber as _;
+    let h = Harness::new();
+    for (filter, hint) in [
+        ("info", LevelFilter::INFO),
+        ("warn", LevelFilter::INFO),
+        ("debug", LevelFilter::DEBUG),
+        ("info,load_weights=trace", LevelFilter::TRACE),
+        ("warn,[load_weights]=debug", LevelFilter::DEBUG),
+    ] {
+        for fmt_layer in [true, false] {
+            let config = TelemetryConfig::new("t")
+                .with_log_filter(filter)
+                .with_fmt_layer(fmt_layer);
+            let subscriber = infermon::telemetry::init_subscriber(
+                &config,
+                h.tracer_provider.tracer("init"),
+                &h.meter(),
+            )
+            .unwrap();
+            let expected = if fmt_layer { hint } else { LevelFilter::INFO };
+            assert_eq!(
+                subscriber.max_level_hint(),
+                Some(expected),
+                "{filter}, fmt layer {fmt_layer}"
+            );
+        }
+    }
+}
+
+/// Under an `info` log a `debug_span!` is not even created (whatever other subscribers are live
+/// in this process), and under a `debug` log a debug line is still logged.
+#[test]
+fn a_debug_callsite_is_disabled_unless_the_log_asks_for_it() {
+    let (logs, _) = logged_request(TelemetryConfig::new("t").with_log_filter("info"), |_| {
+        assert!(tracing::debug_span!("step").is_disabled());
+        tracing::debug!("debug detail");
+        tracing::info!("info line");
+    });
+    assert!(!logs.contains("debug detail"), "{logs}");
+    assert!(logs.contains("info line"), "{logs}");
+
+    let (logs, _) = logged_request(TelemetryConfig::new("t").with_log_filter("debug"), |_| {
+        assert!(!tracing::debug_span!("step").is_disabled());
+        tracing::debug!("debug detail");
+    });
+    assert!(logs.contains("debug detail"), "{logs}");
+}

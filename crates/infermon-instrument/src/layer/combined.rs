@@ -6,7 +6,7 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Dispatch, Event, Metadata, Subscriber};
-use tracing_subscriber::filter::Filtered;
+use tracing_subscriber::filter::{Filtered, LevelFilter};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::layer::Filter;
 use tracing_subscriber::registry::{ExtensionsMut, LookupSpan};
@@ -28,6 +28,12 @@ pub struct InfermonLayer<S, T: Tracer> {
     bridge: OtelLayer<S, T>,
     metrics: MetricsLayer,
     log: Option<LogLayer<S>>,
+    /// The most verbose level the bridge and the metrics layer use, when known (see
+    /// [`with_max_level`](Self::with_max_level)).
+    max_level: Option<LevelFilter>,
+    /// The most verbose level any part of this layer uses (`max_level` and the log layer's
+    /// hint), when both are known: more verbose callsites are disabled.
+    hint: Option<LevelFilter>,
 }
 
 /// Both layers' state of one span, kept as one extension: one insertion per span instead of
@@ -83,6 +89,7 @@ impl<S, T: Tracer> std::fmt::Debug for InfermonLayer<S, T> {
             .field("bridge", &self.bridge)
             .field("metrics", &self.metrics)
             .field("log_layer", &self.log.is_some())
+            .field("max_level", &self.max_level)
             .finish()
     }
 }
@@ -98,6 +105,8 @@ where
             bridge: bridge.keeping_state_in(otel_slot::<T::Span>),
             metrics: metrics.keeping_state_in(request_slot::<T::Span>),
             log: None,
+            max_level: None,
+            hint: None,
         }
     }
 }
@@ -133,6 +142,7 @@ where
             ignores,
             enter_exit: true,
         });
+        self.hint = self.combined_hint();
         self
     }
 
@@ -150,6 +160,40 @@ where
             log.enter_exit = false;
         }
         self
+    }
+
+    /// Declares that neither the bridge nor the metrics layer uses a span or event more verbose
+    /// than `level` (the contract's spans and events are INFO; `init`'s bridge exports INFO and
+    /// above). The layer then hints `tracing` at the more verbose of `level` and the log
+    /// layer's own hint, and `tracing` skips every more verbose callsite inside the macro, at
+    /// the cost of one atomic load. Without it (the default) the layer gives no hint and every
+    /// `debug!` and `trace!` is dispatched: under an `info` log, 420 instructions per
+    /// `debug!` and 1,634 per `debug_span!` entered once, for nothing (docs/benchmarks.md).
+    ///
+    /// The hint is global: a layer stacked beside this one sees nothing more verbose either, so
+    /// set it where this layer's subscriber is the whole subscriber, as `init`'s is. (Where
+    /// several subscribers are live, as in tests with scoped defaults, `tracing` takes the most
+    /// verbose hint of all; the layer then disables the more verbose callsites itself.) A log
+    /// layer without a hint of its own (a filter that cannot bound its levels) leaves the layer
+    /// without one.
+    pub fn with_max_level(mut self, level: LevelFilter) -> Self {
+        self.max_level = Some(level);
+        self.hint = self.combined_hint();
+        self
+    }
+
+    /// The more verbose of `max_level` and the log layer's hint, when both are known.
+    fn combined_hint(&self) -> Option<LevelFilter> {
+        let own = self.max_level?;
+        match &self.log {
+            Some(log) => Some(own.max(log.layer.max_level_hint()?)),
+            None => Some(own),
+        }
+    }
+
+    /// Whether the callsite described by `meta` is more verbose than anything this layer uses.
+    fn too_verbose(&self, meta: &Metadata<'_>) -> bool {
+        self.hint.is_some_and(|hint| *meta.level() > hint)
     }
 
     /// The log layer, unless it is known to ignore `span`.
@@ -328,6 +372,11 @@ where
     T: Tracer + Send + Sync + 'static,
     T::Span: Send + Sync + 'static,
 {
+    /// See [`with_max_level`](InfermonLayer::with_max_level).
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        self.hint
+    }
+
     fn on_register_dispatch(&self, subscriber: &Dispatch) {
         if let Some(log) = self.log() {
             log.on_register_dispatch(subscriber);
@@ -341,9 +390,14 @@ where
         }
     }
 
-    /// The bridge and the metrics want every callsite; the log's filter records its own
-    /// interest with the registry as it would stacked beside this layer.
+    /// The bridge and the metrics want every callsite up to their level (all of them unless
+    /// [`with_max_level`](InfermonLayer::with_max_level) says); the log's filter records its own
+    /// interest with the registry as it would stacked beside this layer. A callsite more
+    /// verbose than the hint is nobody's: the log is not asked, so its filter records nothing.
     fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        if self.too_verbose(metadata) {
+            return Interest::never();
+        }
         if let Some(log) = self.log() {
             log.register_callsite(metadata);
         }
@@ -351,6 +405,9 @@ where
     }
 
     fn enabled(&self, metadata: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        if self.too_verbose(metadata) {
+            return false;
+        }
         // A per-layer filter records its decision and never disables globally.
         if let Some(log) = self.log() {
             log.enabled(metadata, ctx);

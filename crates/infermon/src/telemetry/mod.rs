@@ -42,7 +42,7 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
 };
 use opentelemetry_sdk::Resource;
-use tracing_subscriber::filter::{EnvFilter, FilterExt as _, FilterFn};
+use tracing_subscriber::filter::{EnvFilter, FilterExt as _, FilterFn, LevelFilter};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -328,17 +328,21 @@ impl LogSettings {
     }
 }
 
+/// The most verbose spans and events exported as traces (and the contract's level).
+const EXPORTED_LEVEL: tracing::Level = tracing::Level::INFO;
+
 fn subscriber(
     config: &TelemetryConfig,
     log: LogSettings,
     tracer: SdkTracer,
     meter: &Meter,
 ) -> impl tracing::Subscriber + Send + Sync {
-    let otel_layer = tracing_layer(tracer).exporting_only(|meta| {
-        meta.level() <= &tracing::Level::INFO && !is_export_stack(meta.target())
-    });
-    // The bridge and the metrics layer as one layer: one registry lookup per callback.
-    let infermon_layer = InfermonLayer::new(otel_layer, metrics_layer(meter));
+    let otel_layer = tracing_layer(tracer)
+        .exporting_only(|meta| meta.level() <= &EXPORTED_LEVEL && !is_export_stack(meta.target()));
+    // The bridge and the metrics layer as one layer: one registry lookup per callback. Nothing
+    // more verbose than the exported level reaches them, or the log unless its filter asks.
+    let infermon_layer = InfermonLayer::new(otel_layer, metrics_layer(meter))
+        .with_max_level(LevelFilter::from_level(EXPORTED_LEVEL));
     if !config.fmt_layer {
         return tracing_subscriber::registry().with(infermon_layer);
     }
@@ -352,7 +356,10 @@ fn subscriber(
     } else {
         layer::is_request_telemetry
     };
-    let fmt_filter = FilterFn::new(move |meta| !ignores(meta)).and(log.filter);
+    // The exclusion bounds no level (TRACE), so the pair's hint is the log filter's.
+    let fmt_filter = FilterFn::new(move |meta| !ignores(meta))
+        .with_max_level_hint(LevelFilter::TRACE)
+        .and(log.filter);
     let fmt_layer = tracing_subscriber::fmt::layer();
     let fmt_layer = match config.log_writer.clone() {
         Some(w) => fmt_layer
