@@ -28,6 +28,9 @@ pub struct InfermonLayer<S, T: Tracer> {
     bridge: OtelLayer<S, T>,
     metrics: MetricsLayer,
     log: Option<LogLayer<S>>,
+    /// Span enters and exits are passed to the log layer (see
+    /// [`log_skips_enter_exit`](Self::log_skips_enter_exit)).
+    log_enter_exit: bool,
     /// The most verbose level the bridge and the metrics layer use, when known (see
     /// [`with_max_level`](Self::with_max_level)).
     max_level: Option<LevelFilter>,
@@ -79,8 +82,6 @@ fn request_slot<'e, Sp: 'static>(ext: &'e mut ExtensionsMut<'_>) -> Option<&'e m
 struct LogLayer<S> {
     layer: Box<dyn Layer<S> + Send + Sync>,
     ignores: fn(&Metadata<'_>) -> bool,
-    /// Span enters and exits are passed on (see [`InfermonLayer::log_skips_enter_exit`]).
-    enter_exit: bool,
 }
 
 impl<S, T: Tracer> std::fmt::Debug for InfermonLayer<S, T> {
@@ -89,6 +90,7 @@ impl<S, T: Tracer> std::fmt::Debug for InfermonLayer<S, T> {
             .field("bridge", &self.bridge)
             .field("metrics", &self.metrics)
             .field("log_layer", &self.log.is_some())
+            .field("log_enter_exit", &self.log_enter_exit)
             .field("max_level", &self.max_level)
             .finish()
     }
@@ -105,6 +107,7 @@ where
             bridge: bridge.keeping_state_in(otel_slot::<T::Span>),
             metrics: metrics.keeping_state_in(request_slot::<T::Span>),
             log: None,
+            log_enter_exit: true,
             max_level: None,
             hint: None,
         }
@@ -140,13 +143,12 @@ where
         self.log = Some(LogLayer {
             layer: Box::new(log),
             ignores,
-            enter_exit: true,
         });
         self.hint = self.combined_hint();
         self
     }
 
-    /// Stops passing span enters and exits to the log layer (set by
+    /// Stops passing span enters and exits to the log layer (see
     /// [`with_log_layer`](Self::with_log_layer)), for a log layer that does nothing on them: a
     /// fmt layer without span events (`FmtSpan::NONE`, its default) under a filter without
     /// span-scoped directives (an `EnvFilter` directive with `[...]` must see entered spans).
@@ -156,9 +158,7 @@ where
     /// it does nothing: 0.33k instructions per poll of a phase span, 0.49k of a service's own
     /// span, where the registry and this layer need 0.21k (docs/benchmarks.md).
     pub fn log_skips_enter_exit(mut self) -> Self {
-        if let Some(log) = &mut self.log {
-            log.enter_exit = false;
-        }
+        self.log_enter_exit = false;
         self
     }
 
@@ -213,7 +213,7 @@ where
     fn log_entering(&self) -> Option<&(dyn Layer<S> + Send + Sync)> {
         self.log
             .as_ref()
-            .filter(|log| log.enter_exit)
+            .filter(|_| self.log_enter_exit)
             .map(|log| &*log.layer)
     }
 }
