@@ -220,30 +220,35 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountingEnters {
 
 #[test]
 fn log_skips_enter_exit_keeps_span_enters_and_exits_from_the_log_layer() {
-    for skip in [false, true] {
+    // Not asked; asked after the log layer is set; asked before it.
+    for (case, skip_before, skip_after, expected) in [
+        ("passed on", false, false, 4),
+        ("skipped, asked after", false, true, 0),
+        ("skipped, asked before", true, false, 0),
+    ] {
         let h = Harness::new();
         let calls = Arc::new(AtomicUsize::new(0));
-        let layer = InfermonLayer::new(
+        let mut layer = InfermonLayer::new(
             tracing_layer(h.tracer_provider.tracer("t")),
             metrics_layer(&h.meter()),
-        )
-        .with_log_layer(
+        );
+        if skip_before {
+            layer = layer.log_skips_enter_exit();
+        }
+        layer = layer.with_log_layer(
             CountingEnters(calls.clone()).with_filter(LevelFilter::INFO),
             |_| false,
         );
-        let layer = if skip {
-            layer.log_skips_enter_exit()
-        } else {
-            layer
-        };
+        if skip_after {
+            layer = layer.log_skips_enter_exit();
+        }
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("work");
             span.in_scope(|| tracing::info!("polled"));
             span.in_scope(|| tracing::info!("polled again"));
         });
-        let expected = if skip { 0 } else { 4 };
-        assert_eq!(calls.load(Ordering::Relaxed), expected, "skip: {skip}");
+        assert_eq!(calls.load(Ordering::Relaxed), expected, "{case}");
     }
 }
 
