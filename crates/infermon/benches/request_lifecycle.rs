@@ -34,9 +34,10 @@
 //!
 //! Time side by side (`LIFECYCLE_ROUNDS=<rounds>[:<n>]`): every variant runs `n` lifecycles
 //! (default 20,000) per round, in a rotating order, for `rounds` rounds; the binary prints each
-//! variant's thread CPU per lifecycle (median, the 10th–90th percentile range and the minimum over
-//! the rounds) and its median per-round ratio to the floor. A slow phase of a noisy machine lands on every
-//! variant of the rounds it spans, so the ratios hold where single runs move by a fifth.
+//! variant's thread CPU per lifecycle (median, the 10th–90th percentile range and the minimum
+//! over the rounds) and its median per-round ratio to the floor. A slow phase of a noisy machine
+//! lands on every variant of the rounds it spans, so the ratios hold where single runs move by a
+//! fifth.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -540,8 +541,9 @@ fn polled_spans() -> &'static PolledSpans {
 
 const VARIANTS: [&str; 4] = ["raw_sdk_bound", "raw_sdk", "typed", "macros"];
 
-/// Counted only: one poll or one disabled callsite each, not a lifecycle (see the module docs).
-const POLLS: [&str; 4] = ["poll_phase", "poll_own", "debug_event", "debug_span"];
+/// Variants for `LIFECYCLE_COUNT` only: one poll or one disabled callsite each, not a lifecycle
+/// (see the module docs).
+const COUNTED_ONLY: [&str; 4] = ["poll_phase", "poll_own", "debug_event", "debug_span"];
 
 /// Lifecycles per measured burst: 4 spans each, so a burst (1,600 spans) fits the batch
 /// processor's default queue of 2,048 and nothing is ever dropped.
@@ -718,16 +720,18 @@ criterion_group! {
 /// Runs `n` lifecycles of `lifecycle` in bursts, flushing between bursts outside
 /// [`measured_lifecycles`] (the function callgrind counts).
 fn count(spec: &str) {
+    let known = || format!("{VARIANTS:?}, or counted only {COUNTED_ONLY:?}");
     let (name, n) = spec
         .split_once(':')
         .and_then(|(name, n)| Some((name, n.parse::<u64>().ok()?)))
         .unwrap_or_else(|| {
             panic!(
-                "LIFECYCLE_COUNT={spec}: expected <variant>:<n>, variants {VARIANTS:?} {POLLS:?}"
+                "LIFECYCLE_COUNT={spec}: expected <variant>:<n>, variants {}",
+                known()
             )
         });
-    let lifecycle = variant(name)
-        .unwrap_or_else(|| panic!("unknown variant {name}; one of {VARIANTS:?} {POLLS:?}"));
+    let lifecycle =
+        variant(name).unwrap_or_else(|| panic!("unknown variant {name}; one of {}", known()));
     let s = setup();
     // One unmeasured lifecycle first: bound series, label caps and lazily built state exist
     // from then on, as in a server that has served one request of the model.
@@ -783,7 +787,7 @@ fn rounds(spec: &str) {
     eprintln!();
     let floor = &per_round[0]; // VARIANTS[0], `raw_sdk_bound`
     println!("{rounds} rounds of {n} lifecycles per variant, thread CPU per lifecycle (µs):");
-    println!("variant          median   p10–p90        min     ratio to floor (median of rounds)");
+    println!("variant          median   p10–p90        min     ratio to floor (median)");
     for (name, times) in VARIANTS.iter().zip(&per_round) {
         let ratios: Vec<f64> = times.iter().zip(floor).map(|(t, f)| t / f).collect();
         let (median, p10, p90, min) = (
